@@ -1,0 +1,62 @@
+//! Operations endpoints (contract §12): no key needed, except `/metrics` when configured.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use kiln_core::ErrorCode;
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Health {
+    status: &'static str,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/health", tag = "Operations",
+    responses((status = 200, body = Health)))]
+pub(crate) async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The catalog and blob storage answer.
+#[utoipa::path(get, path = "/ready", tag = "Operations",
+    responses((status = 200, description = "Ready"), (status = 503, body = crate::error::ErrorEnvelope)))]
+pub(crate) async fn ready(
+    State(app): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let catalog = app.catalog.ping().await.is_ok();
+    let storage = app.blobs.ping().await.is_ok();
+    let checks = json!({ "catalog": catalog, "storage": storage });
+    if catalog && storage {
+        Ok(Json(json!({ "status": "ready", "checks": checks })))
+    } else {
+        Err(ApiError::new(ErrorCode::ServiceUnavailable, "Not ready").detail("checks", checks))
+    }
+}
+
+/// Prometheus metrics in the OpenMetrics text format.
+#[utoipa::path(get, path = "/metrics", tag = "Operations",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
+pub(crate) async fn metrics(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if app.http.metrics_require_key {
+        crate::auth::authenticate(&headers, &app).await?;
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response())
+}

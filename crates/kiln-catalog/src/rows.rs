@@ -1,0 +1,110 @@
+//! Decoding catalog rows into domain records.
+
+use kiln_core::Timestamp;
+use kiln_core::model::{Chunking, FileCounts, Organization, Slice, Store};
+use kiln_core::types::{AccessMode, OwnerType, SliceStatus, SliceType};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::Result;
+
+pub(crate) fn ts(row: &AnyRow, col: &str) -> Result<Timestamp> {
+    Ok(Timestamp(row.try_get::<i64, _>(col)?))
+}
+
+pub(crate) fn opt_ts(row: &AnyRow, col: &str) -> Result<Option<Timestamp>> {
+    Ok(row.try_get::<Option<i64>, _>(col)?.map(Timestamp))
+}
+
+/// Decodes a column holding one of a string enum's values.
+pub(crate) fn enum_col<T>(row: &AnyRow, col: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+    let text: String = row.try_get(col)?;
+    parse(&text).ok_or_else(|| {
+        sqlx::Error::ColumnDecode {
+            index: col.to_string(),
+            source: format!("unexpected value {text:?}").into(),
+        }
+        .into()
+    })
+}
+
+pub(crate) const ORG_COLUMNS: &str = "id, name, created_at, updated_at";
+
+pub(crate) fn organization(row: &AnyRow) -> Result<Organization> {
+    Ok(Organization {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        created_at: ts(row, "created_at")?,
+        updated_at: ts(row, "updated_at")?,
+    })
+}
+
+/// Selects a slice with its live store count; append `WHERE ...` on alias `sl`.
+pub(crate) const SLICE_SELECT: &str = "SELECT sl.id, sl.organization_id, sl.name, sl.description, \
+     sl.slice_type, sl.owner_type, sl.owner_id, sl.status, sl.created_by, sl.created_at, \
+     sl.updated_at, sl.archived_at, sl.archived_by, \
+     (SELECT COUNT(*) FROM stores st WHERE st.slice_id = sl.id) AS store_count \
+     FROM slices sl";
+
+pub(crate) fn slice(row: &AnyRow) -> Result<Slice> {
+    Ok(Slice {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        slice_type: enum_col(row, "slice_type", SliceType::parse)?,
+        is_composite: false,
+        owner_type: enum_col(row, "owner_type", OwnerType::parse)?,
+        owner_id: row.try_get("owner_id")?,
+        status: enum_col(row, "status", SliceStatus::parse)?,
+        member_slice_ids: Vec::new(),
+        store_count: row.try_get("store_count")?,
+        organization_id: row.try_get("organization_id")?,
+        created_by: row.try_get("created_by")?,
+        created_at: ts(row, "created_at")?,
+        updated_at: ts(row, "updated_at")?,
+        archived_at: opt_ts(row, "archived_at")?,
+        archived_by: row.try_get("archived_by")?,
+    })
+}
+
+/// Selects a store with its file figures, computed from the files table; append
+/// `WHERE ... GROUP BY s.id` on alias `s`.
+pub(crate) const STORE_SELECT: &str = "SELECT s.id, s.organization_id, s.slice_id, s.name, \
+     s.description, s.access_mode, s.max_chunk_tokens, s.chunk_overlap_tokens, s.created_by, \
+     s.created_at, s.updated_at, \
+     CAST(COALESCE(SUM(CASE WHEN f.status = 'pending' THEN 1 ELSE 0 END), 0) AS BIGINT) AS n_pending, \
+     CAST(COALESCE(SUM(CASE WHEN f.status = 'processing' THEN 1 ELSE 0 END), 0) AS BIGINT) AS n_processing, \
+     CAST(COALESCE(SUM(CASE WHEN f.status = 'completed' THEN 1 ELSE 0 END), 0) AS BIGINT) AS n_completed, \
+     CAST(COALESCE(SUM(CASE WHEN f.status = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT) AS n_failed, \
+     CAST(COUNT(f.id) AS BIGINT) AS n_total, \
+     CAST(COALESCE(SUM(f.file_size), 0) AS BIGINT) AS data_size \
+     FROM stores s LEFT JOIN files f ON f.store_id = s.id AND f.deleted_at IS NULL";
+
+pub(crate) fn store(row: &AnyRow) -> Result<Store> {
+    let file_counts = FileCounts {
+        pending: row.try_get("n_pending")?,
+        processing: row.try_get("n_processing")?,
+        completed: row.try_get("n_completed")?,
+        failed: row.try_get("n_failed")?,
+        total: row.try_get("n_total")?,
+    };
+    Ok(Store {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        slice_id: row.try_get("slice_id")?,
+        organization_id: row.try_get("organization_id")?,
+        created_by: row.try_get("created_by")?,
+        is_active: true,
+        access_mode: enum_col(row, "access_mode", AccessMode::parse)?,
+        file_count: file_counts.total,
+        data_size: row.try_get("data_size")?,
+        file_counts,
+        chunking: Chunking {
+            max_chunk_tokens: row.try_get::<i64, _>("max_chunk_tokens")? as u32,
+            chunk_overlap_tokens: row.try_get::<i64, _>("chunk_overlap_tokens")? as u32,
+        },
+        created_at: ts(row, "created_at")?,
+        updated_at: ts(row, "updated_at")?,
+    })
+}

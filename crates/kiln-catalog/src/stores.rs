@@ -1,0 +1,298 @@
+//! Stores: the containers of files, each inside a slice.
+
+use kiln_core::model::{Chunking, Page, PageRequest, Store};
+use kiln_core::types::{AccessMode, SliceStatus};
+use kiln_core::{IdKind, Timestamp};
+use sqlx::{AnyConnection, AssertSqlSafe};
+
+use crate::rows::{self, STORE_SELECT};
+use crate::{Catalog, CatalogError, Resource, Result};
+
+#[derive(Debug, Clone)]
+pub struct NewStore {
+    pub name: String,
+    pub description: Option<String>,
+    pub access_mode: AccessMode,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StorePatch {
+    pub name: Option<String>,
+    /// `Some(None)` clears the description.
+    pub description: Option<Option<String>>,
+    pub access_mode: Option<AccessMode>,
+    /// Moves the store into another (active) slice of the organization.
+    pub slice_id: Option<String>,
+}
+
+fn store_sql(tail: &'static str) -> AssertSqlSafe<String> {
+    AssertSqlSafe(format!("{STORE_SELECT} {tail}"))
+}
+
+/// Fails unless the slice exists in the organization and is active.
+async fn require_active_slice(
+    conn: &mut AnyConnection,
+    organization_id: &str,
+    slice_id: &str,
+) -> Result<()> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM slices WHERE organization_id = $1 AND id = $2")
+            .bind(organization_id)
+            .bind(slice_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    match status.as_deref().and_then(SliceStatus::parse) {
+        None => Err(CatalogError::NotFound(Resource::Slice)),
+        Some(SliceStatus::Archived) => Err(CatalogError::SliceArchived),
+        Some(SliceStatus::Active) => Ok(()),
+    }
+}
+
+impl Catalog {
+    pub async fn create_store(
+        &self,
+        organization_id: &str,
+        slice_id: &str,
+        new: NewStore,
+        created_by: &str,
+    ) -> Result<Store> {
+        let mut tx = self.write.begin().await?;
+        require_active_slice(&mut tx, organization_id, slice_id).await?;
+        let id = IdKind::Store.generate();
+        let now = Timestamp::now().millis();
+        let chunking = Chunking::default();
+        sqlx::query(
+            "INSERT INTO stores (id, organization_id, slice_id, name, description, access_mode, \
+             max_chunk_tokens, chunk_overlap_tokens, created_by, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&id)
+        .bind(organization_id)
+        .bind(slice_id)
+        .bind(new.name)
+        .bind(new.description)
+        .bind(new.access_mode.as_str())
+        .bind(i64::from(chunking.max_chunk_tokens))
+        .bind(i64::from(chunking.chunk_overlap_tokens))
+        .bind(created_by)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let store = self.fetch_store(&mut *tx, organization_id, &id).await?;
+        tx.commit().await?;
+        Ok(store)
+    }
+
+    /// Stores of the organization, or of one of its slices, newest first.
+    pub async fn list_stores(
+        &self,
+        organization_id: &str,
+        slice_id: Option<&str>,
+        window: PageRequest,
+    ) -> Result<Page<Store>> {
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM stores s WHERE s.organization_id = $1 \
+             AND (CAST($2 AS TEXT) IS NULL OR s.slice_id = $2)",
+        )
+        .bind(organization_id)
+        .bind(slice_id)
+        .fetch_one(&self.read)
+        .await?;
+        let rows = sqlx::query(store_sql(
+            "WHERE s.organization_id = $1 AND (CAST($2 AS TEXT) IS NULL OR s.slice_id = $2) \
+             GROUP BY s.id ORDER BY s.created_at DESC, s.id DESC LIMIT $3 OFFSET $4",
+        ))
+        .bind(organization_id)
+        .bind(slice_id)
+        .bind(window.limit)
+        .bind(window.skip)
+        .fetch_all(&self.read)
+        .await?;
+        let items = rows.iter().map(rows::store).collect::<Result<Vec<_>>>()?;
+        Ok(Page::new(items, total, window))
+    }
+
+    pub async fn get_store(&self, organization_id: &str, id: &str) -> Result<Store> {
+        self.fetch_store(&self.read, organization_id, id).await
+    }
+
+    async fn fetch_store<'e, E>(
+        &self,
+        executor: E,
+        organization_id: &str,
+        id: &str,
+    ) -> Result<Store>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
+        let row = sqlx::query(store_sql(
+            "WHERE s.organization_id = $1 AND s.id = $2 GROUP BY s.id",
+        ))
+        .bind(organization_id)
+        .bind(id)
+        .fetch_optional(executor)
+        .await?
+        .ok_or(CatalogError::NotFound(Resource::Store))?;
+        rows::store(&row)
+    }
+
+    pub async fn update_store(
+        &self,
+        organization_id: &str,
+        id: &str,
+        patch: StorePatch,
+    ) -> Result<Store> {
+        let mut tx = self.write.begin().await?;
+        let current = self.fetch_store(&mut *tx, organization_id, id).await?;
+        if let Some(slice_id) = patch.slice_id.as_deref()
+            && slice_id != current.slice_id
+        {
+            require_active_slice(&mut tx, organization_id, slice_id).await?;
+        }
+        sqlx::query(
+            "UPDATE stores SET name = $1, description = $2, access_mode = $3, slice_id = $4, \
+             updated_at = $5 WHERE organization_id = $6 AND id = $7",
+        )
+        .bind(patch.name.unwrap_or(current.name))
+        .bind(patch.description.unwrap_or(current.description))
+        .bind(patch.access_mode.unwrap_or(current.access_mode).as_str())
+        .bind(patch.slice_id.unwrap_or(current.slice_id))
+        .bind(Timestamp::now().millis())
+        .bind(organization_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let store = self.fetch_store(&mut *tx, organization_id, id).await?;
+        tx.commit().await?;
+        Ok(store)
+    }
+
+    /// Deletes a store and the catalog records of its files.
+    pub async fn delete_store(&self, organization_id: &str, id: &str) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        let deleted = sqlx::query("DELETE FROM stores WHERE organization_id = $1 AND id = $2")
+            .bind(organization_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if deleted == 0 {
+            return Err(CatalogError::NotFound(Resource::Store));
+        }
+        sqlx::query("DELETE FROM files WHERE store_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NewSlice;
+    use kiln_core::types::{OwnerType, SliceType};
+
+    async fn insert_file(
+        catalog: &Catalog,
+        org: &str,
+        store: &str,
+        status: &str,
+        size: i64,
+        deleted: bool,
+    ) {
+        sqlx::query(
+            "INSERT INTO files (id, organization_id, store_id, file_name, mime_type, file_size, \
+             status, created_at, updated_at, deleted_at) VALUES ($1, $2, $3, 'f.txt', 'text/plain', \
+             $4, $5, 0, 0, $6)",
+        )
+        .bind(IdKind::File.generate())
+        .bind(org)
+        .bind(store)
+        .bind(size)
+        .bind(status)
+        .bind(deleted.then_some(1_i64))
+        .execute(&catalog.write)
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn store_figures_are_computed_from_live_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
+        let catalog = Catalog::open(&url, 2).await.unwrap();
+        // Opening again applies no migration twice.
+        Catalog::open(&url, 2).await.unwrap();
+        let org = catalog.create_organization("o").await.unwrap();
+        let slice = catalog
+            .create_slice(
+                &org.id,
+                NewSlice {
+                    name: "s".into(),
+                    description: None,
+                    slice_type: SliceType::Standard,
+                    owner_type: OwnerType::Organization,
+                    owner_id: None,
+                },
+                "ak_x",
+            )
+            .await
+            .unwrap();
+        let new = || NewStore {
+            name: "st".into(),
+            description: None,
+            access_mode: AccessMode::Organization,
+        };
+        let store = catalog
+            .create_store(&org.id, &slice.id, new(), "ak_x")
+            .await
+            .unwrap();
+        let other = catalog
+            .create_store(&org.id, &slice.id, new(), "ak_x")
+            .await
+            .unwrap();
+        insert_file(&catalog, &org.id, &store.id, "pending", 10, false).await;
+        insert_file(&catalog, &org.id, &store.id, "completed", 100, false).await;
+        insert_file(&catalog, &org.id, &store.id, "completed", 1000, false).await;
+        insert_file(&catalog, &org.id, &store.id, "failed", 5, false).await;
+        insert_file(&catalog, &org.id, &store.id, "completed", 7777, true).await;
+        insert_file(&catalog, &org.id, &other.id, "processing", 3, false).await;
+
+        let got = catalog.get_store(&org.id, &store.id).await.unwrap();
+        assert_eq!(got.file_count, 4);
+        assert_eq!(got.data_size, 1115);
+        assert_eq!(
+            (
+                got.file_counts.pending,
+                got.file_counts.processing,
+                got.file_counts.completed,
+                got.file_counts.failed,
+                got.file_counts.total
+            ),
+            (1, 0, 2, 1, 4)
+        );
+        let page = catalog
+            .list_stores(&org.id, None, PageRequest { skip: 0, limit: 10 })
+            .await
+            .unwrap();
+        assert_eq!(page.total, 2);
+        let listed_other = page.items.iter().find(|s| s.id == other.id).unwrap();
+        assert_eq!(listed_other.file_counts.processing, 1);
+        assert_eq!(listed_other.data_size, 3);
+
+        catalog.delete_store(&org.id, &store.id).await.unwrap();
+        let remaining: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM files WHERE store_id = $1")
+            .bind(&store.id)
+            .fetch_one(&catalog.read)
+            .await
+            .unwrap();
+        assert_eq!(remaining, 0);
+        assert!(matches!(
+            catalog.get_store(&org.id, &store.id).await,
+            Err(CatalogError::NotFound(Resource::Store))
+        ));
+    }
+}

@@ -1,0 +1,127 @@
+//! Configuration types. Loading (TOML file, `KILN_*` environment, flags) lives in the binary;
+//! this module only defines the shape and the defaults, so `kiln config show` can print them.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Folder for the catalog, blobs and the initial admin key.
+    pub data_dir: PathBuf,
+    /// Address the HTTP server listens on.
+    pub listen: String,
+    pub catalog: CatalogConfig,
+    pub blobs: BlobsConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./kiln-data"),
+            listen: "127.0.0.1:8080".to_string(),
+            catalog: CatalogConfig::default(),
+            blobs: BlobsConfig::default(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The catalog URL: the configured one, or SQLite in the data dir.
+    pub fn catalog_url(&self) -> String {
+        match &self.catalog.url {
+            Some(url) if !url.is_empty() => url.clone(),
+            _ => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("catalog.db").display()
+            ),
+        }
+    }
+
+    /// The folder for blobs when no object-store URL is configured.
+    pub fn blob_dir(&self) -> PathBuf {
+        self.blobs
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("blobs"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CatalogConfig {
+    /// `sqlite://PATH` (default: `DATA_DIR/catalog.db`).
+    pub url: Option<String>,
+    /// Read connections in the pool (SQLite writes go through one connection).
+    pub max_readers: u32,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        CatalogConfig {
+            url: None,
+            max_readers: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlobsConfig {
+    /// Local folder for blobs (default: `DATA_DIR/blobs`).
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest JSON request body, in bytes.
+    pub max_json_body_bytes: u64,
+    /// Time limit for a request (uploads excepted), in seconds.
+    pub request_timeout_secs: u64,
+    /// Whether `/metrics` needs an API key.
+    pub metrics_require_key: bool,
+    /// Seconds to wait for in-flight requests on shutdown.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_json_body_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            metrics_require_key: false,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `kiln=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}

@@ -1,0 +1,13 @@
+//! Kiln's vocabulary: identifiers, timestamps, domain enums, error codes and configuration
+//! types. This crate performs no I/O and knows no other Kiln crate.
+
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod time;
+pub mod types;
+
+pub use error::ErrorCode;
+pub use ids::IdKind;
+pub use time::Timestamp;

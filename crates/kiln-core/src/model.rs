@@ -1,0 +1,165 @@
+//! Domain records as the API shows them (contract §2, §4).
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::time::Timestamp;
+use crate::types::{AccessMode, OwnerType, Role, SliceStatus, SliceType};
+
+/// Default chunk size, in tokens of the embedding model (OpenAI's default).
+pub const DEFAULT_MAX_CHUNK_TOKENS: u32 = 800;
+/// Default chunk overlap, in tokens.
+pub const DEFAULT_CHUNK_OVERLAP_TOKENS: u32 = 400;
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Organization {
+    pub id: String,
+    pub name: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// An API key as listed by the operator tool; the key value itself is never stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ApiKeyInfo {
+    pub id: String,
+    pub organization_id: String,
+    pub role: Role,
+    pub name: Option<String>,
+    /// The first characters of the key value, to recognise it.
+    pub prefix: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// The caller behind a valid API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub key_id: String,
+    pub organization_id: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Slice {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    #[serde(rename = "type")]
+    pub slice_type: SliceType,
+    pub is_composite: bool,
+    pub owner_type: OwnerType,
+    pub owner_id: Option<String>,
+    pub status: SliceStatus,
+    pub member_slice_ids: Vec<String>,
+    pub store_count: i64,
+    pub organization_id: String,
+    pub created_by: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub archived_at: Option<Timestamp>,
+    pub archived_by: Option<String>,
+}
+
+/// Counts of a store's files by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct FileCounts {
+    pub pending: i64,
+    pub processing: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub total: i64,
+}
+
+/// How a store's files are cut into chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Chunking {
+    pub max_chunk_tokens: u32,
+    pub chunk_overlap_tokens: u32,
+}
+
+impl Default for Chunking {
+    fn default() -> Self {
+        Chunking {
+            max_chunk_tokens: DEFAULT_MAX_CHUNK_TOKENS,
+            chunk_overlap_tokens: DEFAULT_CHUNK_OVERLAP_TOKENS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Store {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub slice_id: String,
+    pub organization_id: String,
+    pub created_by: Option<String>,
+    pub is_active: bool,
+    pub access_mode: AccessMode,
+    /// Number of files in the store (not deleted).
+    pub file_count: i64,
+    /// Bytes of the original files.
+    pub data_size: i64,
+    pub file_counts: FileCounts,
+    pub chunking: Chunking,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// One page of a list (contract §1).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: i64,
+    pub skip: i64,
+    pub limit: i64,
+    pub has_more: bool,
+}
+
+impl<T> Page<T> {
+    pub fn new(items: Vec<T>, total: i64, window: PageRequest) -> Self {
+        let has_more = window.skip + (items.len() as i64) < total;
+        Page {
+            items,
+            total,
+            skip: window.skip,
+            limit: window.limit,
+            has_more,
+        }
+    }
+}
+
+/// A validated `skip`/`limit` window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub skip: i64,
+    pub limit: i64,
+}
+
+impl PageRequest {
+    pub const DEFAULT_LIMIT: i64 = 20;
+    pub const MAX_LIMIT: i64 = 100;
+}
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        PageRequest {
+            skip: 0,
+            limit: Self::DEFAULT_LIMIT,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn has_more_follows_the_contract() {
+        let w = PageRequest { skip: 2, limit: 2 };
+        assert!(Page::new(vec![1, 2], 5, w).has_more);
+        assert!(!Page::new(vec![1, 2], 4, w).has_more);
+        assert!(!Page::<i32>::new(vec![], 1, PageRequest { skip: 5, limit: 2 }).has_more);
+    }
+}

@@ -1,0 +1,6 @@
+//! The `kiln` binary's library half: configuration loading, the server's assembly and the
+//! operator commands, so tests drive exactly what `kiln serve` and `kiln admin` run.
+
+pub mod admin;
+pub mod server;
+pub mod settings;

@@ -1,0 +1,185 @@
+//! Starts the real server on a loopback port against a temporary data dir.
+#![allow(dead_code)]
+
+use kiln::server::Server;
+use kiln_core::config::Config;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+pub struct TestServer {
+    pub server: Server,
+    pub dir: tempfile::TempDir,
+    pub key: String,
+    pub org: String,
+    pub client: reqwest::Client,
+}
+
+pub fn config_for(dir: &std::path::Path) -> Config {
+    Config {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".to_string(),
+        ..Config::default()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(axum::Router::new()).await
+    }
+
+    pub async fn start_with(extra: axum::Router<kiln_api::AppState>) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let server = Server::start_with(config_for(dir.path()), extra)
+            .await
+            .expect("server starts");
+        let key = server
+            .initial_key
+            .as_ref()
+            .expect("a new data dir gets an admin key")
+            .value
+            .clone();
+        let client = reqwest::Client::new();
+        let org = client
+            .get(format!("{}/v1/organizations", server.base_url()))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()["organizations"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        TestServer {
+            server,
+            dir,
+            key,
+            org,
+            client,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.server.base_url(), path)
+    }
+
+    /// `/v1/organizations/{org}` + `rest`.
+    pub fn org_path(&self, rest: &str) -> String {
+        format!("/v1/organizations/{}{}", self.org, rest)
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request is answered");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, json, headers)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let (s, v, _) = self.call(Method::GET, path, Some(&self.key), None).await;
+        (s, v)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let (s, v, _) = self
+            .call(Method::POST, path, Some(&self.key), Some(body))
+            .await;
+        (s, v)
+    }
+
+    pub async fn create_slice(&self, name: &str) -> Value {
+        let (status, body) = self
+            .post(
+                &self.org_path("/knowledge/slices"),
+                serde_json::json!({ "name": name }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    pub async fn create_store(&self, slice_id: &str, name: &str) -> Value {
+        let (status, body) = self
+            .post(
+                &self.org_path(&format!("/knowledge/slices/{slice_id}/stores")),
+                serde_json::json!({ "name": name }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// Opens the data dir's catalog as the operator tool does.
+    pub async fn catalog(&self) -> kiln_catalog::Catalog {
+        kiln::server::open_storage(&config_for(self.dir.path()))
+            .await
+            .unwrap()
+            .0
+    }
+
+    /// A new organization with a key of `role`: (org id, key value).
+    pub async fn new_org_with_key(&self, role: kiln_core::types::Role) -> (String, String) {
+        let catalog = self.catalog().await;
+        let org = kiln::admin::org_create(&catalog, "other").await.unwrap();
+        let org_id = org["id"].as_str().unwrap().to_string();
+        let key = kiln::admin::key_create(&catalog, &org_id, role, None)
+            .await
+            .unwrap();
+        (org_id, key["key"].as_str().unwrap().to_string())
+    }
+
+    /// A key of `role` in this server's organization.
+    pub async fn key_with_role(&self, role: kiln_core::types::Role) -> String {
+        let catalog = self.catalog().await;
+        kiln::admin::key_create(&catalog, &self.org, role, None)
+            .await
+            .unwrap()["key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+/// Asserts an error envelope with `status` and `code`; returns the envelope's `error`.
+pub fn assert_envelope(status: StatusCode, body: &Value, expected: u16, code: &str) -> Value {
+    assert_eq!(status.as_u16(), expected, "{body}");
+    assert_eq!(body["success"], false, "{body}");
+    let error = &body["error"];
+    assert_eq!(error["code"], code, "{body}");
+    assert_eq!(error["status"], expected, "{body}");
+    assert_eq!(
+        error["type"],
+        if expected >= 500 {
+            "server_error"
+        } else {
+            "client_error"
+        }
+    );
+    assert!(error["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(error["system_message"].is_string());
+    assert!(error["details"].is_object(), "{body}");
+    assert!(error["trace_id"].as_str().is_some_and(|t| !t.is_empty()));
+    let ts = error["timestamp"].as_str().unwrap();
+    assert!(ts.ends_with('Z') && ts.len() == 20, "{ts}");
+    error.clone()
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Kiln's whole test suite: formatting, lints, then unit and HTTP-level tests.
+# Usage: scripts/test.sh    (CI runs exactly this, through .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build outside the clone when we can, so fresh clones (CI) reuse one cache.
+if [ -z "${CARGO_TARGET_DIR:-}" ] && mkdir -p /var/cache/kiln/target 2>/dev/null \
+    && [ -w /var/cache/kiln/target ]; then
+    export CARGO_TARGET_DIR=/var/cache/kiln/target
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
