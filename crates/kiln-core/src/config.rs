@@ -15,6 +15,7 @@ pub struct Config {
     pub catalog: CatalogConfig,
     pub blobs: BlobsConfig,
     pub http: HttpConfig,
+    pub embedding: EmbeddingConfig,
     pub log: LogConfig,
 }
 
@@ -26,6 +27,7 @@ impl Default for Config {
             catalog: CatalogConfig::default(),
             blobs: BlobsConfig::default(),
             http: HttpConfig::default(),
+            embedding: EmbeddingConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -41,6 +43,14 @@ impl Config {
                 self.data_dir.join("catalog.db").display()
             ),
         }
+    }
+
+    /// Where models are kept (fetched into) when no model folder is given.
+    pub fn models_dir(&self) -> PathBuf {
+        self.embedding
+            .models_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("models"))
     }
 
     /// The folder for blobs when no object-store URL is configured.
@@ -124,4 +134,63 @@ impl Default for LogConfig {
 pub enum LogFormat {
     Human,
     Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddingProvider {
+    /// all-MiniLM-L6-v2 in-process on the CPU.
+    Local,
+    /// An OpenAI-compatible `/embeddings` endpoint.
+    Openai,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddingConfig {
+    pub provider: EmbeddingProvider,
+    /// Where the local model is fetched to (default: `DATA_DIR/models`).
+    pub models_dir: Option<PathBuf>,
+    /// A folder already holding the local model's files (skips fetching).
+    pub model_dir: Option<PathBuf>,
+    /// Texts per batch for the local model (4–8 is fastest on small CPUs).
+    pub batch_size: usize,
+    pub openai: OpenAiEmbeddingConfig,
+}
+
+impl Default for EmbeddingConfig {
+    fn default() -> Self {
+        EmbeddingConfig {
+            provider: EmbeddingProvider::Local,
+            models_dir: None,
+            model_dir: None,
+            batch_size: 8,
+            openai: OpenAiEmbeddingConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenAiEmbeddingConfig {
+    /// e.g. `http://127.0.0.1:11434/v1`
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Option<String>,
+    pub dimensions: usize,
+    pub batch_size: usize,
+    pub timeout_secs: u64,
+}
+
+impl Default for OpenAiEmbeddingConfig {
+    fn default() -> Self {
+        OpenAiEmbeddingConfig {
+            base_url: "http://127.0.0.1:11434/v1".to_string(),
+            model: "all-minilm".to_string(),
+            api_key: None,
+            dimensions: 384,
+            batch_size: 32,
+            timeout_secs: 30,
+        }
+    }
 }

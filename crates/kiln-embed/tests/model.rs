@@ -1,0 +1,91 @@
+//! The local model against sentence-transformers' own vectors (computed once with Python and
+//! kept in `fixtures/reference-vectors.json`).
+
+use std::sync::Arc;
+
+use kiln_embed::local::LocalEmbedder;
+use kiln_embed::{Embedder, LocalModel, cosine, fetch};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Reference {
+    sentences: Vec<String>,
+    vectors: Vec<Vec<f32>>,
+}
+
+fn reference() -> Reference {
+    serde_json::from_str(include_str!("fixtures/reference-vectors.json")).unwrap()
+}
+
+fn model() -> LocalModel {
+    let dir = fetch::ensure(&fetch::shared_models_dir()).expect("the model can be fetched");
+    LocalModel::load(&dir).expect("the model loads")
+}
+
+#[test]
+fn vectors_match_sentence_transformers() {
+    let model = model();
+    let reference = reference();
+    let ours = model.embed_sync(&reference.sentences).unwrap();
+    assert_eq!(ours.len(), reference.vectors.len());
+    for ((sentence, theirs), ours) in reference
+        .sentences
+        .iter()
+        .zip(&reference.vectors)
+        .zip(&ours)
+    {
+        assert_eq!(ours.len(), 384);
+        let norm: f32 = ours.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "not normalised: {norm}");
+        let similarity = cosine(ours, theirs);
+        assert!(
+            similarity >= 0.999,
+            "cosine {similarity} < 0.999 for {:?}",
+            &sentence[..sentence.len().min(60)]
+        );
+    }
+    // Unrelated sentences are far apart, paraphrases close: the vectors carry meaning.
+    let v = model
+        .embed_sync(&[
+            "A man is playing a guitar.",
+            "Someone plays an instrument.",
+            "Stock markets fell sharply today.",
+        ])
+        .unwrap();
+    assert!(cosine(&v[0], &v[1]) > cosine(&v[0], &v[2]) + 0.3);
+}
+
+#[test]
+fn padding_and_batching_do_not_change_vectors() {
+    let model = model().with_batch_size(4);
+    let texts = [
+        "short",
+        "a somewhat longer sentence that needs padding for the short one",
+        "mid length text",
+    ];
+    let batched = model.embed_sync(&texts).unwrap();
+    for (text, batched) in texts.iter().zip(&batched) {
+        let alone = &model.embed_sync(&[*text]).unwrap()[0];
+        assert!(cosine(alone, batched) > 0.99999, "{text}");
+    }
+    assert!(model.embed_sync::<&str>(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn the_chunking_tokenizer_neither_truncates_nor_pads() {
+    let model = model();
+    let tokens = |t: &str| model.tokenizer().encode(t, false).unwrap().len();
+    assert_eq!(tokens("hello world"), 2);
+    let long = "word ".repeat(600);
+    assert_eq!(tokens(&long), 600);
+}
+
+#[tokio::test]
+async fn the_embedder_runs_off_the_async_threads() {
+    let embedder = LocalEmbedder::new(Arc::new(model()));
+    assert_eq!(embedder.model(), "all-MiniLM-L6-v2");
+    assert_eq!(embedder.dimensions(), 384);
+    let texts = vec!["The cat sits outside.".to_string()];
+    let v = embedder.embed(&texts).await.unwrap();
+    assert!(cosine(&v[0], &reference().vectors[0]) >= 0.999);
+}
