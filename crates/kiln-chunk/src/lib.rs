@@ -1,0 +1,242 @@
+//! Cutting extracted text into chunks bounded by the embedding model's own tokens, with
+//! overlap, cutting at structure (sections, headings, paragraphs, sentences; table rows with
+//! their header) before it cuts mid-sentence. The token counter is passed in, so this crate
+//! knows no model.
+
+use kiln_extract::{Document, Section, SectionKind};
+use text_splitter::{ChunkConfig, ChunkSizer, MarkdownSplitter, TextSplitter};
+
+/// A chunk of a document.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Chunk {
+    pub index: u32,
+    pub text: String,
+    pub page: Option<u32>,
+    pub tokens: usize,
+}
+
+/// Counts tokens of the embedding model.
+pub trait TokenCounter: Send + Sync {
+    fn count(&self, text: &str) -> usize;
+}
+
+impl<F: Fn(&str) -> usize + Send + Sync> TokenCounter for F {
+    fn count(&self, text: &str) -> usize {
+        self(text)
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Sizer<'a>(&'a dyn TokenCounter);
+
+impl ChunkSizer for Sizer<'_> {
+    fn size(&self, chunk: &str) -> usize {
+        self.0.count(chunk)
+    }
+}
+
+/// Chunk size and overlap, in tokens. The overlap must be less than the size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkOptions {
+    pub max_tokens: usize,
+    pub overlap_tokens: usize,
+}
+
+impl ChunkOptions {
+    fn overlap(self) -> usize {
+        self.overlap_tokens.min(self.max_tokens.saturating_sub(1))
+    }
+}
+
+/// Cuts a document into chunks; chunks never span two sections.
+pub fn chunk(document: &Document, options: ChunkOptions, counter: &dyn TokenCounter) -> Vec<Chunk> {
+    let mut chunks = Vec::new();
+    for section in &document.sections {
+        for text in split_section(section, options, counter) {
+            if text.trim().is_empty() {
+                continue;
+            }
+            chunks.push(Chunk {
+                index: chunks.len() as u32,
+                tokens: counter.count(&text),
+                text,
+                page: section.page,
+            });
+        }
+    }
+    chunks
+}
+
+fn config(max: usize, overlap: usize, counter: &dyn TokenCounter) -> ChunkConfig<Sizer<'_>> {
+    ChunkConfig::new(max.max(1))
+        .with_sizer(Sizer(counter))
+        .with_overlap(overlap.min(max.saturating_sub(1)))
+        .expect("overlap is less than the chunk size")
+}
+
+fn split_section(
+    section: &Section,
+    options: ChunkOptions,
+    counter: &dyn TokenCounter,
+) -> Vec<String> {
+    let max = options.max_tokens;
+    let overlap = options.overlap();
+    match &section.kind {
+        SectionKind::Prose | SectionKind::Code => TextSplitter::new(config(max, overlap, counter))
+            .chunks(&section.text)
+            .map(str::to_string)
+            .collect(),
+        SectionKind::Markdown => MarkdownSplitter::new(config(max, overlap, counter))
+            .chunks(&section.text)
+            .map(str::to_string)
+            .collect(),
+        SectionKind::Rows { header } => rows(header, &section.text, options, counter),
+    }
+}
+
+/// Packs whole rows under the header; a row too long for a chunk on its own is cut as prose
+/// (each piece still under the header). Overlap repeats trailing rows.
+fn rows(
+    header: &str,
+    body: &str,
+    options: ChunkOptions,
+    counter: &dyn TokenCounter,
+) -> Vec<String> {
+    let budget = options
+        .max_tokens
+        .saturating_sub(counter.count(header) + 1)
+        .max(options.max_tokens / 2)
+        .max(1);
+    let mut pieces: Vec<(String, usize)> = Vec::new();
+    for line in body.lines().filter(|l| !l.trim().is_empty()) {
+        let tokens = counter.count(line);
+        if tokens <= budget {
+            pieces.push((line.to_string(), tokens));
+        } else {
+            for part in TextSplitter::new(config(budget, 0, counter)).chunks(line) {
+                pieces.push((part.to_string(), counter.count(part)));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < pieces.len() {
+        let mut end = start;
+        let mut used = 0;
+        while end < pieces.len() && (end == start || used + pieces[end].1 < budget) {
+            used += pieces[end].1 + 1;
+            end += 1;
+        }
+        let lines: Vec<&str> = pieces[start..end].iter().map(|(t, _)| t.as_str()).collect();
+        out.push(format!("{header}\n{}", lines.join("\n")));
+        if end >= pieces.len() {
+            break;
+        }
+        // Step back over trailing rows that fit in the overlap, but always move forward.
+        let mut next = end;
+        let mut carried = 0;
+        while next > start + 1 && carried + pieces[next - 1].1 <= options.overlap() {
+            carried += pieces[next - 1].1;
+            next -= 1;
+        }
+        start = next;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_extract::Section;
+
+    /// One token per whitespace-separated word.
+    fn words(text: &str) -> usize {
+        text.split_whitespace().count()
+    }
+
+    fn doc(kind: SectionKind, text: &str) -> Document {
+        Document {
+            sections: vec![Section {
+                title: None,
+                page: Some(3),
+                kind,
+                text: text.to_string(),
+            }],
+        }
+    }
+
+    #[test]
+    fn chunks_respect_the_token_bound_and_cut_at_sentences() {
+        let sentence = "The quick brown fox jumps over the lazy dog.";
+        let text = vec![sentence; 40].join(" ");
+        let options = ChunkOptions {
+            max_tokens: 30,
+            overlap_tokens: 0,
+        };
+        let chunks = chunk(&doc(SectionKind::Prose, &text), options, &words);
+        assert!(chunks.len() >= 12);
+        for (i, c) in chunks.iter().enumerate() {
+            assert!(c.tokens <= 30, "{c:?}");
+            assert_eq!(c.index as usize, i);
+            assert_eq!(c.page, Some(3));
+            assert!(c.text.ends_with('.'), "cut mid-sentence: {:?}", c.text);
+        }
+    }
+
+    #[test]
+    fn overlap_repeats_text_between_neighbours() {
+        let text = (0..200)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let options = ChunkOptions {
+            max_tokens: 50,
+            overlap_tokens: 10,
+        };
+        let chunks = chunk(&doc(SectionKind::Prose, &text), options, &words);
+        assert!(chunks.len() > 4);
+        for pair in chunks.windows(2) {
+            let last_of_first = pair[0].text.split_whitespace().last().unwrap();
+            assert!(
+                pair[1].text.split_whitespace().any(|w| w == last_of_first),
+                "{pair:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn markdown_cuts_at_headings() {
+        let md = "# One\n\nalpha beta gamma delta.\n\n# Two\n\nepsilon zeta eta theta.\n";
+        let options = ChunkOptions {
+            max_tokens: 8,
+            overlap_tokens: 0,
+        };
+        let chunks = chunk(&doc(SectionKind::Markdown, md), options, &words);
+        assert_eq!(chunks.len(), 2, "{chunks:?}");
+        assert!(chunks[0].text.starts_with("# One") && chunks[1].text.starts_with("# Two"));
+    }
+
+    #[test]
+    fn table_chunks_carry_their_header() {
+        let body = (0..30)
+            .map(|i| format!("row{i} | value{i}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let section = SectionKind::Rows {
+            header: "name | value".into(),
+        };
+        let options = ChunkOptions {
+            max_tokens: 20,
+            overlap_tokens: 0,
+        };
+        let chunks = chunk(&doc(section, &body), options, &words);
+        assert!(chunks.len() > 3);
+        let mut seen = 0;
+        for c in &chunks {
+            assert!(c.text.starts_with("name | value\n"), "{c:?}");
+            assert!(c.tokens <= 20, "{c:?}");
+            seen += c.text.lines().count() - 1;
+        }
+        assert_eq!(seen, 30, "every row exactly once without overlap");
+    }
+}

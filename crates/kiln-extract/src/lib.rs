@@ -1,0 +1,74 @@
+//! Kiln's text extraction: type detection from content (not only the name), decoding of any
+//! common text encoding, and per-format extraction into sections that the chunker respects.
+//!
+//! This crate knows nothing of storage, HTTP or the catalog: bytes in, text out.
+
+mod decode;
+mod formats;
+mod types;
+
+pub use decode::decode_text;
+pub use types::{FileType, Format, SUPPORTED_TYPES, detect};
+
+/// What extraction produced: sections in reading order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Document {
+    pub sections: Vec<Section>,
+}
+
+impl Document {
+    /// Characters of text across sections.
+    pub fn characters(&self) -> usize {
+        self.sections.iter().map(|s| s.text.chars().count()).sum()
+    }
+
+    /// Whether any section holds visible text.
+    pub fn has_text(&self) -> bool {
+        self.sections.iter().any(|s| !s.text.trim().is_empty())
+    }
+}
+
+/// A stretch of text with one structure: chunks never span two sections.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Section {
+    /// A heading, sheet or slide title, if the format has one.
+    pub title: Option<String>,
+    /// 1-based page number, for formats with pages.
+    pub page: Option<u32>,
+    pub kind: SectionKind,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SectionKind {
+    /// Prose: split at paragraphs, then sentences.
+    Prose,
+    /// Markdown: split at headings, then blocks.
+    Markdown,
+    /// Source code: split at blank lines, then lines.
+    Code,
+    /// Table rows, one per line; every chunk repeats the header line.
+    Rows { header: String },
+}
+
+/// Why a file yields no text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExtractError {
+    #[error("{0}")]
+    Corrupt(String),
+    #[error("the file contains no text")]
+    NoText,
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Extracts the text of a file of a detected format.
+pub fn extract(format: Format, bytes: &[u8]) -> Result<Document, ExtractError> {
+    let document = formats::extract(format, bytes)?;
+    if document.has_text() {
+        Ok(document)
+    } else {
+        Err(ExtractError::NoText)
+    }
+}
