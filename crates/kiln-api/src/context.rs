@@ -47,13 +47,19 @@ pub async fn request_context(
     next: Next,
 ) -> Response {
     let id = client_request_id(&request).unwrap_or_else(new_request_id);
+    // Uploads stream up to 31 MiB: they get ten times the time.
+    let limit = if request.uri().path().ends_with("/files/upload") {
+        timeout.0 * 10
+    } else {
+        timeout.0
+    };
     let mut response = REQUEST_ID
         .scope(id.clone(), async move {
-            let response = match tokio::time::timeout(timeout.0, next.run(request)).await {
+            let response = match tokio::time::timeout(limit, next.run(request)).await {
                 Ok(response) => response,
                 Err(_) => ApiError::new(
                     ErrorCode::ServiceUnavailable,
-                    format!("The request took longer than {} s", timeout.0.as_secs()),
+                    format!("The request took longer than {} s", limit.as_secs()),
                 )
                 .into_response(),
             };

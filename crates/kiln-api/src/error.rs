@@ -125,8 +125,14 @@ impl From<CatalogError> for ApiError {
                     Resource::Slice => (ErrorCode::SliceNotFound, "Knowledge slice"),
                     Resource::Store => (ErrorCode::VectorStoreNotFound, "Vector store"),
                     Resource::ApiKey => (ErrorCode::ResourceNotFound, "API key"),
+                    Resource::File => (ErrorCode::FileNotInStore, "File not found in this store"),
                 };
-                ApiError::new(code, format!("{what} not found"))
+                let message = if resource == Resource::File {
+                    what.to_string()
+                } else {
+                    format!("{what} not found")
+                };
+                ApiError::new(code, message)
             }
             CatalogError::SliceArchived => {
                 ApiError::new(ErrorCode::SliceArchived, "The knowledge slice is archived")

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod metrics;
 mod openapi;
 mod routes;
+mod search;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -32,6 +33,10 @@ pub use metrics::Metrics;
 pub struct AppState {
     pub catalog: Catalog,
     pub blobs: Blobs,
+    pub index: Arc<kiln_index::ChunkIndex>,
+    pub embedder: Arc<dyn kiln_embed::Embedder>,
+    /// Wakes the workers when work arrives.
+    pub waker: kiln_pipeline::Waker,
     pub metrics: Arc<Metrics>,
     pub http: Arc<HttpConfig>,
 }

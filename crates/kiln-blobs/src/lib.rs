@@ -33,6 +33,9 @@ impl From<object_store::Error> for BlobError {
 
 pub type Result<T, E = BlobError> = std::result::Result<T, E>;
 
+/// A blob's path.
+pub type BlobPath = Path;
+
 /// Where a store's blobs live.
 pub fn store_prefix(organization_id: &str, store_id: &str) -> Path {
     Path::from(format!("orgs/{organization_id}/stores/{store_id}"))
@@ -85,6 +88,14 @@ impl Blobs {
         Ok(self.store.get(path).await?.bytes().await?)
     }
 
+    /// Starts a streamed write: bytes are written as they come, never held whole in memory.
+    pub async fn writer(&self, path: &Path) -> Result<BlobWriter> {
+        let upload = self.store.put_multipart(path).await?;
+        Ok(BlobWriter {
+            inner: object_store::WriteMultipart::new(upload),
+        })
+    }
+
     /// Deletes every blob under `prefix`; returns how many were deleted.
     pub async fn delete_prefix(&self, prefix: &Path) -> Result<usize> {
         let paths: Vec<Path> = self
@@ -110,6 +121,30 @@ impl Blobs {
             .map_ok(|meta| meta.location)
             .try_collect()
             .await?)
+    }
+}
+
+/// A blob being written; it appears only when finished.
+pub struct BlobWriter {
+    inner: object_store::WriteMultipart,
+}
+
+impl BlobWriter {
+    /// Writes bytes, waiting when too many parts are in flight.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.inner.wait_for_capacity(8).await?;
+        self.inner.write(bytes);
+        Ok(())
+    }
+
+    pub async fn finish(self) -> Result<()> {
+        self.inner.finish().await?;
+        Ok(())
+    }
+
+    /// Abandons the write; nothing appears.
+    pub async fn abort(self) {
+        let _ = self.inner.abort().await;
     }
 }
 
@@ -151,5 +186,25 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(blobs.get(&other).await.unwrap().len(), 5);
+
+        let streamed = file_prefix("org_a", "vs_c", "file_4")
+            .clone()
+            .join("original");
+        let mut writer = blobs.writer(&streamed).await.unwrap();
+        for _ in 0..3 {
+            writer.write(&[7u8; 1000]).await.unwrap();
+        }
+        writer.finish().await.unwrap();
+        assert_eq!(blobs.get(&streamed).await.unwrap().len(), 3000);
+        let aborted = file_prefix("org_a", "vs_c", "file_5")
+            .clone()
+            .join("original");
+        let mut writer = blobs.writer(&aborted).await.unwrap();
+        writer.write(b"partial").await.unwrap();
+        writer.abort().await;
+        assert!(matches!(
+            blobs.get(&aborted).await,
+            Err(BlobError::NotFound(_))
+        ));
     }
 }

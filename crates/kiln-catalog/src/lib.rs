@@ -4,8 +4,10 @@
 //! SQLite (the embedded default) and, later, PostgreSQL. On SQLite, writes go through a single
 //! connection (WAL mode, `busy_timeout`), reads through a pool.
 
+mod files;
 mod keys;
 mod migrate;
+mod queue;
 mod rows;
 mod slices;
 mod stores;
@@ -17,7 +19,9 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
+pub use files::{FileFilter, NewFile, RetryOutcome};
 pub use keys::NewApiKey;
+pub use queue::{Claimed, Completion, FailOutcome, JobKind, Liveness, LogLine, SearchableFile};
 pub use slices::{NewSlice, SliceFilter, SlicePatch};
 pub use stores::{NewStore, StorePatch};
 
@@ -43,6 +47,7 @@ pub enum Resource {
     ApiKey,
     Slice,
     Store,
+    File,
 }
 
 impl std::fmt::Display for Resource {
@@ -52,6 +57,7 @@ impl std::fmt::Display for Resource {
             Resource::ApiKey => "API key",
             Resource::Slice => "slice",
             Resource::Store => "store",
+            Resource::File => "file",
         })
     }
 }

@@ -168,7 +168,8 @@ impl Catalog {
         Ok(store)
     }
 
-    /// Deletes a store and the catalog records of its files.
+    /// Deletes a store: it and its files disappear at once; queued work is cancelled; a
+    /// durable purge job removes chunks, vectors, blobs and the files' records.
     pub async fn delete_store(&self, organization_id: &str, id: &str) -> Result<()> {
         let mut tx = self.write.begin().await?;
         let deleted = sqlx::query("DELETE FROM stores WHERE organization_id = $1 AND id = $2")
@@ -180,12 +181,47 @@ impl Catalog {
         if deleted == 0 {
             return Err(CatalogError::NotFound(Resource::Store));
         }
-        sqlx::query("DELETE FROM files WHERE store_id = $1")
+        let now = Timestamp::now().millis();
+        sqlx::query("UPDATE files SET deleted_at = $1 WHERE store_id = $2 AND deleted_at IS NULL")
+            .bind(now)
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', updated_at = $1 WHERE store_id = $2 AND state = 'queued'",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        crate::files::enqueue(&mut tx, "purge_store", organization_id, id, id, now).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Sets how the store's files are chunked from now on.
+    pub async fn update_chunking(
+        &self,
+        organization_id: &str,
+        id: &str,
+        chunking: Chunking,
+    ) -> Result<Store> {
+        let n = sqlx::query(
+            "UPDATE stores SET max_chunk_tokens = $1, chunk_overlap_tokens = $2, updated_at = $3 \
+             WHERE organization_id = $4 AND id = $5",
+        )
+        .bind(i64::from(chunking.max_chunk_tokens))
+        .bind(i64::from(chunking.chunk_overlap_tokens))
+        .bind(Timestamp::now().millis())
+        .bind(organization_id)
+        .bind(id)
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(CatalogError::NotFound(Resource::Store));
+        }
+        self.fetch_store(&self.write, organization_id, id).await
     }
 }
 
@@ -284,6 +320,25 @@ mod tests {
         assert_eq!(listed_other.data_size, 3);
 
         catalog.delete_store(&org.id, &store.id).await.unwrap();
+        let hidden: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM files WHERE store_id = $1 AND deleted_at IS NULL",
+        )
+        .bind(&store.id)
+        .fetch_one(&catalog.read)
+        .await
+        .unwrap();
+        assert_eq!(hidden, 0, "the store's files are hidden at once");
+        let purge = catalog
+            .claim("w", std::time::Duration::from_secs(60))
+            .await
+            .unwrap()
+            .expect("a purge job is queued");
+        assert_eq!(purge.kind, crate::JobKind::PurgeStore);
+        assert_eq!(purge.file_id, store.id);
+        catalog
+            .forget_store(&purge.job_id, &store.id)
+            .await
+            .unwrap();
         let remaining: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM files WHERE store_id = $1")
             .bind(&store.id)
             .fetch_one(&catalog.read)

@@ -16,6 +16,7 @@ pub struct Config {
     pub blobs: BlobsConfig,
     pub http: HttpConfig,
     pub embedding: EmbeddingConfig,
+    pub workers: WorkerConfig,
     pub log: LogConfig,
 }
 
@@ -28,6 +29,7 @@ impl Default for Config {
             blobs: BlobsConfig::default(),
             http: HttpConfig::default(),
             embedding: EmbeddingConfig::default(),
+            workers: WorkerConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -191,6 +193,33 @@ impl Default for OpenAiEmbeddingConfig {
             dimensions: 384,
             batch_size: 32,
             timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Workers inside `kiln serve` (0: one per CPU core).
+    pub count: usize,
+    /// Lease on a claimed job, in seconds; a heartbeat renews it.
+    pub lease_secs: u64,
+    /// First automatic-retry delay in milliseconds (doubles per try, with jitter).
+    pub retry_base_ms: u64,
+    /// Longest text extraction of one file, in seconds.
+    pub extract_timeout_secs: u64,
+    /// How often the lease reaper runs, in seconds.
+    pub reap_every_secs: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            count: 0,
+            lease_secs: 60,
+            retry_base_ms: 2000,
+            extract_timeout_secs: 120,
+            reap_every_secs: 5,
         }
     }
 }

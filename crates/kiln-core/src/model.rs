@@ -163,3 +163,106 @@ mod tests {
         assert!(!Page::<i32>::new(vec![], 1, PageRequest { skip: 5, limit: 2 }).has_more);
     }
 }
+
+/// A file in a store (contract §5), as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FileRecord {
+    pub id: String,
+    pub store_id: String,
+    pub organization_id: String,
+    pub file_name: String,
+    pub relative_path: Option<String>,
+    pub mime_type: String,
+    pub file_size: i64,
+    pub sha256: Option<String>,
+    pub status: crate::types::FileStatus,
+    pub progress_percent: i64,
+    pub current_step: crate::types::Step,
+    pub error_code: Option<crate::types::FileErrorCode>,
+    pub error_message: Option<String>,
+    pub retryable: Option<bool>,
+    pub attempts: i64,
+    pub chunk_count: i64,
+    pub embedding_model: Option<String>,
+    pub created_by: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+    #[serde(skip)]
+    pub queued_at: Option<Timestamp>,
+    #[serde(skip)]
+    pub generation: i64,
+    #[serde(skip)]
+    pub active_generation: i64,
+    #[serde(skip)]
+    pub extracted_text_bytes: i64,
+    #[serde(skip)]
+    pub vector_bytes: i64,
+    #[serde(skip)]
+    pub index_bytes: i64,
+}
+
+/// A file's processing status (contract §5): the Aitronos fields first, then Kiln's.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FileStatusView {
+    pub status: crate::types::FileStatus,
+    pub progress_percent: i64,
+    pub current_step: crate::types::Step,
+    pub error_message: Option<String>,
+    pub started_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+    pub error_code: Option<crate::types::FileErrorCode>,
+    pub retryable: Option<bool>,
+    pub attempt: i64,
+    pub chunk_count: i64,
+    pub embedding_model: Option<String>,
+    pub queued_at: Option<Timestamp>,
+    pub lease_expires_at: Option<Timestamp>,
+}
+
+impl FileStatusView {
+    pub fn of(file: &FileRecord, lease_expires_at: Option<Timestamp>) -> Self {
+        FileStatusView {
+            status: file.status,
+            progress_percent: file.progress_percent,
+            current_step: file.current_step,
+            error_message: file.error_message.clone(),
+            started_at: file.started_at,
+            completed_at: file.completed_at,
+            error_code: file.error_code,
+            retryable: file.retryable,
+            attempt: file.attempts,
+            chunk_count: file.chunk_count,
+            embedding_model: file.embedding_model.clone(),
+            queued_at: file.queued_at,
+            lease_expires_at,
+        }
+    }
+}
+
+/// One processing log entry (contract §9).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct LogEntry {
+    pub timestamp: Timestamp,
+    pub level: crate::types::LogLevel,
+    pub attempt: i64,
+    pub step: Option<crate::types::Step>,
+    pub event: String,
+    pub message: String,
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+/// Storage figures (contract §10), exact.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, ToSchema)]
+pub struct UsageFigures {
+    pub file_count: i64,
+    pub file_counts: FileCounts,
+    pub original_bytes: i64,
+    pub extracted_text_bytes: i64,
+    pub chunk_count: i64,
+    pub vector_bytes: i64,
+    pub index_bytes: i64,
+    pub total_bytes: i64,
+}

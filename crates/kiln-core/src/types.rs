@@ -103,3 +103,30 @@ mod tests {
         assert!(serde_json::from_str::<AccessMode>("\"everyone\"").is_err());
     }
 }
+
+string_enum!(
+    /// The step a file is in (contract §5); a failed file keeps the step it failed in.
+    Step { Queued => "queued", Extracting => "extracting", Chunking => "chunking", Embedding => "embedding", Indexing => "indexing", Completed => "completed" }
+);
+
+string_enum!(
+    /// Why a file failed (contract §7).
+    FileErrorCode {
+        UnsupportedFormat => "UNSUPPORTED_FORMAT",
+        CorruptFile => "CORRUPT_FILE",
+        EncryptedFile => "ENCRYPTED_FILE",
+        NoTextExtracted => "NO_TEXT_EXTRACTED",
+        FileTooLarge => "FILE_TOO_LARGE",
+        EmbeddingFailed => "EMBEDDING_FAILED",
+        EmbeddingRateLimited => "EMBEDDING_RATE_LIMITED",
+        IndexFailed => "INDEX_FAILED",
+        Timeout => "TIMEOUT",
+        WorkerLost => "WORKER_LOST",
+        InternalError => "INTERNAL_ERROR",
+    }
+);
+
+string_enum!(
+    /// A processing log entry's level.
+    LogLevel { Info => "info", Warning => "warning", Error => "error" }
+);

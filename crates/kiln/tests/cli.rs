@@ -31,6 +31,10 @@ fn serve(dir: &Path) -> Running {
     let mut child = kiln()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
+        .env(
+            "KILN_EMBEDDING__MODELS_DIR",
+            kiln_embed::fetch::shared_models_dir(),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -1,7 +1,9 @@
 //! The API's routes, each documented for the OpenAPI document.
 
+mod files;
 mod ops;
 mod orgs;
+mod search;
 mod slices;
 mod stores;
 
@@ -30,6 +32,21 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
             stores::update_store,
             stores::delete_store
         ))
+        .merge(OpenApiRouter::new().routes(routes!(files::upload)).layer(
+            axum::extract::DefaultBodyLimit::max(
+                files::MAX_DIRECT_UPLOAD_BYTES as usize + 64 * 1024,
+            ),
+        ))
+        .routes(routes!(files::list_files))
+        .routes(routes!(files::get_config, files::patch_config))
+        .routes(routes!(files::remove_bulk))
+        .routes(routes!(files::get_file, files::delete_file))
+        .routes(routes!(files::file_status))
+        .routes(routes!(files::retry_file))
+        .routes(routes!(files::file_logs))
+        .routes(routes!(files::store_usage))
+        .routes(routes!(files::organization_usage))
+        .routes(routes!(search::search_store))
 }
 
 /// A path naming a slice.

@@ -15,11 +15,28 @@ pub struct TestServer {
 }
 
 pub fn config_for(dir: &std::path::Path) -> Config {
-    Config {
+    let mut config = Config {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".to_string(),
         ..Config::default()
-    }
+    };
+    config.embedding.models_dir = Some(kiln_embed::fetch::shared_models_dir());
+    config.workers.retry_base_ms = 200;
+    config.workers.reap_every_secs = 1;
+    config
+}
+
+/// The real model, loaded once per test binary.
+pub async fn model() -> kiln::server::Model {
+    static MODEL: tokio::sync::OnceCell<kiln::server::Model> = tokio::sync::OnceCell::const_new();
+    MODEL
+        .get_or_init(|| async {
+            kiln::server::load_model(&config_for(std::path::Path::new("/nonexistent")))
+                .await
+                .expect("the model loads")
+        })
+        .await
+        .clone()
 }
 
 impl TestServer {
@@ -29,7 +46,20 @@ impl TestServer {
 
     pub async fn start_with(extra: axum::Router<kiln_api::AppState>) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let server = Server::start_with(config_for(dir.path()), extra)
+        Self::start_in(dir, config_for, extra).await
+    }
+
+    /// Starts on `dir` with a configuration of `configure`.
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        configure: impl Fn(&std::path::Path) -> Config,
+        extra: axum::Router<kiln_api::AppState>,
+    ) -> TestServer {
+        let options = kiln::server::Options {
+            extra,
+            model: Some(model().await),
+        };
+        let server = Server::start_with(configure(dir.path()), options)
             .await
             .expect("server starts");
         let key = server
@@ -182,4 +212,93 @@ pub fn assert_envelope(status: StatusCode, body: &Value, expected: u16, code: &s
     let ts = error["timestamp"].as_str().unwrap();
     assert!(ts.ends_with('Z') && ts.len() == 20, "{ts}");
     error.clone()
+}
+
+impl TestServer {
+    /// A fresh slice with a store; returns the store ID.
+    pub async fn store(&self) -> String {
+        let slice = self.create_slice("files").await;
+        self.create_store(slice["id"].as_str().unwrap(), "docs")
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub fn files_path(&self, store: &str, rest: &str) -> String {
+        self.org_path(&format!("/stores/{store}/files{rest}"))
+    }
+
+    /// Uploads bytes as `name`; returns the status and the answer.
+    pub async fn upload(
+        &self,
+        store: &str,
+        name: &str,
+        bytes: Vec<u8>,
+        relative_path: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()),
+        );
+        if let Some(path) = relative_path {
+            form = form.text("relative_path", path.to_string());
+        }
+        let response = self
+            .client
+            .post(self.url(&self.files_path(store, "/upload")))
+            .bearer_auth(&self.key)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Uploads and returns the new file's ID, asserting 201.
+    pub async fn upload_ok(&self, store: &str, name: &str, text: &str) -> String {
+        let (status, body) = self
+            .upload(store, name, text.as_bytes().to_vec(), None)
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn status(&self, store: &str, file: &str) -> Value {
+        let (s, b) = self
+            .get(&self.files_path(store, &format!("/{file}/status")))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b
+    }
+
+    /// Polls a file's status until it is `completed` or `failed` (60 s at most).
+    pub async fn settle(&self, store: &str, file: &str) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let status = self.status(store, file).await;
+            if status["status"] == "completed" || status["status"] == "failed" {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "file never settled: {status}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn logs(&self, store: &str, file: &str) -> Vec<Value> {
+        let (s, b) = self
+            .get(&self.files_path(store, &format!("/{file}/logs?limit=100")))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        b["items"].as_array().unwrap().clone()
+    }
+
+    pub async fn search(&self, store: &str, body: Value) -> (StatusCode, Value) {
+        self.post(&self.org_path(&format!("/stores/{store}/search")), body)
+            .await
+    }
 }

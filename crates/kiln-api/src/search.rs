@@ -1,0 +1,241 @@
+//! Search over stores (contract §11): keyword (BM25), semantic (vectors) or hybrid
+//! (reciprocal-rank fusion of both). Only completed, undeleted files' active generations are
+//! searchable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use kiln_core::ErrorCode;
+use kiln_index::{Hit, Scope};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::{ApiError, FieldError};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Hybrid,
+    Semantic,
+    Keyword,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct Filters {
+    pub file_ids: Option<Vec<String>>,
+    pub relative_path_prefix: Option<String>,
+    pub mime_types: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct SearchRequest {
+    /// 1–4000 characters (may be omitted in `semantic` mode with `query_vector`).
+    pub query: Option<String>,
+    /// A query vector of the store's dimensions; skips embedding the query.
+    pub query_vector: Option<Vec<f32>>,
+    /// 1–100, default 10.
+    pub top_k: Option<i64>,
+    pub mode: Option<Mode>,
+    pub filters: Option<Filters>,
+    pub score_threshold: Option<f32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResult {
+    pub store_id: String,
+    pub file_id: String,
+    pub file_name: String,
+    pub relative_path: Option<String>,
+    pub chunk_index: u32,
+    pub text: String,
+    pub score: f32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SearchResponse {
+    pub query: Option<String>,
+    pub mode: Mode,
+    pub results: Vec<SearchResult>,
+    pub took_ms: u64,
+}
+
+/// Candidates taken from each list before fusion.
+const FUSION_DEPTH: usize = 50;
+/// Reciprocal-rank fusion constant.
+const RRF_K: f32 = 60.0;
+
+pub async fn search(
+    app: &AppState,
+    organization_id: &str,
+    store_ids: Vec<String>,
+    request: SearchRequest,
+) -> Result<SearchResponse, ApiError> {
+    let started = Instant::now();
+    let mode = request.mode.unwrap_or_default();
+    let top_k = request.top_k.unwrap_or(10);
+    let mut problems = Vec::new();
+    if !(1..=100).contains(&top_k) {
+        problems.push(FieldError::new("top_k", "must be between 1 and 100"));
+    }
+    let query = request.query.clone();
+    match query.as_deref() {
+        Some(q) if q.trim().is_empty() || q.chars().count() > 4000 => {
+            problems.push(FieldError::new("query", "must have 1 to 4000 characters"))
+        }
+        None if !(mode == Mode::Semantic && request.query_vector.is_some()) => {
+            problems.push(FieldError::new(
+                "query",
+                "is required (only semantic search with query_vector may omit it)",
+            ))
+        }
+        _ => {}
+    }
+    if let Some(v) = &request.query_vector
+        && v.len() != app.index.dimensions()
+    {
+        problems.push(FieldError::new(
+            "query_vector",
+            format!(
+                "must have {} numbers (the store's dimensions), got {}",
+                app.index.dimensions(),
+                v.len()
+            ),
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::validation(problems));
+    }
+    let top_k = top_k as usize;
+
+    let files = app
+        .catalog
+        .searchable_files(organization_id, &store_ids)
+        .await?;
+    let filters = request.filters.unwrap_or_default();
+    let allowed: HashMap<String, u64> = files
+        .iter()
+        .filter(|(id, f)| {
+            filters.file_ids.as_ref().is_none_or(|ids| ids.contains(id))
+                && filters.relative_path_prefix.as_ref().is_none_or(|prefix| {
+                    f.relative_path
+                        .as_deref()
+                        .unwrap_or("")
+                        .starts_with(prefix.trim_start_matches('/'))
+                })
+                && filters
+                    .mime_types
+                    .as_ref()
+                    .is_none_or(|m| m.contains(&f.mime_type))
+        })
+        .map(|(id, f)| (id.clone(), f.active_generation))
+        .collect();
+
+    let vector = match (mode, request.query_vector) {
+        (Mode::Keyword, _) => None,
+        (_, Some(v)) => Some(v),
+        (_, None) => {
+            let text = vec![query.clone().unwrap_or_default()];
+            let mut vectors = app.embedder.embed(&text).await.map_err(|e| {
+                ApiError::new(
+                    ErrorCode::ServiceUnavailable,
+                    format!("The query could not be embedded: {e}"),
+                )
+            })?;
+            vectors.pop()
+        }
+    };
+
+    let index = app.index.clone();
+    let keyword_query = (mode != Mode::Semantic).then(|| query.clone().unwrap_or_default());
+    let depth = if mode == Mode::Hybrid {
+        FUSION_DEPTH.max(top_k)
+    } else {
+        top_k
+    };
+    let allowed = Arc::new(allowed);
+    let (keyword, semantic) = tokio::task::spawn_blocking(move || {
+        let active = |file: &str, generation: u64| allowed.get(file) == Some(&generation);
+        let scope = Scope {
+            store_ids: &store_ids,
+            active: &active,
+        };
+        let keyword = match keyword_query {
+            Some(q) => index.keyword(&scope, &q, depth)?,
+            None => Vec::new(),
+        };
+        let semantic = match vector {
+            Some(v) => index.semantic(&scope, &v, depth)?,
+            None => Vec::new(),
+        };
+        Ok::<_, kiln_index::IndexError>((keyword, semantic))
+    })
+    .await
+    .map_err(|_| ApiError::internal())?
+    .map_err(|e| {
+        tracing::error!(error = %e, "search failed");
+        ApiError::new(ErrorCode::ServiceUnavailable, "The index is not available")
+    })?;
+
+    let ranked: Vec<Hit> = match mode {
+        Mode::Keyword => keyword,
+        Mode::Semantic => semantic,
+        Mode::Hybrid => fuse(keyword, semantic),
+    };
+    let results = ranked
+        .into_iter()
+        .filter(|hit| request.score_threshold.is_none_or(|t| hit.score >= t))
+        .take(top_k)
+        .filter_map(|hit| {
+            let file = files.get(&hit.file_id)?;
+            Some(SearchResult {
+                store_id: hit.store_id,
+                file_name: file.file_name.clone(),
+                relative_path: file.relative_path.clone(),
+                file_id: hit.file_id,
+                chunk_index: hit.chunk_index,
+                text: hit.text,
+                score: hit.score,
+                page: hit.page,
+            })
+        })
+        .collect();
+    Ok(SearchResponse {
+        query,
+        mode,
+        results,
+        took_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// Reciprocal-rank fusion: each list contributes 1 / (60 + rank).
+fn fuse(keyword: Vec<Hit>, semantic: Vec<Hit>) -> Vec<Hit> {
+    let mut fused: HashMap<(String, u32), (f32, Hit)> = HashMap::new();
+    for list in [keyword, semantic] {
+        for (rank, hit) in list.into_iter().enumerate() {
+            let contribution = 1.0 / (RRF_K + rank as f32 + 1.0);
+            fused
+                .entry((hit.file_id.clone(), hit.chunk_index))
+                .and_modify(|(score, _)| *score += contribution)
+                .or_insert((contribution, hit));
+        }
+    }
+    let mut hits: Vec<Hit> = fused
+        .into_values()
+        .map(|(score, mut hit)| {
+            hit.score = score;
+            hit
+        })
+        .collect();
+    hits.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.file_id.cmp(&b.file_id))
+            .then(a.chunk_index.cmp(&b.chunk_index))
+    });
+    hits
+}

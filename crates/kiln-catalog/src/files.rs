@@ -1,0 +1,577 @@
+//! Files in stores: registration with their first job, lists, status, retry, delete, logs
+//! and usage. Every status change and its job change happen in one transaction.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use kiln_core::model::{FileCounts, FileRecord, LogEntry, Page, PageRequest, UsageFigures};
+use kiln_core::types::{FileErrorCode, FileStatus, LogLevel, Step};
+use kiln_core::{IdKind, Timestamp};
+use serde_json::{Value, json};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
+
+use crate::rows::{enum_col, opt_ts, ts};
+use crate::{Catalog, CatalogError, Resource, Result};
+
+/// A file accepted by the API, its bytes already in blob storage.
+#[derive(Debug, Clone)]
+pub struct NewFile {
+    pub id: String,
+    pub organization_id: String,
+    pub store_id: String,
+    pub file_name: String,
+    pub relative_path: Option<String>,
+    pub mime_type: String,
+    pub file_size: i64,
+    pub sha256: Option<String>,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FileFilter {
+    pub status: Option<FileStatus>,
+    /// Case-insensitive substring of the file name or relative path.
+    pub search: Option<String>,
+}
+
+/// What a retry did.
+#[derive(Debug, Clone)]
+pub enum RetryOutcome {
+    /// Re-queued; the file as it is now.
+    Queued(FileRecord),
+    /// Pending or processing: nothing changed.
+    InProgress(FileStatus),
+    /// Completed, and `force` was not given.
+    AlreadyProcessed,
+}
+
+pub(crate) const FILE_COLUMNS: &str = "id, organization_id, store_id, file_name, relative_path, \
+     mime_type, file_size, sha256, status, current_step, progress_percent, error_code, \
+     error_message, retryable, attempts, generation, active_generation, chunk_count, \
+     extracted_text_bytes, vector_bytes, index_bytes, embedding_model, created_by, created_at, \
+     updated_at, queued_at, started_at, completed_at";
+
+pub(crate) fn file_record(row: &AnyRow) -> Result<FileRecord> {
+    let error_code: Option<String> = row.try_get("error_code")?;
+    Ok(FileRecord {
+        id: row.try_get("id")?,
+        store_id: row.try_get("store_id")?,
+        organization_id: row.try_get("organization_id")?,
+        file_name: row.try_get("file_name")?,
+        relative_path: row.try_get("relative_path")?,
+        mime_type: row.try_get("mime_type")?,
+        file_size: row.try_get("file_size")?,
+        sha256: row.try_get("sha256")?,
+        status: enum_col(row, "status", FileStatus::parse)?,
+        progress_percent: row.try_get("progress_percent")?,
+        current_step: enum_col(row, "current_step", Step::parse)?,
+        error_code: error_code.as_deref().and_then(FileErrorCode::parse),
+        error_message: row.try_get("error_message")?,
+        retryable: row.try_get::<Option<i64>, _>("retryable")?.map(|v| v != 0),
+        attempts: row.try_get("attempts")?,
+        chunk_count: row.try_get("chunk_count")?,
+        embedding_model: row.try_get("embedding_model")?,
+        created_by: row.try_get("created_by")?,
+        created_at: ts(row, "created_at")?,
+        updated_at: ts(row, "updated_at")?,
+        queued_at: opt_ts(row, "queued_at")?,
+        started_at: opt_ts(row, "started_at")?,
+        completed_at: opt_ts(row, "completed_at")?,
+        generation: row.try_get("generation")?,
+        active_generation: row.try_get("active_generation")?,
+        extracted_text_bytes: row.try_get("extracted_text_bytes")?,
+        vector_bytes: row.try_get("vector_bytes")?,
+        index_bytes: row.try_get("index_bytes")?,
+    })
+}
+
+fn file_sql(tail: &'static str) -> AssertSqlSafe<String> {
+    AssertSqlSafe(format!("SELECT {FILE_COLUMNS} FROM files {tail}"))
+}
+
+/// Log sequence numbers: increasing within a process, and (being time-based) across restarts.
+fn next_seq() -> i64 {
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = Timestamp::now().millis() * 1000;
+    let mut last = LAST.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(actual) => last = actual,
+        }
+    }
+}
+
+/// Appends a log entry for a file inside the caller's transaction.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn append_log(
+    conn: &mut AnyConnection,
+    organization_id: &str,
+    file_id: &str,
+    attempt: i64,
+    level: LogLevel,
+    step: Option<Step>,
+    event: &str,
+    message: &str,
+    data: Value,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO file_logs (file_id, seq, organization_id, ts, level, attempt, step, event, \
+         message, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(file_id)
+    .bind(next_seq())
+    .bind(organization_id)
+    .bind(Timestamp::now().millis())
+    .bind(level.as_str())
+    .bind(attempt)
+    .bind(step.map(Step::as_str))
+    .bind(event)
+    .bind(message)
+    .bind(data.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Enqueues a processing job inside the caller's transaction.
+pub(crate) async fn enqueue(
+    conn: &mut AnyConnection,
+    kind: &str,
+    organization_id: &str,
+    store_id: &str,
+    file_id: &str,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, organization_id, store_id, file_id, state, attempt, \
+         run_after, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6)",
+    )
+    .bind(format!("job_{}", &IdKind::File.generate()[5..]))
+    .bind(kind)
+    .bind(organization_id)
+    .bind(store_id)
+    .bind(file_id)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Fails unless the store exists in the organization.
+pub(crate) async fn require_store(
+    conn: &mut AnyConnection,
+    organization_id: &str,
+    store_id: &str,
+) -> Result<()> {
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT id FROM stores WHERE organization_id = $1 AND id = $2")
+            .bind(organization_id)
+            .bind(store_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    found
+        .map(|_| ())
+        .ok_or(CatalogError::NotFound(Resource::Store))
+}
+
+async fn fetch_file(
+    conn: &mut AnyConnection,
+    organization_id: &str,
+    store_id: &str,
+    file_id: &str,
+) -> Result<FileRecord> {
+    require_store(conn, organization_id, store_id).await?;
+    let row = sqlx::query(file_sql(
+        "WHERE organization_id = $1 AND store_id = $2 AND id = $3 AND deleted_at IS NULL",
+    ))
+    .bind(organization_id)
+    .bind(store_id)
+    .bind(file_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(CatalogError::NotFound(Resource::File))?;
+    file_record(&row)
+}
+
+impl Catalog {
+    /// Registers an uploaded file with its first job, in one transaction.
+    pub async fn create_file(&self, new: NewFile) -> Result<FileRecord> {
+        let mut tx = self.write.begin().await?;
+        require_store(&mut tx, &new.organization_id, &new.store_id).await?;
+        let now = Timestamp::now().millis();
+        sqlx::query(
+            "INSERT INTO files (id, organization_id, store_id, file_name, relative_path, \
+             mime_type, file_size, sha256, status, current_step, created_by, created_at, \
+             updated_at, queued_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 'queued', $9, $10, $10, $10)",
+        )
+        .bind(&new.id)
+        .bind(&new.organization_id)
+        .bind(&new.store_id)
+        .bind(&new.file_name)
+        .bind(new.relative_path.clone())
+        .bind(&new.mime_type)
+        .bind(new.file_size)
+        .bind(new.sha256.clone())
+        .bind(&new.created_by)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        enqueue(
+            &mut tx,
+            "process",
+            &new.organization_id,
+            &new.store_id,
+            &new.id,
+            now,
+        )
+        .await?;
+        append_log(
+            &mut tx,
+            &new.organization_id,
+            &new.id,
+            0,
+            LogLevel::Info,
+            None,
+            "uploaded",
+            &format!("Received {} ({} bytes)", new.file_name, new.file_size),
+            json!({"file_size": new.file_size, "mime_type": new.mime_type, "sha256": new.sha256, "by": new.created_by}),
+        )
+        .await?;
+        append_log(
+            &mut tx,
+            &new.organization_id,
+            &new.id,
+            0,
+            LogLevel::Info,
+            Some(Step::Queued),
+            "queued",
+            "Queued for processing",
+            json!({}),
+        )
+        .await?;
+        let file = fetch_file(&mut tx, &new.organization_id, &new.store_id, &new.id).await?;
+        tx.commit().await?;
+        Ok(file)
+    }
+
+    pub async fn get_file(
+        &self,
+        organization_id: &str,
+        store_id: &str,
+        file_id: &str,
+    ) -> Result<FileRecord> {
+        let mut conn = self.read.acquire().await?;
+        fetch_file(&mut conn, organization_id, store_id, file_id).await
+    }
+
+    /// A file and, while a worker holds it, its lease's expiry.
+    pub async fn file_status(
+        &self,
+        organization_id: &str,
+        store_id: &str,
+        file_id: &str,
+    ) -> Result<(FileRecord, Option<Timestamp>)> {
+        let mut conn = self.read.acquire().await?;
+        let file = fetch_file(&mut conn, organization_id, store_id, file_id).await?;
+        let lease: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT lease_expires_at FROM jobs WHERE file_id = $1 AND kind = 'process' AND state = 'running'",
+        )
+        .bind(file_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok((file, lease.flatten().map(Timestamp)))
+    }
+
+    pub async fn list_files(
+        &self,
+        organization_id: &str,
+        store_id: &str,
+        filter: &FileFilter,
+        window: PageRequest,
+    ) -> Result<Page<FileRecord>> {
+        let mut conn = self.read.acquire().await?;
+        require_store(&mut conn, organization_id, store_id).await?;
+        let status = filter.status.map(FileStatus::as_str);
+        let pattern = filter.search.as_ref().map(|s| {
+            let escaped = s
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
+        const WHERE: &str = "WHERE organization_id = $1 AND store_id = $2 AND deleted_at IS NULL \
+             AND (CAST($3 AS TEXT) IS NULL OR status = $3) \
+             AND (CAST($4 AS TEXT) IS NULL OR LOWER(file_name) LIKE $4 ESCAPE '\\' \
+                  OR LOWER(COALESCE(relative_path, '')) LIKE $4 ESCAPE '\\')";
+        let total: i64 =
+            sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM files {WHERE}")))
+                .bind(organization_id)
+                .bind(store_id)
+                .bind(status)
+                .bind(pattern.clone())
+                .fetch_one(&mut *conn)
+                .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {FILE_COLUMNS} FROM files {WHERE} ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $6"
+        )))
+        .bind(organization_id)
+        .bind(store_id)
+        .bind(status)
+        .bind(pattern)
+        .bind(window.limit)
+        .bind(window.skip)
+        .fetch_all(&mut *conn)
+        .await?;
+        let items = rows.iter().map(file_record).collect::<Result<Vec<_>>>()?;
+        Ok(Page::new(items, total, window))
+    }
+
+    /// Retries a file (contract §6): a failed file — or, with `force`, a completed one — is
+    /// reset to pending with one new job. Atomic: of concurrent retries, one wins.
+    pub async fn retry_file(
+        &self,
+        organization_id: &str,
+        store_id: &str,
+        file_id: &str,
+        force: bool,
+        by: &str,
+    ) -> Result<RetryOutcome> {
+        let mut tx = self.write.begin().await?;
+        let file = fetch_file(&mut tx, organization_id, store_id, file_id).await?;
+        match file.status {
+            FileStatus::Pending | FileStatus::Processing => {
+                return Ok(RetryOutcome::InProgress(file.status));
+            }
+            FileStatus::Completed if !force => return Ok(RetryOutcome::AlreadyProcessed),
+            FileStatus::Completed | FileStatus::Failed => {}
+        }
+        let now = Timestamp::now().millis();
+        let updated = sqlx::query(
+            "UPDATE files SET status = 'pending', current_step = 'queued', progress_percent = 0, \
+             error_code = NULL, error_message = NULL, retryable = NULL, started_at = NULL, \
+             completed_at = NULL, queued_at = $1, updated_at = $1 \
+             WHERE id = $2 AND status = $3 AND deleted_at IS NULL",
+        )
+        .bind(now)
+        .bind(file_id)
+        .bind(file.status.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(RetryOutcome::InProgress(FileStatus::Pending));
+        }
+        enqueue(&mut tx, "process", organization_id, store_id, file_id, now).await?;
+        append_log(
+            &mut tx,
+            organization_id,
+            file_id,
+            file.attempts,
+            LogLevel::Info,
+            Some(Step::Queued),
+            "retry_requested",
+            if force {
+                "Re-processing requested (force)"
+            } else {
+                "Retry requested"
+            },
+            json!({"by": by, "force": force, "previous_status": file.status.as_str()}),
+        )
+        .await?;
+        let file = fetch_file(&mut tx, organization_id, store_id, file_id).await?;
+        tx.commit().await?;
+        Ok(RetryOutcome::Queued(file))
+    }
+
+    /// Deletes files: hidden at once, queued jobs cancelled, a durable purge job each.
+    /// Returns the IDs deleted (unknown or already deleted IDs are skipped).
+    pub async fn delete_files(
+        &self,
+        organization_id: &str,
+        store_id: &str,
+        file_ids: &[String],
+        by: &str,
+    ) -> Result<Vec<String>> {
+        let mut tx = self.write.begin().await?;
+        require_store(&mut tx, organization_id, store_id).await?;
+        let now = Timestamp::now().millis();
+        let mut deleted = Vec::new();
+        for file_id in file_ids {
+            let n = sqlx::query(
+                "UPDATE files SET deleted_at = $1, updated_at = $1 \
+                 WHERE organization_id = $2 AND store_id = $3 AND id = $4 AND deleted_at IS NULL",
+            )
+            .bind(now)
+            .bind(organization_id)
+            .bind(store_id)
+            .bind(file_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                continue;
+            }
+            sqlx::query(
+                "UPDATE jobs SET state = 'cancelled', updated_at = $1 \
+                 WHERE file_id = $2 AND kind = 'process' AND state = 'queued'",
+            )
+            .bind(now)
+            .bind(file_id)
+            .execute(&mut *tx)
+            .await?;
+            enqueue(&mut tx, "purge", organization_id, store_id, file_id, now).await?;
+            append_log(
+                &mut tx,
+                organization_id,
+                file_id,
+                0,
+                LogLevel::Info,
+                None,
+                "deleted",
+                "Deleted; its chunks, vectors and stored original are being purged",
+                json!({"by": by}),
+            )
+            .await?;
+            deleted.push(file_id.clone());
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    /// A file's log, oldest first, optionally of one attempt.
+    pub async fn file_logs(
+        &self,
+        organization_id: &str,
+        store_id: &str,
+        file_id: &str,
+        attempt: Option<i64>,
+        window: PageRequest,
+    ) -> Result<Page<LogEntry>> {
+        let mut conn = self.read.acquire().await?;
+        fetch_file(&mut conn, organization_id, store_id, file_id).await?;
+        let total: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM file_logs WHERE file_id = $1 AND (CAST($2 AS BIGINT) IS NULL OR attempt = $2)",
+        )
+        .bind(file_id)
+        .bind(attempt)
+        .fetch_one(&mut *conn)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT ts, level, attempt, step, event, message, data FROM file_logs \
+             WHERE file_id = $1 AND (CAST($2 AS BIGINT) IS NULL OR attempt = $2) \
+             ORDER BY seq LIMIT $3 OFFSET $4",
+        )
+        .bind(file_id)
+        .bind(attempt)
+        .bind(window.limit)
+        .bind(window.skip)
+        .fetch_all(&mut *conn)
+        .await?;
+        let items = rows
+            .iter()
+            .map(|row| {
+                let step: Option<String> = row.try_get("step")?;
+                let data: String = row.try_get("data")?;
+                Ok(LogEntry {
+                    timestamp: ts(row, "ts")?,
+                    level: enum_col(row, "level", LogLevel::parse)?,
+                    attempt: row.try_get("attempt")?,
+                    step: step.as_deref().and_then(Step::parse),
+                    event: row.try_get("event")?,
+                    message: row.try_get("message")?,
+                    data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page::new(items, total, window))
+    }
+
+    /// Usage of one store (contract §10): sums over its live files, exact.
+    pub async fn store_usage(&self, organization_id: &str, store_id: &str) -> Result<UsageFigures> {
+        let mut conn = self.read.acquire().await?;
+        require_store(&mut conn, organization_id, store_id).await?;
+        let rows = usage_rows(&mut conn, organization_id, Some(store_id)).await?;
+        Ok(rows.into_iter().next().map(|(_, u)| u).unwrap_or_default())
+    }
+
+    /// Usage per store of an organization: `(store_id, figures)` for every store.
+    pub async fn organization_usage(
+        &self,
+        organization_id: &str,
+    ) -> Result<Vec<(String, String, UsageFigures)>> {
+        let mut conn = self.read.acquire().await?;
+        let figures = usage_rows(&mut conn, organization_id, None).await?;
+        let stores = sqlx::query(
+            "SELECT id, name FROM stores WHERE organization_id = $1 ORDER BY created_at, id",
+        )
+        .bind(organization_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        stores
+            .iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                let name: String = row.try_get("name")?;
+                let usage = figures
+                    .iter()
+                    .find(|(s, _)| *s == id)
+                    .map(|(_, u)| u.clone())
+                    .unwrap_or_default();
+                Ok((id, name, usage))
+            })
+            .collect()
+    }
+}
+
+async fn usage_rows(
+    conn: &mut AnyConnection,
+    organization_id: &str,
+    store_id: Option<&str>,
+) -> Result<Vec<(String, UsageFigures)>> {
+    let rows = sqlx::query(
+        "SELECT store_id, \
+         CAST(COUNT(*) AS BIGINT) AS n_total, \
+         CAST(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END) AS BIGINT) AS n_pending, \
+         CAST(SUM(CASE WHEN status = 'processing' THEN 1 ELSE 0 END) AS BIGINT) AS n_processing, \
+         CAST(SUM(CASE WHEN status = 'completed' THEN 1 ELSE 0 END) AS BIGINT) AS n_completed, \
+         CAST(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END) AS BIGINT) AS n_failed, \
+         CAST(SUM(file_size) AS BIGINT) AS original_bytes, \
+         CAST(SUM(extracted_text_bytes) AS BIGINT) AS extracted_text_bytes, \
+         CAST(SUM(chunk_count) AS BIGINT) AS chunk_count, \
+         CAST(SUM(vector_bytes) AS BIGINT) AS vector_bytes, \
+         CAST(SUM(index_bytes) AS BIGINT) AS index_bytes \
+         FROM files WHERE organization_id = $1 AND deleted_at IS NULL \
+         AND (CAST($2 AS TEXT) IS NULL OR store_id = $2) GROUP BY store_id",
+    )
+    .bind(organization_id)
+    .bind(store_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let mut u = UsageFigures {
+                file_count: row.try_get("n_total")?,
+                file_counts: FileCounts {
+                    pending: row.try_get("n_pending")?,
+                    processing: row.try_get("n_processing")?,
+                    completed: row.try_get("n_completed")?,
+                    failed: row.try_get("n_failed")?,
+                    total: row.try_get("n_total")?,
+                },
+                original_bytes: row.try_get("original_bytes")?,
+                extracted_text_bytes: row.try_get("extracted_text_bytes")?,
+                chunk_count: row.try_get("chunk_count")?,
+                vector_bytes: row.try_get("vector_bytes")?,
+                index_bytes: row.try_get("index_bytes")?,
+                total_bytes: 0,
+            };
+            u.total_bytes =
+                u.original_bytes + u.extracted_text_bytes + u.vector_bytes + u.index_bytes;
+            Ok((row.try_get("store_id")?, u))
+        })
+        .collect()
+}

@@ -1,0 +1,266 @@
+//! Kiln's processing pipeline: workers claim jobs from the catalog's durable queue and run
+//! extract → chunk → embed → index → complete, with real progress, structured log entries,
+//! automatic retries with backoff for transient errors, and purges of deleted files. A
+//! reaper re-queues jobs whose worker stopped heartbeating.
+//!
+//! Workers hold nothing that is not in the catalog: any number of them, in any number of
+//! processes sharing a catalog, can share the work.
+
+mod process;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_blobs::Blobs;
+use kiln_catalog::{Catalog, Claimed, JobKind};
+pub use kiln_chunk::TokenCounter;
+use kiln_embed::Embedder;
+use kiln_index::ChunkIndex;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+/// What the workers work with.
+#[derive(Clone)]
+pub struct Services {
+    pub catalog: Catalog,
+    pub blobs: Blobs,
+    pub index: Arc<ChunkIndex>,
+    pub embedder: Arc<dyn Embedder>,
+    pub tokens: Arc<dyn TokenCounter>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub workers: usize,
+    /// Lease on a claimed job; a heartbeat renews it every third of it.
+    pub lease: Duration,
+    /// How often idle workers look for due jobs (they are also woken on new work).
+    pub poll: Duration,
+    /// How often the reaper looks for expired leases.
+    pub reap_every: Duration,
+    /// First automatic-retry delay; doubles per try, with ±25 % jitter.
+    pub retry_base: Duration,
+    /// Longest an extractor may run on one file.
+    pub extract_timeout: Duration,
+    /// Texts per embedding call (progress is reported between calls).
+    pub embed_batch: usize,
+    /// A prefix for worker names (host and process by default).
+    pub name: String,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            lease: Duration::from_secs(60),
+            poll: Duration::from_secs(2),
+            reap_every: Duration::from_secs(5),
+            retry_base: Duration::from_secs(2),
+            extract_timeout: Duration::from_secs(120),
+            embed_batch: 32,
+            name: format!("kiln-{}", std::process::id()),
+        }
+    }
+}
+
+/// Wakes idle workers when work arrives. Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Waker(Arc<Notify>);
+
+impl Waker {
+    pub fn wake(&self) {
+        self.0.notify_waiters();
+        self.0.notify_one();
+    }
+}
+
+/// The running workers and reaper.
+pub struct Pipeline {
+    waker: Waker,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Pipeline {
+    pub fn start(services: Services, config: PipelineConfig) -> Pipeline {
+        let waker = Waker::default();
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let config = Arc::new(config);
+        for n in 0..config.workers.max(1) {
+            let worker = Worker {
+                name: format!("{}-w{n}", config.name),
+                services: services.clone(),
+                config: config.clone(),
+                waker: waker.clone(),
+                stopped: stopped.clone(),
+            };
+            tasks.spawn(worker.run());
+        }
+        tasks.spawn(reaper(
+            services.catalog.clone(),
+            config.clone(),
+            waker.clone(),
+            stopped,
+        ));
+        waker.wake();
+        Pipeline { waker, stop, tasks }
+    }
+
+    pub fn waker(&self) -> Waker {
+        self.waker.clone()
+    }
+
+    /// Stops claiming new jobs and waits up to `grace` for jobs in hand; a job still running
+    /// then is abandoned, and its lease expiry hands it to another worker.
+    pub async fn shutdown(mut self, grace: Duration) {
+        let _ = self.stop.send(true);
+        self.waker.wake();
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!("workers still busy after the grace period; their leases will expire");
+            self.tasks.abort_all();
+        }
+    }
+}
+
+async fn reaper(
+    catalog: Catalog,
+    config: Arc<PipelineConfig>,
+    waker: Waker,
+    mut stopped: watch::Receiver<bool>,
+) {
+    loop {
+        match catalog.reap_expired().await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(jobs = n, "re-queued jobs whose lease expired");
+                waker.wake();
+            }
+            Err(err) => tracing::error!(error = %err, "lease reaper failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(config.reap_every) => {}
+            _ = stopped.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+struct Worker {
+    name: String,
+    services: Services,
+    config: Arc<PipelineConfig>,
+    waker: Waker,
+    stopped: watch::Receiver<bool>,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        loop {
+            if *self.stopped.borrow() {
+                return;
+            }
+            let notified = self.waker.0.notified();
+            match self
+                .services
+                .catalog
+                .claim(&self.name, self.config.lease)
+                .await
+            {
+                Ok(Some(job)) => {
+                    self.handle(job).await;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(err) => tracing::error!(worker = %self.name, error = %err, "claim failed"),
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(self.config.poll) => {}
+                _ = self.stopped.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    async fn handle(&self, job: Claimed) {
+        // The heartbeat runs beside the work for as long as the job is held.
+        let (done_tx, mut done_rx) = watch::channel(false);
+        let heartbeat = {
+            let catalog = self.services.catalog.clone();
+            let name = self.name.clone();
+            let job_id = job.job_id.clone();
+            let lease = self.config.lease;
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(lease / 3) => {}
+                        _ = done_rx.wait_for(|d| *d) => return,
+                    }
+                    match catalog.heartbeat(&job_id, &name, lease).await {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(err) => tracing::warn!(error = %err, "heartbeat failed"),
+                    }
+                }
+            })
+        };
+        let result = match job.kind {
+            JobKind::Process => process::run(self, &job).await,
+            JobKind::Purge => self.purge_file(&job).await,
+            JobKind::PurgeStore => self.purge_store(&job).await,
+        };
+        let _ = done_tx.send(true);
+        let _ = heartbeat.await;
+        if let Err(err) = result {
+            tracing::error!(worker = %self.name, job = %job.job_id, error = %err, "job failed unexpectedly");
+        }
+    }
+
+    async fn purge_file(&self, job: &Claimed) -> Result<(), String> {
+        let index = self.services.index.clone();
+        let file_id = job.file_id.clone();
+        blocking(move || index.delete_file(&file_id).map_err(|e| e.to_string())).await?;
+        self.services
+            .blobs
+            .delete_prefix(&kiln_blobs::file_prefix(
+                &job.organization_id,
+                &job.store_id,
+                &job.file_id,
+            ))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.services
+            .catalog
+            .forget_file(&job.job_id, &job.file_id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn purge_store(&self, job: &Claimed) -> Result<(), String> {
+        let index = self.services.index.clone();
+        let store_id = job.store_id.clone();
+        blocking(move || index.delete_store(&store_id).map_err(|e| e.to_string())).await?;
+        self.services
+            .blobs
+            .delete_prefix(&kiln_blobs::store_prefix(
+                &job.organization_id,
+                &job.store_id,
+            ))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.services
+            .catalog
+            .forget_store(&job.job_id, &job.store_id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Runs blocking work off the async threads; a panic becomes an error.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("a processing task failed: {e}"))?
+}

@@ -1,0 +1,445 @@
+//! Processing one file: extract → chunk → embed → index → complete.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kiln_catalog::{Claimed, Completion, FailOutcome, Liveness, LogLine};
+use kiln_chunk::ChunkOptions;
+use kiln_core::model::FileRecord;
+use kiln_core::types::{FileErrorCode, Step};
+use kiln_embed::EmbedError;
+use kiln_extract::ExtractError;
+use kiln_index::ChunkRecord;
+use rand::Rng;
+use serde_json::json;
+
+use crate::{Worker, blocking};
+
+/// Why processing stopped early.
+enum Stop {
+    Failed(Failure),
+    Halted(Liveness),
+}
+
+struct Failure {
+    step: Step,
+    code: FileErrorCode,
+    message: String,
+    transient: bool,
+    retry_after: Option<Duration>,
+}
+
+fn permanent(step: Step, code: FileErrorCode, message: impl Into<String>) -> Stop {
+    Stop::Failed(Failure {
+        step,
+        code,
+        message: message.into(),
+        transient: false,
+        retry_after: None,
+    })
+}
+
+fn transient(step: Step, code: FileErrorCode, message: impl Into<String>) -> Stop {
+    Stop::Failed(Failure {
+        step,
+        code,
+        message: message.into(),
+        transient: true,
+        retry_after: None,
+    })
+}
+
+fn catalog_error(step: Step, err: impl std::fmt::Display) -> Stop {
+    transient(
+        step,
+        FileErrorCode::InternalError,
+        format!("The catalog could not record progress ({err}). Kiln retries automatically."),
+    )
+}
+
+pub(crate) fn original_path(file: &FileRecord) -> kiln_blobs::BlobPath {
+    kiln_blobs::file_prefix(&file.organization_id, &file.store_id, &file.id).join("original")
+}
+
+fn text_path(file: &FileRecord) -> kiln_blobs::BlobPath {
+    kiln_blobs::file_prefix(&file.organization_id, &file.store_id, &file.id).join("text.json")
+}
+
+pub(crate) async fn run(worker: &Worker, job: &Claimed) -> Result<(), String> {
+    let file = job.file.clone().ok_or("a process job without its file")?;
+    let services = &worker.services;
+    let outcome = steps(worker, job, &file).await;
+    let index = services.index.clone();
+    let (file_id, generation) = (file.id.clone(), file.generation as u64);
+    match outcome {
+        Ok(done) => match services
+            .catalog
+            .complete(job, &worker.name, done)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            Ok(previous) => {
+                // The flip is committed: the old generation is stale, remove it.
+                if previous > 0 && previous as u64 != generation {
+                    blocking(move || {
+                        index
+                            .delete_generation(&file_id, previous as u64)
+                            .map_err(|e| e.to_string())
+                    })
+                    .await?;
+                }
+            }
+            Err(Liveness::Cancelled) => cleanup_deleted(worker, job, &file).await?,
+            Err(_) => {
+                blocking(move || {
+                    index
+                        .delete_generation(&file_id, generation)
+                        .map_err(|e| e.to_string())
+                })
+                .await?;
+            }
+        },
+        Err(Stop::Halted(Liveness::Cancelled)) => cleanup_deleted(worker, job, &file).await?,
+        Err(Stop::Halted(_)) => {
+            blocking(move || {
+                index
+                    .delete_generation(&file_id, generation)
+                    .map_err(|e| e.to_string())
+            })
+            .await?;
+        }
+        Err(Stop::Failed(failure)) => {
+            blocking(move || {
+                index
+                    .delete_generation(&file_id, generation)
+                    .map_err(|e| e.to_string())
+            })
+            .await?;
+            let delay = backoff(worker.config.retry_base, job.job_attempt)
+                .max(failure.retry_after.unwrap_or_default());
+            let outcome = services
+                .catalog
+                .fail(
+                    job,
+                    &worker.name,
+                    failure.step,
+                    failure.code,
+                    &failure.message,
+                    failure.transient,
+                    delay,
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if let FailOutcome::RetryScheduled { delay, .. } = outcome {
+                // Wake a worker when the retry is due.
+                let waker = worker.waker.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    waker.wake();
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The file was deleted while it was processed: make sure nothing written by this attempt
+/// outlives the purge (which may already have run).
+async fn cleanup_deleted(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<(), String> {
+    let index = worker.services.index.clone();
+    let file_id = file.id.clone();
+    blocking(move || index.delete_file(&file_id).map_err(|e| e.to_string())).await?;
+    worker
+        .services
+        .blobs
+        .delete_prefix(&kiln_blobs::file_prefix(
+            &file.organization_id,
+            &file.store_id,
+            &file.id,
+        ))
+        .await
+        .map_err(|e| e.to_string())?;
+    worker
+        .services
+        .catalog
+        .finish_job(&job.job_id, "cancelled")
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Exponential backoff with ±25 % jitter, capped at five minutes.
+fn backoff(base: Duration, attempt: i64) -> Duration {
+    let exp = base.saturating_mul(1u32 << attempt.clamp(0, 10) as u32);
+    let jitter = rand::rng().random_range(0.75..1.25);
+    exp.mul_f64(jitter).min(Duration::from_secs(300))
+}
+
+async fn progress(
+    worker: &Worker,
+    job: &Claimed,
+    step: Step,
+    percent: i64,
+    logs: Vec<LogLine>,
+) -> Result<(), Stop> {
+    match worker
+        .services
+        .catalog
+        .record_progress(job, &worker.name, step, percent, logs)
+        .await
+    {
+        Ok(Liveness::Alive) => Ok(()),
+        Ok(other) => Err(Stop::Halted(other)),
+        Err(err) => Err(catalog_error(step, err)),
+    }
+}
+
+fn started(step: Step) -> LogLine {
+    LogLine::info(
+        Some(step),
+        "step_started",
+        format!("{} started", step_name(step)),
+        json!({}),
+    )
+}
+
+fn completed(step: Step, message: String, data: serde_json::Value) -> LogLine {
+    LogLine::info(Some(step), "step_completed", message, data)
+}
+
+fn step_name(step: Step) -> &'static str {
+    match step {
+        Step::Queued => "Queueing",
+        Step::Extracting => "Extraction",
+        Step::Chunking => "Chunking",
+        Step::Embedding => "Embedding",
+        Step::Indexing => "Indexing",
+        Step::Completed => "Completion",
+    }
+}
+
+async fn steps(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<Completion, Stop> {
+    let services = &worker.services;
+    let config = &worker.config;
+
+    // Extract.
+    let step = Step::Extracting;
+    progress(worker, job, step, 0, vec![started(step)]).await?;
+    let clock = Instant::now();
+    let original: Bytes = match services.blobs.get(&original_path(file)).await {
+        Ok(bytes) => bytes,
+        Err(kiln_blobs::BlobError::NotFound(_)) => {
+            return Err(permanent(
+                step,
+                FileErrorCode::InternalError,
+                "The stored original is missing. Upload the file again.",
+            ));
+        }
+        Err(err) => {
+            return Err(transient(
+                step,
+                FileErrorCode::InternalError,
+                format!("Blob storage could not be read ({err}). Kiln retries automatically."),
+            ));
+        }
+    };
+    let file_type = kiln_extract::detect(&file.file_name, &original[..original.len().min(8192)])
+        .map_err(|reason| permanent(step, FileErrorCode::UnsupportedFormat, reason))?;
+    let format = file_type.format;
+    let bytes_read = original.len();
+    let extraction = tokio::time::timeout(
+        config.extract_timeout,
+        tokio::task::spawn_blocking(move || kiln_extract::extract(format, &original)),
+    )
+    .await;
+    let document = match extraction {
+        Err(_) => {
+            return Err(permanent(
+                step,
+                FileErrorCode::Timeout,
+                format!(
+                    "Extracting the text took longer than {} s. Split the file into smaller files and upload them.",
+                    config.extract_timeout.as_secs()
+                ),
+            ));
+        }
+        Ok(Err(_panic)) => {
+            return Err(permanent(
+                step,
+                FileErrorCode::CorruptFile,
+                "The file could not be parsed (the parser failed on it). Check that it opens correctly, then upload it again.",
+            ));
+        }
+        Ok(Ok(Err(ExtractError::NoText))) => {
+            return Err(permanent(
+                step,
+                FileErrorCode::NoTextExtracted,
+                "No text could be extracted: the file is empty or contains only whitespace or invisible content.",
+            ));
+        }
+        Ok(Ok(Err(ExtractError::Corrupt(reason)))) => {
+            return Err(permanent(
+                step,
+                FileErrorCode::CorruptFile,
+                format!("The file is damaged or malformed: {reason}"),
+            ));
+        }
+        Ok(Ok(Err(ExtractError::Unsupported(reason)))) => {
+            return Err(permanent(step, FileErrorCode::UnsupportedFormat, reason));
+        }
+        Ok(Ok(Ok(document))) => document,
+    };
+    let text_json = serde_json::to_vec(&document)
+        .map_err(|e| permanent(step, FileErrorCode::InternalError, e.to_string()))?;
+    let extracted_text_bytes = text_json.len() as i64;
+    services
+        .blobs
+        .put(&text_path(file), Bytes::from(text_json))
+        .await
+        .map_err(|err| {
+            transient(
+                step,
+                FileErrorCode::InternalError,
+                format!("Blob storage could not be written ({err}). Kiln retries automatically."),
+            )
+        })?;
+    let characters = document.characters();
+    progress(worker, job, Step::Chunking, 10, vec![
+        completed(step, format!("Extracted {characters} characters"), json!({
+            "duration_ms": clock.elapsed().as_millis() as u64, "bytes": bytes_read, "characters": characters,
+            "sections": document.sections.len(), "format": format, "pages": serde_json::Value::Null,
+        })),
+        started(Step::Chunking),
+    ])
+    .await?;
+
+    // Chunk.
+    let step = Step::Chunking;
+    let clock = Instant::now();
+    let options = ChunkOptions {
+        max_tokens: job.chunking.max_chunk_tokens as usize,
+        overlap_tokens: job.chunking.chunk_overlap_tokens as usize,
+    };
+    let tokens = services.tokens.clone();
+    let chunks = blocking(move || Ok(kiln_chunk::chunk(&document, options, tokens.as_ref())))
+        .await
+        .map_err(|e| permanent(step, FileErrorCode::InternalError, e))?;
+    if chunks.is_empty() {
+        return Err(permanent(
+            step,
+            FileErrorCode::NoTextExtracted,
+            "No text could be extracted: nothing remained to index.",
+        ));
+    }
+    let total = chunks.len();
+    let token_sum: usize = chunks.iter().map(|c| c.tokens).sum();
+    progress(worker, job, Step::Embedding, 20, vec![
+        completed(step, format!("Cut into {total} chunks"), json!({
+            "duration_ms": clock.elapsed().as_millis() as u64, "chunks": total, "tokens": token_sum,
+            "max_chunk_tokens": options.max_tokens, "chunk_overlap_tokens": options.overlap_tokens,
+        })),
+        started(Step::Embedding),
+    ])
+    .await?;
+
+    // Embed, in batches, reporting progress between them.
+    let step = Step::Embedding;
+    let clock = Instant::now();
+    let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(total);
+    let texts: Vec<String> = chunks.iter().map(|c| c.text.clone()).collect();
+    for batch in texts.chunks(config.embed_batch.max(1)) {
+        let embedded = services
+            .embedder
+            .embed(batch)
+            .await
+            .map_err(|err| embed_failure(step, err))?;
+        vectors.extend(embedded);
+        let percent = 20 + (70 * vectors.len() / total) as i64;
+        progress(worker, job, step, percent, Vec::new()).await?;
+    }
+    let seconds = clock.elapsed().as_secs_f64();
+    progress(worker, job, Step::Indexing, 90, vec![
+        completed(step, format!("Embedded {total} chunks"), json!({
+            "duration_ms": (seconds * 1000.0) as u64, "chunks": total, "model": services.embedder.model(),
+            "chunks_per_s": if seconds > 0.0 { total as f64 / seconds } else { 0.0 },
+        })),
+        started(Step::Indexing),
+    ])
+    .await?;
+
+    // Index under this attempt's generation; the catalog flips to it on completion.
+    let step = Step::Indexing;
+    let clock = Instant::now();
+    let index_bytes: i64 = chunks.iter().map(|c| c.text.len() as i64).sum();
+    let records: Vec<ChunkRecord> = chunks
+        .into_iter()
+        .zip(vectors)
+        .map(|(chunk, vector)| ChunkRecord {
+            store_id: file.store_id.clone(),
+            file_id: file.id.clone(),
+            generation: file.generation as u64,
+            chunk_index: chunk.index,
+            text: chunk.text,
+            page: chunk.page,
+            vector,
+        })
+        .collect();
+    let index = services.index.clone();
+    blocking(move || index.add(&records).map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| {
+            transient(
+                step,
+                FileErrorCode::IndexFailed,
+                format!("The index could not be written ({e}). Kiln retries automatically."),
+            )
+        })?;
+    let dims = services.embedder.dimensions() as i64;
+    Ok(Completion {
+        chunk_count: total as i64,
+        extracted_text_bytes,
+        vector_bytes: total as i64 * dims * 4,
+        index_bytes,
+        embedding_model: services.embedder.model().to_string(),
+        data: json!({"duration_ms": clock.elapsed().as_millis() as u64, "chunks": total, "generation": file.generation}),
+    })
+}
+
+fn embed_failure(step: Step, err: EmbedError) -> Stop {
+    let retry_after = err.retry_after();
+    let (code, message) = match &err {
+        EmbedError::Timeout(d) => (
+            FileErrorCode::Timeout,
+            format!(
+                "The embedding provider did not answer within {} s.",
+                d.as_secs()
+            ),
+        ),
+        EmbedError::RateLimited { .. } => (
+            FileErrorCode::EmbeddingRateLimited,
+            "The embedding provider is rate-limiting requests.".to_string(),
+        ),
+        EmbedError::Unavailable(m) => (
+            FileErrorCode::EmbeddingFailed,
+            format!("The embedding provider is unavailable: {m}."),
+        ),
+        EmbedError::Permanent(m) => (
+            FileErrorCode::EmbeddingFailed,
+            format!(
+                "Embedding failed: {m}. Check the embedding configuration, then retry the file."
+            ),
+        ),
+    };
+    let transient = err.is_transient();
+    let message = if transient {
+        format!("{message} Kiln retries automatically; if it keeps failing, retry the file later.")
+    } else {
+        message
+    };
+    Stop::Failed(Failure {
+        step,
+        code,
+        message,
+        transient,
+        retry_after,
+    })
+}
