@@ -7,7 +7,7 @@ use std::path::Path as FsPath;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -96,21 +96,31 @@ impl Blobs {
         })
     }
 
-    /// Deletes every blob under `prefix`; returns how many were deleted.
+    /// Deletes every blob under `prefix`; returns how many were deleted. Blobs that vanish
+    /// meanwhile (another deleter, a concurrent cleanup of empty folders) count as deleted.
     pub async fn delete_prefix(&self, prefix: &Path) -> Result<usize> {
-        let paths: Vec<Path> = self
-            .store
-            .list(Some(prefix))
-            .map_ok(|meta| meta.location)
-            .try_collect()
-            .await?;
-        for path in &paths {
-            match self.store.delete(path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(err) => return Err(err.into()),
+        let mut deleted = 0;
+        // A listing can trip over folders removed under it; list again until clean.
+        for _ in 0..5 {
+            let listed: Vec<object_store::Result<object_store::ObjectMeta>> =
+                self.store.list(Some(prefix)).collect().await;
+            let mut tripped = false;
+            for entry in listed {
+                match entry {
+                    Ok(meta) => match self.store.delete(&meta.location).await {
+                        Ok(()) => deleted += 1,
+                        Err(object_store::Error::NotFound { .. }) => {}
+                        Err(err) => return Err(err.into()),
+                    },
+                    Err(object_store::Error::NotFound { .. }) => tripped = true,
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            if !tripped {
+                return Ok(deleted);
             }
         }
-        Ok(paths.len())
+        Ok(deleted)
     }
 
     /// Paths under `prefix` (for tests and audits).

@@ -38,7 +38,7 @@ pub struct FileFilter {
 #[derive(Debug, Clone)]
 pub enum RetryOutcome {
     /// Re-queued; the file as it is now.
-    Queued(FileRecord),
+    Queued(Box<FileRecord>),
     /// Pending or processing: nothing changed.
     InProgress(FileStatus),
     /// Completed, and `force` was not given.
@@ -384,7 +384,7 @@ impl Catalog {
         .await?;
         let file = fetch_file(&mut tx, organization_id, store_id, file_id).await?;
         tx.commit().await?;
-        Ok(RetryOutcome::Queued(file))
+        Ok(RetryOutcome::Queued(Box::new(file)))
     }
 
     /// Deletes files: hidden at once, queued jobs cancelled, a durable purge job each.

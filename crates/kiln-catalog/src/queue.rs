@@ -120,9 +120,11 @@ impl LogLine {
 }
 
 async fn liveness(conn: &mut AnyConnection, job_id: &str, worker: &str) -> Result<Liveness> {
+    // `live` counts the job's file if it still exists and is not deleted.
     let row = sqlx::query(
-        "SELECT j.kind, j.state, j.lease_owner, f.id AS file_id, f.deleted_at FROM jobs j \
-         LEFT JOIN files f ON f.id = j.file_id WHERE j.id = $1",
+        "SELECT j.state, j.lease_owner, \
+         (SELECT COUNT(*) FROM files f WHERE f.id = j.file_id AND f.deleted_at IS NULL) AS live \
+         FROM jobs j WHERE j.id = $1",
     )
     .bind(job_id)
     .fetch_optional(&mut *conn)
@@ -132,11 +134,12 @@ async fn liveness(conn: &mut AnyConnection, job_id: &str, worker: &str) -> Resul
     };
     let state: String = row.try_get("state")?;
     let owner: Option<String> = row.try_get("lease_owner")?;
-    let deleted: Option<i64> = row.try_get("deleted_at")?;
+    let live: i64 = row.try_get("live")?;
     if state != "running" || owner.as_deref() != Some(worker) {
         return Ok(Liveness::LeaseLost);
     }
-    Ok(if deleted.is_some() {
+    // A deleted file — or one already purged and forgotten — cancels its processing.
+    Ok(if live == 0 {
         Liveness::Cancelled
     } else {
         Liveness::Alive
@@ -329,10 +332,14 @@ impl Catalog {
             return Ok(Err(state));
         }
         let now = Timestamp::now().millis();
-        let previous: i64 = sqlx::query_scalar("SELECT active_generation FROM files WHERE id = $1")
-            .bind(&file.id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let previous: Option<i64> =
+            sqlx::query_scalar("SELECT active_generation FROM files WHERE id = $1")
+                .bind(&file.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(previous) = previous else {
+            return Ok(Err(Liveness::Cancelled));
+        };
         sqlx::query(
             "UPDATE files SET status = 'completed', current_step = 'completed', progress_percent = 100, \
              completed_at = $1, updated_at = $1, active_generation = $2, chunk_count = $3, \
@@ -489,6 +496,31 @@ impl Catalog {
         .bind(state)
         .bind(Timestamp::now().millis())
         .bind(job_id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Puts a job this worker holds back in the queue to run after `delay` (for jobs without
+    /// a file status of their own, e.g. purges, whose failure must not be lost).
+    pub async fn requeue(
+        &self,
+        job_id: &str,
+        worker: &str,
+        delay: Duration,
+        error: &str,
+    ) -> Result<()> {
+        let now = Timestamp::now().millis();
+        sqlx::query(
+            "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
+             run_after = $1, last_error = $2, attempt = attempt + 1, updated_at = $3 \
+             WHERE id = $4 AND lease_owner = $5 AND state = 'running'",
+        )
+        .bind(now + delay.as_millis() as i64)
+        .bind(error)
+        .bind(now)
+        .bind(job_id)
+        .bind(worker)
         .execute(&self.write)
         .await?;
         Ok(())

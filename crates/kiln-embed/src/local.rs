@@ -22,9 +22,9 @@ pub const DEFAULT_BATCH_SIZE: usize = 8;
 pub struct LocalModel {
     model: BertModel,
     /// Truncates at 256 tokens and pads to the longest text in a batch.
-    tokenizer: Tokenizer,
+    batch_tokenizer: Tokenizer,
     /// The same vocabulary without truncation or padding, for measuring chunks.
-    counter: Tokenizer,
+    tokenizer: Tokenizer,
     batch_size: usize,
 }
 
@@ -48,27 +48,27 @@ impl LocalModel {
             .map_err(|e| load_err(Box::new(e)))?;
         let model = BertModel::load(vb, &config).map_err(|e| load_err(Box::new(e)))?;
 
-        let mut tokenizer =
+        let mut batch_tokenizer =
             Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| load_err(Box::new(e)))?;
-        let mut counter = tokenizer.clone();
-        counter
+        let mut tokenizer = batch_tokenizer.clone();
+        tokenizer
             .with_truncation(None)
             .map_err(|e| load_err(Box::new(e)))?;
-        counter.with_padding(None);
-        tokenizer
+        tokenizer.with_padding(None);
+        batch_tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: MAX_TOKENS,
                 ..Default::default()
             }))
             .map_err(|e| load_err(Box::new(e)))?;
-        tokenizer.with_padding(Some(PaddingParams {
+        batch_tokenizer.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::BatchLongest,
             ..Default::default()
         }));
         Ok(LocalModel {
             model,
+            batch_tokenizer,
             tokenizer,
-            counter,
             batch_size: DEFAULT_BATCH_SIZE,
         })
     }
@@ -80,7 +80,7 @@ impl LocalModel {
 
     /// The tokenizer without truncation or padding, for sizing chunks in model tokens.
     pub fn tokenizer(&self) -> &Tokenizer {
-        &self.counter
+        &self.tokenizer
     }
 
     /// Embeds texts on the calling thread, in batches.
@@ -104,7 +104,7 @@ impl LocalModel {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let encodings = self.tokenizer.encode_batch(texts.to_vec(), true)?;
+        let encodings = self.batch_tokenizer.encode_batch(texts.to_vec(), true)?;
         let device = Device::Cpu;
         let rows = |f: fn(&tokenizers::Encoding) -> &[u32]| -> candle_core::Result<Tensor> {
             let rows = encodings

@@ -101,7 +101,7 @@ fn utf16_without_bom(bytes: &[u8]) -> Option<bool> {
 /// UTF-32 without a BOM: three of every four bytes zero.
 fn utf32_without_bom(bytes: &[u8]) -> Option<bool> {
     let s = sample(bytes);
-    if s.len() < 8 || s.len() % 4 != 0 {
+    if s.len() < 8 || !s.len().is_multiple_of(4) {
         return None;
     }
     let quads = s.chunks_exact(4);

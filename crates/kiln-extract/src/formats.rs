@@ -39,14 +39,14 @@ fn html(text: &str) -> Vec<Section> {
     };
     let parser = dom.parser();
     let mut out = String::new();
-    let mut title = dom
+    let title = dom
         .query_selector("title")
         .and_then(|mut found| found.next())
         .and_then(|handle| handle.get(parser))
         .map(|node| decode_entities(&node.inner_text(parser)).trim().to_string())
         .filter(|t| !t.is_empty());
     for node in dom.children() {
-        walk(*node, parser, &mut out, &mut title);
+        walk(*node, parser, &mut out);
     }
     let cleaned = collapse_blank_lines(&out);
     vec![section(title, SectionKind::Prose, cleaned)]
@@ -89,7 +89,7 @@ const BLOCK: &[&str] = &[
     "html",
 ];
 
-fn walk(handle: tl::NodeHandle, parser: &tl::Parser, out: &mut String, title: &mut Option<String>) {
+fn walk(handle: tl::NodeHandle, parser: &tl::Parser, out: &mut String) {
     let Some(node) = handle.get(parser) else {
         return;
     };
@@ -107,7 +107,7 @@ fn walk(handle: tl::NodeHandle, parser: &tl::Parser, out: &mut String, title: &m
                 out.push(' ');
             }
             for child in tag.children().top().iter() {
-                walk(*child, parser, out, title);
+                walk(*child, parser, out);
             }
             if block {
                 out.push('\n');

@@ -509,7 +509,7 @@ mod tests {
             generation,
             chunk_index: index,
             text: text.into(),
-            page: (index % 2 == 0).then_some(index + 1),
+            page: index.is_multiple_of(2).then_some(index + 1),
             vector: unit(seed, 8),
         }
     }

@@ -212,7 +212,23 @@ impl Worker {
         let _ = done_tx.send(true);
         let _ = heartbeat.await;
         if let Err(err) = result {
-            tracing::error!(worker = %self.name, job = %job.job_id, error = %err, "job failed unexpectedly");
+            tracing::error!(worker = %self.name, job = %job.job_id, error = %err, "job failed; re-queued");
+            // Purges (and anything that failed outside a file's own error handling) are
+            // tried again later rather than left to the lease reaper.
+            let delay = self.config.retry_base.max(Duration::from_millis(500));
+            if let Err(err) = self
+                .services
+                .catalog
+                .requeue(&job.job_id, &self.name, delay, &err)
+                .await
+            {
+                tracing::error!(error = %err, "could not re-queue a failed job");
+            }
+            let waker = self.waker.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                waker.wake();
+            });
         }
     }
 

@@ -540,12 +540,8 @@ async fn delete_during_processing_purges_everything_and_usage_drops_back() {
     loop {
         let chunks = index_chunks(&t, &id).await;
         let left = blobs.list(&prefix).await.unwrap();
-        let jobs_done = t
-            .catalog()
-            .await
-            .job_counts()
-            .await
-            .unwrap()
+        let jobs = t.catalog().await.job_counts().await.unwrap();
+        let jobs_done = jobs
             .iter()
             .all(|(_, state, n)| !matches!(state.as_str(), "queued" | "running") || *n == 0);
         if chunks == 0 && left.is_empty() && jobs_done {
@@ -553,7 +549,7 @@ async fn delete_during_processing_purges_everything_and_usage_drops_back() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "not purged: {chunks} chunks, {left:?}"
+            "not purged: {chunks} chunks, {left:?}, jobs {jobs:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

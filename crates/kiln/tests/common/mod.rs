@@ -62,6 +62,10 @@ impl TestServer {
         let server = Server::start_with(configure(dir.path()), options)
             .await
             .expect("server starts");
+        Self::around(server, dir).await
+    }
+
+    async fn around(server: Server, dir: tempfile::TempDir) -> TestServer {
         let key = server
             .initial_key
             .as_ref()
@@ -300,5 +304,18 @@ impl TestServer {
     pub async fn search(&self, store: &str, body: Value) -> (StatusCode, Value) {
         self.post(&self.org_path(&format!("/stores/{store}/search")), body)
             .await
+    }
+}
+
+impl TestServer {
+    /// Starts with the model the configuration names (e.g. an HTTP provider).
+    pub async fn start_without_model(
+        dir: tempfile::TempDir,
+        configure: impl Fn(&std::path::Path) -> Config,
+    ) -> TestServer {
+        let server = Server::start_with(configure(dir.path()), kiln::server::Options::default())
+            .await
+            .expect("server starts");
+        Self::around(server, dir).await
     }
 }

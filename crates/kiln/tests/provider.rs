@@ -1,0 +1,190 @@
+//! Failures of an OpenAI-compatible embedding provider, played by a small local server:
+//! transient ones (429 with Retry-After, 5xx, timeouts) are retried with backoff and logged;
+//! permanent ones fail the file at once.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use common::TestServer;
+use serde_json::{Value, json};
+
+#[derive(Clone, Copy, Debug)]
+enum Reply {
+    Ok,
+    RateLimited(u64),
+    ServerError,
+    BadRequest,
+    Slow(u64),
+}
+
+#[derive(Clone, Default)]
+struct Script {
+    replies: Arc<Mutex<VecDeque<Reply>>>,
+    /// What to answer once the script is used up.
+    then: Arc<Mutex<Option<Reply>>>,
+    calls: Arc<Mutex<usize>>,
+}
+
+/// Deterministic unit vectors: enough to exercise the queue, not a model.
+fn fake_vector(text: &str) -> Vec<f32> {
+    let mut state: u64 = text.bytes().fold(1469598103934665603, |h, b| {
+        (h ^ b as u64).wrapping_mul(1099511628211)
+    });
+    let mut v: Vec<f32> = (0..384)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 2000) as f32 / 1000.0 - 1.0
+        })
+        .collect();
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+async fn embeddings(State(script): State<Script>, Json(body): Json<Value>) -> Response {
+    *script.calls.lock().unwrap() += 1;
+    let next = script.replies.lock().unwrap().pop_front();
+    let reply = next.or(*script.then.lock().unwrap()).unwrap_or(Reply::Ok);
+    match reply {
+        Reply::RateLimited(secs) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", secs.to_string())],
+            "slow down",
+        )
+            .into_response(),
+        Reply::ServerError => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+        Reply::BadRequest => (StatusCode::BAD_REQUEST, "bad model").into_response(),
+        Reply::Slow(secs) => {
+            tokio::time::sleep(Duration::from_secs(secs)).await;
+            (StatusCode::INTERNAL_SERVER_ERROR, "late").into_response()
+        }
+        Reply::Ok => {
+            let inputs = body["input"].as_array().cloned().unwrap_or_default();
+            let data: Vec<Value> = inputs
+                .iter()
+                .enumerate()
+                .map(|(i, t)| json!({"index": i, "embedding": fake_vector(t.as_str().unwrap_or(""))}))
+                .collect();
+            Json(json!({"data": data})).into_response()
+        }
+    }
+}
+
+async fn provider(replies: Vec<Reply>, then: Option<Reply>) -> (String, Script) {
+    let script = Script::default();
+    script.replies.lock().unwrap().extend(replies);
+    *script.then.lock().unwrap() = then;
+    let app = axum::Router::new()
+        .route("/v1/embeddings", axum::routing::post(embeddings))
+        .with_state(script.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, script)
+}
+
+async fn server_with(url: String) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    let configure = move |path: &std::path::Path| {
+        let mut config = common::config_for(path);
+        config.embedding.provider = kiln_core::config::EmbeddingProvider::Openai;
+        config.embedding.openai.base_url = url.clone();
+        config.embedding.openai.model = "fake-384".into();
+        config.embedding.openai.timeout_secs = 1;
+        config
+    };
+    // No shared model: the server builds its HTTP embedder from the configuration.
+    TestServer::start_without_model(dir, configure).await
+}
+
+fn events(logs: &[Value], event: &str) -> Vec<Value> {
+    logs.iter()
+        .filter(|e| e["event"] == event)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_with_backoff_honouring_retry_after() {
+    let (url, script) = provider(vec![Reply::RateLimited(2), Reply::ServerError], None).await;
+    let t = server_with(url).await;
+    let store = t.store().await;
+    let id = t
+        .upload_ok(&store, "a.txt", "Some text worth embedding.")
+        .await;
+    let done = t.settle(&store, &id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["embedding_model"], "fake-384");
+    assert_eq!(*script.calls.lock().unwrap(), 3);
+    let logs = t.logs(&store, &id).await;
+    let retries = events(&logs, "auto_retry_scheduled");
+    assert_eq!(retries.len(), 2, "{logs:?}");
+    assert_eq!(retries[0]["data"]["error_code"], "EMBEDDING_RATE_LIMITED");
+    assert!(
+        retries[0]["data"]["delay_ms"].as_u64().unwrap() >= 2000,
+        "Retry-After honoured: {}",
+        retries[0]
+    );
+    assert_eq!(retries[1]["data"]["error_code"], "EMBEDDING_FAILED");
+    assert_eq!(retries[0]["level"], "warning");
+    assert_eq!(events(&logs, "started").len(), 3);
+}
+
+#[tokio::test]
+async fn a_provider_that_keeps_failing_fails_the_file_as_retryable() {
+    let (url, script) = provider(vec![], Some(Reply::ServerError)).await;
+    let t = server_with(url).await;
+    let store = t.store().await;
+    let id = t
+        .upload_ok(&store, "a.txt", "Some text worth embedding.")
+        .await;
+    let done = t.settle(&store, &id).await;
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["error_code"], "EMBEDDING_FAILED");
+    assert_eq!(done["retryable"], true);
+    assert_eq!(done["current_step"], "embedding");
+    assert_eq!(*script.calls.lock().unwrap(), 3, "three tries in all");
+    let logs = t.logs(&store, &id).await;
+    assert_eq!(events(&logs, "auto_retry_scheduled").len(), 2);
+    assert_eq!(events(&logs, "failed").len(), 1);
+}
+
+#[tokio::test]
+async fn a_permanent_provider_error_fails_at_once() {
+    let (url, script) = provider(vec![], Some(Reply::BadRequest)).await;
+    let t = server_with(url).await;
+    let store = t.store().await;
+    let id = t
+        .upload_ok(&store, "a.txt", "Some text worth embedding.")
+        .await;
+    let done = t.settle(&store, &id).await;
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["error_code"], "EMBEDDING_FAILED");
+    assert_eq!(done["retryable"], false);
+    assert_eq!(*script.calls.lock().unwrap(), 1);
+    assert!(events(&t.logs(&store, &id).await, "auto_retry_scheduled").is_empty());
+}
+
+#[tokio::test]
+async fn a_provider_timeout_is_retried_then_fails_with_timeout() {
+    let (url, script) = provider(vec![], Some(Reply::Slow(3))).await;
+    let t = server_with(url).await;
+    let store = t.store().await;
+    let id = t
+        .upload_ok(&store, "a.txt", "Some text worth embedding.")
+        .await;
+    let done = t.settle(&store, &id).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error_code"], "TIMEOUT");
+    assert_eq!(done["retryable"], true);
+    assert_eq!(*script.calls.lock().unwrap(), 3);
+}
