@@ -30,6 +30,8 @@ fn text_of(i: usize) -> String {
         .join(" ")
 }
 
+// The child is handed to the caller, which kills and waits for it.
+#[allow(clippy::zombie_processes)]
 fn spawn(dir: &Path) -> (Child, String, Option<String>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
     for (name, _) in std::env::vars() {
@@ -69,8 +71,7 @@ fn spawn(dir: &Path) -> (Child, String, Option<String>) {
     }
 }
 
-async fn json_call(client: &reqwest::Client, request: reqwest::RequestBuilder) -> Value {
-    let _ = client;
+async fn json_call(request: reqwest::RequestBuilder) -> Value {
     let response = request.send().await.unwrap();
     assert!(response.status().is_success(), "{:?}", response.status());
     response.json().await.unwrap_or(Value::Null)
@@ -83,45 +84,30 @@ async fn sigkill_while_processing_loses_nothing() {
     let key = key.expect("first start prints the key");
     let client = reqwest::Client::new();
     let auth = |r: reqwest::RequestBuilder| r.bearer_auth(&key);
-    let orgs = json_call(
-        &client,
-        auth(client.get(format!("{base}/v1/organizations"))),
-    )
-    .await;
+    let orgs = json_call(auth(client.get(format!("{base}/v1/organizations")))).await;
     let org = orgs["organizations"][0]["id"].as_str().unwrap().to_string();
-    let slice = json_call(
-        &client,
-        auth(
-            client
-                .post(format!("{base}/v1/organizations/{org}/knowledge/slices"))
-                .json(&json!({"name": "s"})),
-        ),
-    )
+    let slice = json_call(auth(
+        client
+            .post(format!("{base}/v1/organizations/{org}/knowledge/slices"))
+            .json(&json!({"name": "s"})),
+    ))
     .await;
-    let store = json_call(
-        &client,
-        auth(
-            client
-                .post(format!(
-                    "{base}/v1/organizations/{org}/knowledge/slices/{}/stores",
-                    slice["id"].as_str().unwrap()
-                ))
-                .json(&json!({"name": "st"})),
-        ),
-    )
+    let store = json_call(auth(
+        client
+            .post(format!(
+                "{base}/v1/organizations/{org}/knowledge/slices/{}/stores",
+                slice["id"].as_str().unwrap()
+            ))
+            .json(&json!({"name": "st"})),
+    ))
     .await["id"]
         .as_str()
         .unwrap()
         .to_string();
     let files = format!("{base}/v1/organizations/{org}/stores/{store}/files");
-    json_call(
-        &client,
-        auth(
-            client
-                .patch(format!("{files}/config"))
-                .json(&json!({"chunking": {"max_chunk_tokens": 100, "chunk_overlap_tokens": 20}})),
-        ),
-    )
+    json_call(auth(client.patch(format!("{files}/config")).json(
+        &json!({"chunking": {"max_chunk_tokens": 100, "chunk_overlap_tokens": 20}}),
+    )))
     .await;
 
     let mut ids: HashMap<String, String> = HashMap::new();
@@ -131,20 +117,15 @@ async fn sigkill_while_processing_loses_nothing() {
             "file",
             reqwest::multipart::Part::bytes(text_of(i).into_bytes()).file_name(name.clone()),
         );
-        let file = json_call(
-            &client,
-            auth(client.post(format!("{files}/upload")).multipart(form)),
-        )
-        .await;
+        let file = json_call(auth(client.post(format!("{files}/upload")).multipart(form))).await;
         ids.insert(file["id"].as_str().unwrap().to_string(), name);
     }
     // Kill it while files are in flight: some done, some not.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let list = json_call(
-            &client,
-            auth(client.get(format!("{files}?status=completed&limit=1"))),
-        )
+        let list = json_call(auth(
+            client.get(format!("{files}?status=completed&limit=1")),
+        ))
         .await;
         let completed = list["total"].as_u64().unwrap();
         if completed >= 3 {
@@ -165,7 +146,7 @@ async fn sigkill_while_processing_loses_nothing() {
     let files = format!("{base}/v1/organizations/{org}/stores/{store}/files");
     let deadline = Instant::now() + Duration::from_secs(300);
     let counts: HashMap<String, u64> = loop {
-        let list = json_call(&client, auth(client.get(format!("{files}?limit=100")))).await;
+        let list = json_call(auth(client.get(format!("{files}?limit=100")))).await;
         let items = list["items"].as_array().unwrap().clone();
         assert_eq!(items.len(), FILES, "no file is lost");
         if items.iter().all(|f| f["status"] == "completed") {
@@ -188,11 +169,7 @@ async fn sigkill_while_processing_loses_nothing() {
     };
     let mut lease_expired = 0;
     for id in ids.keys() {
-        let logs = json_call(
-            &client,
-            auth(client.get(format!("{files}/{id}/logs?limit=100"))),
-        )
-        .await;
+        let logs = json_call(auth(client.get(format!("{files}/{id}/logs?limit=100")))).await;
         if logs["items"]
             .as_array()
             .unwrap()
