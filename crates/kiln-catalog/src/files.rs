@@ -148,7 +148,7 @@ pub(crate) async fn enqueue(
         "INSERT INTO jobs (id, kind, organization_id, store_id, file_id, state, attempt, \
          run_after, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6)",
     )
-    .bind(format!("job_{}", &IdKind::File.generate()[5..]))
+    .bind(IdKind::Job.generate())
     .bind(kind)
     .bind(organization_id)
     .bind(store_id)

@@ -22,6 +22,8 @@ pub enum IdKind {
     File,
     StoreFile,
     ApiKey,
+    /// Jobs of the queue (not part of the API).
+    Job,
 }
 
 impl IdKind {
@@ -33,6 +35,7 @@ impl IdKind {
             IdKind::File => "file_",
             IdKind::StoreFile => "vsf_",
             IdKind::ApiKey => KEY_PREFIX,
+            IdKind::Job => "job_",
         }
     }
 
@@ -89,6 +92,7 @@ mod tests {
             IdKind::File,
             IdKind::StoreFile,
             IdKind::ApiKey,
+            IdKind::Job,
         ] {
             let a = kind.generate();
             let b = kind.generate();

@@ -2,5 +2,6 @@
 //! operator commands, so tests drive exactly what `kiln serve` and `kiln admin` run.
 
 pub mod admin;
+pub mod bench;
 pub mod server;
 pub mod settings;

@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Show or fetch the embedding model.
     Model {
         #[command(subcommand)]
@@ -55,6 +60,23 @@ enum ConfigCommand {
     Show {
         #[arg(long)]
         listen: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Upload documents through the HTTP API of a loopback server on a temporary data dir
+    /// and report files/s, chunks/s (against the model alone), latencies and peak RSS.
+    Ingest {
+        /// A BEIR corpus (.jsonl or .jsonl.gz with _id, title, text).
+        #[arg(
+            long,
+            default_value = "../shared/evaldata/retrieval/scifact/corpus.jsonl.gz"
+        )]
+        corpus: PathBuf,
+        /// How many documents.
+        #[arg(long, default_value_t = 300)]
+        docs: usize,
     },
 }
 
@@ -184,6 +206,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             overrides.listen = listen;
             print!("{}", settings::render(&settings::load(&overrides)?)?);
             Ok(())
+        }
+        Command::Bench {
+            command: BenchCommand::Ingest { corpus, docs },
+        } => {
+            let config = settings::load(&overrides)?;
+            kiln::bench::ingest(&corpus, docs, config.embedding.models_dir.as_deref()).await
         }
         Command::Model { command } => {
             let config = settings::load(&overrides)?;

@@ -14,6 +14,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
+use super::{FileRef, StoreRef};
 use crate::AppState;
 use crate::auth::{Admin, Authorized, Editor, Reader};
 use crate::error::{ApiError, ErrorEnvelope, FieldError};
@@ -25,17 +26,6 @@ pub const MAX_DIRECT_UPLOAD_BYTES: u64 = 32_505_856;
 const MAX_RELATIVE_PATH_BYTES: usize = 1024;
 /// Bytes looked at to detect a file's type.
 const SNIFF_BYTES: usize = 8192;
-
-#[derive(Deserialize)]
-pub(crate) struct StorePath {
-    store_id: String,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct FilePath {
-    store_id: String,
-    file_id: String,
-}
 
 fn store_error(store_id: &str) -> impl FnOnce(CatalogError) -> ApiError + '_ {
     move |err| ApiError::from(err).detail_if_not_found("store_id", store_id)
@@ -128,7 +118,7 @@ fn unsupported(reason: String) -> ApiError {
 pub(crate) async fn upload(
     State(app): State<AppState>,
     auth: Authorized<Editor>,
-    ApiPath(StorePath { store_id }): ApiPath<StorePath>,
+    ApiPath(StoreRef { store_id }): ApiPath<StoreRef>,
     request: Request,
 ) -> Result<(StatusCode, Json<FileRecord>), ApiError> {
     let org = auth.organization_id().to_string();
@@ -232,16 +222,13 @@ pub(crate) async fn upload(
         Ok(())
     }
     .await;
-    // Deletes whatever this upload wrote (the file's whole blob folder).
+    // Removes whatever this upload wrote (the file's whole blob folder).
     let file_dir = kiln_blobs::file_prefix(&org, &store_id, &file_id);
-    let cleanup = |app: AppState, _written: kiln_blobs::BlobPath| {
-        let file_dir = file_dir.clone();
-        async move {
-            let _ = app.blobs.delete_prefix(&file_dir).await;
-        }
+    let discard = || async {
+        let _ = app.blobs.delete_prefix(&file_dir).await;
     };
     if let Err(err) = result {
-        cleanup(app.clone(), blob_path.clone()).await;
+        discard().await;
         return Err(err);
     }
     let Some((file_name, file_type, size, sha256)) = received else {
@@ -257,7 +244,7 @@ pub(crate) async fn upload(
     {
         Ok(path) => path.flatten(),
         Err(message) => {
-            cleanup(app.clone(), blob_path.clone()).await;
+            discard().await;
             return Err(ApiError::validation(vec![FieldError::new(
                 "relative_path",
                 message,
@@ -284,7 +271,7 @@ pub(crate) async fn upload(
             Ok((StatusCode::CREATED, Json(file)))
         }
         Err(err) => {
-            cleanup(app.clone(), blob_path).await;
+            discard().await;
             Err(store_error(&store_id)(err))
         }
     }
@@ -319,7 +306,7 @@ pub(crate) struct FileListQuery {
 pub(crate) async fn list_files(
     State(app): State<AppState>,
     auth: Authorized<Reader>,
-    ApiPath(StorePath { store_id }): ApiPath<StorePath>,
+    ApiPath(StoreRef { store_id }): ApiPath<StoreRef>,
     ApiQuery(query): ApiQuery<FileListQuery>,
 ) -> Result<Json<Page<FileRecord>>, ApiError> {
     let window = page(query.skip, query.limit)?;
@@ -343,7 +330,7 @@ pub(crate) async fn list_files(
 pub(crate) async fn get_file(
     State(app): State<AppState>,
     auth: Authorized<Reader>,
-    ApiPath(FilePath { store_id, file_id }): ApiPath<FilePath>,
+    ApiPath(FileRef { store_id, file_id }): ApiPath<FileRef>,
 ) -> Result<Json<FileRecord>, ApiError> {
     Ok(Json(
         app.catalog
@@ -362,7 +349,7 @@ pub(crate) async fn get_file(
 pub(crate) async fn delete_file(
     State(app): State<AppState>,
     auth: Authorized<Editor>,
-    ApiPath(FilePath { store_id, file_id }): ApiPath<FilePath>,
+    ApiPath(FileRef { store_id, file_id }): ApiPath<FileRef>,
 ) -> Result<StatusCode, ApiError> {
     let deleted = app
         .catalog
@@ -397,7 +384,7 @@ pub(crate) struct RemoveBulk {
 pub(crate) async fn remove_bulk(
     State(app): State<AppState>,
     auth: Authorized<Editor>,
-    ApiPath(StorePath { store_id }): ApiPath<StorePath>,
+    ApiPath(StoreRef { store_id }): ApiPath<StoreRef>,
     ApiJson(body): ApiJson<RemoveBulk>,
 ) -> Result<StatusCode, ApiError> {
     if body.file_ids.is_empty() || body.file_ids.len() > 1000 {
@@ -424,7 +411,7 @@ pub(crate) async fn remove_bulk(
 pub(crate) async fn file_status(
     State(app): State<AppState>,
     auth: Authorized<Reader>,
-    ApiPath(FilePath { store_id, file_id }): ApiPath<FilePath>,
+    ApiPath(FileRef { store_id, file_id }): ApiPath<FileRef>,
 ) -> Result<Json<FileStatusView>, ApiError> {
     let (file, lease) = app
         .catalog
@@ -450,7 +437,7 @@ pub(crate) struct RetryQuery {
 pub(crate) async fn retry_file(
     State(app): State<AppState>,
     auth: Authorized<Editor>,
-    ApiPath(FilePath { store_id, file_id }): ApiPath<FilePath>,
+    ApiPath(FileRef { store_id, file_id }): ApiPath<FileRef>,
     ApiQuery(query): ApiQuery<RetryQuery>,
 ) -> Result<Json<FileStatusView>, ApiError> {
     let outcome = app
@@ -499,7 +486,7 @@ pub(crate) struct LogQuery {
 pub(crate) async fn file_logs(
     State(app): State<AppState>,
     auth: Authorized<Reader>,
-    ApiPath(FilePath { store_id, file_id }): ApiPath<FilePath>,
+    ApiPath(FileRef { store_id, file_id }): ApiPath<FileRef>,
     ApiQuery(query): ApiQuery<LogQuery>,
 ) -> Result<Json<Page<LogEntry>>, ApiError> {
     let window = page(query.skip, query.limit)?;
@@ -569,7 +556,7 @@ fn file_config(app: &AppState, chunking: Chunking) -> FileConfig {
 pub(crate) async fn get_config(
     State(app): State<AppState>,
     auth: Authorized<Reader>,
-    ApiPath(StorePath { store_id }): ApiPath<StorePath>,
+    ApiPath(StoreRef { store_id }): ApiPath<StoreRef>,
 ) -> Result<Json<FileConfig>, ApiError> {
     let store = app
         .catalog
@@ -600,7 +587,7 @@ pub(crate) struct ChunkingPatch {
 pub(crate) async fn patch_config(
     State(app): State<AppState>,
     auth: Authorized<Admin>,
-    ApiPath(StorePath { store_id }): ApiPath<StorePath>,
+    ApiPath(StoreRef { store_id }): ApiPath<StoreRef>,
     ApiJson(body): ApiJson<ConfigPatch>,
 ) -> Result<Json<FileConfig>, ApiError> {
     let org = auth.organization_id();
@@ -667,7 +654,7 @@ pub(crate) struct StoreUsage {
 pub(crate) async fn store_usage(
     State(app): State<AppState>,
     auth: Authorized<Reader>,
-    ApiPath(StorePath { store_id }): ApiPath<StorePath>,
+    ApiPath(StoreRef { store_id }): ApiPath<StoreRef>,
 ) -> Result<Json<StoreUsage>, ApiError> {
     let figures = app
         .catalog

@@ -61,6 +61,13 @@ pub(crate) struct StoreRef {
     pub store_id: String,
 }
 
+/// A path naming a file in a store.
+#[derive(Deserialize)]
+pub(crate) struct FileRef {
+    pub store_id: String,
+    pub file_id: String,
+}
+
 /// Deserialises a field that may be absent (`None`), `null` (`Some(None)`) or a value.
 pub(crate) fn double_option<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where

@@ -2,18 +2,13 @@
 
 use axum::Json;
 use axum::extract::State;
-use serde::Deserialize;
 
+use super::StoreRef;
 use crate::AppState;
 use crate::auth::{Authorized, Reader};
 use crate::error::{ApiError, ErrorEnvelope};
 use crate::extract::{ApiJson, ApiPath};
 use crate::search::{SearchRequest, SearchResponse, search};
-
-#[derive(Deserialize)]
-pub(crate) struct StorePath {
-    store_id: String,
-}
 
 /// Search one store.
 #[utoipa::path(post, path = "/v1/organizations/{organization_id}/stores/{store_id}/search",
@@ -23,7 +18,7 @@ pub(crate) struct StorePath {
 pub(crate) async fn search_store(
     State(app): State<AppState>,
     auth: Authorized<Reader>,
-    ApiPath(StorePath { store_id }): ApiPath<StorePath>,
+    ApiPath(StoreRef { store_id }): ApiPath<StoreRef>,
     ApiJson(body): ApiJson<SearchRequest>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     let org = auth.organization_id();

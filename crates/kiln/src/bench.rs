@@ -1,0 +1,257 @@
+//! `kiln bench ingest`: documents through the real HTTP API of a server started on loopback,
+//! against the model's raw batched throughput measured alone in the same run.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use kiln_core::config::Config;
+use serde_json::{Value, json};
+
+use crate::server::{Options, Server, load_model};
+
+/// SciFact-style documents: `(id, title + "\n" + text)`.
+pub fn load_corpus(path: &Path, limit: usize) -> anyhow::Result<Vec<(String, String)>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let reader: Box<dyn std::io::Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let mut docs = Vec::new();
+    for line in BufReader::new(reader).lines() {
+        let doc: Value = serde_json::from_str(&line?)?;
+        let title = doc["title"].as_str().unwrap_or("");
+        let text = doc["text"].as_str().unwrap_or("");
+        docs.push((
+            doc["_id"].as_str().unwrap_or("").to_string(),
+            format!("{title}\n{text}"),
+        ));
+        if docs.len() == limit {
+            break;
+        }
+    }
+    Ok(docs)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+pub async fn ingest(corpus: &Path, docs: usize, models_dir: Option<&Path>) -> anyhow::Result<()> {
+    let documents = load_corpus(corpus, docs)?;
+    anyhow::ensure!(
+        !documents.is_empty(),
+        "no documents in {}",
+        corpus.display()
+    );
+    let dir = tempfile::tempdir()?;
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        listen: "127.0.0.1:0".into(),
+        ..Config::default()
+    };
+    if let Some(models) = models_dir {
+        config.embedding.models_dir = Some(models.to_path_buf());
+    }
+    let model = load_model(&config).await?;
+
+    // The model alone, on the very chunks the pipeline will make (default chunking).
+    let options = kiln_chunk::ChunkOptions {
+        max_tokens: 800,
+        overlap_tokens: 400,
+    };
+    let mut chunk_texts = Vec::new();
+    for (_, text) in &documents {
+        let document = kiln_extract::extract(kiln_extract::Format::Text, text.as_bytes())?;
+        chunk_texts.extend(
+            kiln_chunk::chunk(&document, options, model.tokens.as_ref())
+                .into_iter()
+                .map(|c| c.text),
+        );
+    }
+    let raw_started = Instant::now();
+    model.embedder.embed(&chunk_texts).await?;
+    let raw_secs = raw_started.elapsed().as_secs_f64();
+    let raw_rate = chunk_texts.len() as f64 / raw_secs;
+    eprintln!(
+        "model alone: {} chunks in {raw_secs:.1} s = {raw_rate:.1} chunks/s",
+        chunk_texts.len()
+    );
+
+    let server = Server::start_with(
+        config,
+        Options {
+            model: Some(model),
+            ..Options::default()
+        },
+    )
+    .await?;
+    let key = server
+        .initial_key
+        .clone()
+        .context("a new data dir has a key")?
+        .value;
+    let base = server.base_url();
+    let client = reqwest::Client::new();
+    let call = |r: reqwest::RequestBuilder| {
+        let key = key.clone();
+        async move {
+            let response = r.bearer_auth(key).send().await?;
+            anyhow::ensure!(response.status().is_success(), "HTTP {}", response.status());
+            Ok::<Value, anyhow::Error>(response.json().await.unwrap_or(Value::Null))
+        }
+    };
+    let org = call(client.get(format!("{base}/v1/organizations"))).await?["organizations"][0]["id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let slice = call(
+        client
+            .post(format!("{base}/v1/organizations/{org}/knowledge/slices"))
+            .json(&json!({"name": "bench"})),
+    )
+    .await?;
+    let store = call(
+        client
+            .post(format!(
+                "{base}/v1/organizations/{org}/knowledge/slices/{}/stores",
+                slice["id"].as_str().unwrap_or("")
+            ))
+            .json(&json!({"name": "bench"})),
+    )
+    .await?["id"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let files = format!("{base}/v1/organizations/{org}/stores/{store}/files");
+
+    // Status latency, sampled while ingesting.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let known: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let sampler = {
+        let (stop, known, client, files, key) = (
+            stop.clone(),
+            known.clone(),
+            client.clone(),
+            files.clone(),
+            key.clone(),
+        );
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = { known.lock().unwrap().get(n).cloned() };
+                let Some(id) = id.or_else(|| known.lock().unwrap().first().cloned()) else {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                };
+                let started = Instant::now();
+                let ok = client
+                    .get(format!("{files}/{id}/status"))
+                    .bearer_auth(&key)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success());
+                if ok.unwrap_or(false) {
+                    latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                }
+                n = (n + 1) % known.lock().unwrap().len().max(1);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            latencies
+        })
+    };
+
+    let started = Instant::now();
+    let mut uploaded_at: HashMap<String, Instant> = HashMap::new();
+    for (doc_id, text) in &documents {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(text.clone().into_bytes())
+                .file_name(format!("{doc_id}.txt")),
+        );
+        let file = call(client.post(format!("{files}/upload")).multipart(form)).await?;
+        let id = file["id"].as_str().unwrap_or("").to_string();
+        known.lock().unwrap().push(id.clone());
+        uploaded_at.insert(id, Instant::now());
+    }
+    let mut done_after: HashMap<String, f64> = HashMap::new();
+    let mut chunks = 0u64;
+    while done_after.len() < documents.len() {
+        let mut skip = 0;
+        loop {
+            let page = call(client.get(format!("{files}?limit=100&skip={skip}"))).await?;
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            for f in &items {
+                let id = f["id"].as_str().unwrap_or("");
+                if matches!(f["status"].as_str(), Some("completed" | "failed"))
+                    && !done_after.contains_key(id)
+                {
+                    done_after.insert(id.to_string(), uploaded_at[id].elapsed().as_secs_f64());
+                    chunks += f["chunk_count"].as_u64().unwrap_or(0);
+                }
+            }
+            skip += 100;
+            if page["has_more"] != true {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let total = started.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut latencies = sampler.await?;
+    latencies.sort_by(f64::total_cmp);
+    let mut waits: Vec<f64> = done_after.values().copied().collect();
+    waits.sort_by(f64::total_cmp);
+    let failed = call(client.get(format!("{files}?status=failed&limit=1"))).await?["total"]
+        .as_u64()
+        .unwrap_or(0);
+    server.shutdown().await?;
+
+    let pipeline_rate = chunks as f64 / total;
+    println!("documents          {}", documents.len());
+    println!("failed             {failed}");
+    println!("chunks             {chunks}");
+    println!("wall time          {total:.1} s");
+    println!("files/s            {:.2}", documents.len() as f64 / total);
+    println!("chunks/s           {pipeline_rate:.1}");
+    println!("model raw chunks/s {raw_rate:.1} (batched, alone, same chunks)");
+    println!(
+        "pipeline / raw     {:.0} %",
+        100.0 * pipeline_rate / raw_rate
+    );
+    println!(
+        "upload->completed  p50 {:.2} s, p99 {:.2} s",
+        percentile(&waits, 50.0),
+        percentile(&waits, 99.0)
+    );
+    println!(
+        "status latency     p50 {:.2} ms, p99 {:.2} ms ({} samples)",
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0),
+        latencies.len()
+    );
+    println!("peak RSS           {:.0} MiB", peak_rss_mib());
+    Ok(())
+}
