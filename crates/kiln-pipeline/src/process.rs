@@ -69,52 +69,37 @@ pub(crate) async fn run(worker: &Worker, job: &Claimed) -> Result<(), String> {
     let file = job.file.clone().ok_or("a process job without its file")?;
     let services = &worker.services;
     let outcome = steps(worker, job, &file).await;
-    let index = services.index.clone();
-    let (file_id, generation) = (file.id.clone(), file.generation as u64);
+    let generation = file.generation as u64;
+    // Removes one generation of this file's chunks from the index.
+    let drop_generation = |generation: u64| {
+        let index = services.index.clone();
+        let file_id = file.id.clone();
+        blocking(move || {
+            index
+                .delete_generation(&file_id, generation)
+                .map_err(|e| e.to_string())
+        })
+    };
     match outcome {
-        Ok(done) => match services
-            .catalog
-            .complete(job, &worker.name, done)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            Ok(previous) => {
+        Ok(done) => match services.catalog.complete(job, &worker.name, done).await {
+            Ok(Ok(previous)) => {
                 // The flip is committed: the old generation is stale, remove it.
                 if previous > 0 && previous as u64 != generation {
-                    blocking(move || {
-                        index
-                            .delete_generation(&file_id, previous as u64)
-                            .map_err(|e| e.to_string())
-                    })
-                    .await?;
+                    drop_generation(previous as u64).await?;
                 }
             }
-            Err(Liveness::Cancelled) => cleanup_deleted(worker, job, &file).await?,
-            Err(_) => {
-                blocking(move || {
-                    index
-                        .delete_generation(&file_id, generation)
-                        .map_err(|e| e.to_string())
-                })
-                .await?;
+            Ok(Err(Liveness::Cancelled)) => cleanup_deleted(worker, job, &file).await?,
+            Ok(Err(_)) => drop_generation(generation).await?,
+            Err(err) => {
+                // Not recorded: nothing of this attempt may stay in the index.
+                drop_generation(generation).await?;
+                return Err(err.to_string());
             }
         },
         Err(Stop::Halted(Liveness::Cancelled)) => cleanup_deleted(worker, job, &file).await?,
-        Err(Stop::Halted(_)) => {
-            blocking(move || {
-                index
-                    .delete_generation(&file_id, generation)
-                    .map_err(|e| e.to_string())
-            })
-            .await?;
-        }
+        Err(Stop::Halted(_)) => drop_generation(generation).await?,
         Err(Stop::Failed(failure)) => {
-            blocking(move || {
-                index
-                    .delete_generation(&file_id, generation)
-                    .map_err(|e| e.to_string())
-            })
-            .await?;
+            drop_generation(generation).await?;
             let delay = backoff(worker.config.retry_base, job.job_attempt)
                 .max(failure.retry_after.unwrap_or_default());
             let outcome = services

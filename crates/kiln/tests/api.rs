@@ -713,7 +713,10 @@ async fn operations_endpoints() {
     assert_eq!(b["status"], "ok");
     let (s, b, _) = t.call(Method::GET, "/ready", None, None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    assert_eq!(b["checks"], json!({"catalog": true, "storage": true}));
+    assert_eq!(
+        b["checks"],
+        json!({"catalog": true, "storage": true, "model": true})
+    );
 
     t.get(&t.org_path("/knowledge/slices")).await;
     t.get(&t.org_path("/knowledge/slices?limit=0")).await;

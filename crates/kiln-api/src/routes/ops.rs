@@ -25,7 +25,7 @@ pub(crate) async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// The catalog and blob storage answer.
+/// The catalog, blob storage and embedding model answer.
 #[utoipa::path(get, path = "/ready", tag = "Operations",
     responses((status = 200, description = "Ready"), (status = 503, body = crate::error::ErrorEnvelope)))]
 pub(crate) async fn ready(
@@ -33,8 +33,10 @@ pub(crate) async fn ready(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let catalog = app.catalog.ping().await.is_ok();
     let storage = app.blobs.ping().await.is_ok();
-    let checks = json!({ "catalog": catalog, "storage": storage });
-    if catalog && storage {
+    // The model is loaded before the server starts listening; its vectors must fit the index.
+    let model = app.embedder.dimensions() == app.index.dimensions();
+    let checks = json!({ "catalog": catalog, "storage": storage, "model": model });
+    if catalog && storage && model {
         Ok(Json(json!({ "status": "ready", "checks": checks })))
     } else {
         Err(ApiError::new(ErrorCode::ServiceUnavailable, "Not ready").detail("checks", checks))
