@@ -120,20 +120,20 @@ async fn sigkill_while_processing_loses_nothing() {
         let file = json_call(auth(client.post(format!("{files}/upload")).multipart(form))).await;
         ids.insert(file["id"].as_str().unwrap().to_string(), name);
     }
-    // Kill it while files are in flight: some done, some not.
+    // Kill it while files are in flight: some done, one in a worker's hands.
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let list = json_call(auth(
-            client.get(format!("{files}?status=completed&limit=1")),
-        ))
-        .await;
-        let completed = list["total"].as_u64().unwrap();
-        if completed >= 3 {
+        let count = |status: &str| {
+            let request = auth(client.get(format!("{files}?status={status}&limit=1")));
+            async move { json_call(request).await["total"].as_u64().unwrap() }
+        };
+        let completed = count("completed").await;
+        if completed >= 3 && count("processing").await >= 1 {
             assert!(completed < FILES as u64, "too late to interrupt anything");
             break;
         }
         assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Command::new("kill")
         .args(["-KILL", &child.id().to_string()])
