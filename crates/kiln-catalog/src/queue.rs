@@ -718,3 +718,187 @@ pub struct SearchableFile {
     pub mime_type: String,
     pub active_generation: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{NewFile, NewSlice, NewStore};
+    use kiln_core::IdKind;
+    use kiln_core::types::{AccessMode, OwnerType, SliceType};
+
+    async fn catalog_with_store() -> (tempfile::TempDir, Catalog, String, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
+        let catalog = Catalog::open(&url, 4).await.unwrap();
+        let org = catalog.create_organization("o").await.unwrap();
+        let slice = catalog
+            .create_slice(
+                &org.id,
+                NewSlice {
+                    name: "s".into(),
+                    description: None,
+                    slice_type: SliceType::Standard,
+                    owner_type: OwnerType::Organization,
+                    owner_id: None,
+                },
+                "ak_x",
+            )
+            .await
+            .unwrap();
+        let store = catalog
+            .create_store(
+                &org.id,
+                &slice.id,
+                NewStore {
+                    name: "st".into(),
+                    description: None,
+                    access_mode: AccessMode::Organization,
+                },
+                "ak_x",
+            )
+            .await
+            .unwrap();
+        (dir, catalog, org.id, store.id)
+    }
+
+    async fn add_file(catalog: &Catalog, org: &str, store: &str) -> String {
+        let id = IdKind::File.generate();
+        catalog
+            .create_file(NewFile {
+                id: id.clone(),
+                organization_id: org.into(),
+                store_id: store.into(),
+                file_name: "f.txt".into(),
+                relative_path: None,
+                mime_type: "text/plain".into(),
+                file_size: 1,
+                sha256: None,
+                created_by: "ak_x".into(),
+            })
+            .await
+            .unwrap();
+        id
+    }
+
+    #[tokio::test]
+    async fn concurrent_claimers_never_share_a_job() {
+        let (_dir, catalog, org, store) = catalog_with_store().await;
+        for _ in 0..200 {
+            add_file(&catalog, &org, &store).await;
+        }
+        let claimers = (0..8).map(|n| {
+            let catalog = catalog.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                while let Some(job) = catalog
+                    .claim(&format!("w{n}"), Duration::from_secs(60))
+                    .await
+                    .unwrap()
+                {
+                    mine.push(job.file_id);
+                }
+                mine
+            })
+        });
+        let mut all = Vec::new();
+        for claimer in claimers {
+            all.extend(claimer.await.unwrap());
+        }
+        assert_eq!(all.len(), 200);
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 200, "a job was claimed twice");
+    }
+
+    #[tokio::test]
+    async fn expired_leases_are_reaped_and_heartbeats_keep_them() {
+        let (_dir, catalog, org, store) = catalog_with_store().await;
+        let a = add_file(&catalog, &org, &store).await;
+        let b = add_file(&catalog, &org, &store).await;
+        let first = catalog
+            .claim("w1", Duration::from_millis(300))
+            .await
+            .unwrap()
+            .unwrap();
+        let second = catalog
+            .claim("w2", Duration::from_millis(300))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut files = [first.file_id.clone(), second.file_id.clone()];
+        files.sort();
+        let mut expected = [a, b];
+        expected.sort();
+        assert_eq!(files, expected);
+        // w2 heartbeats; w1 does not.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            catalog
+                .heartbeat(&second.job_id, "w2", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(catalog.reap_expired().await.unwrap(), 1);
+        assert_eq!(
+            catalog.liveness(&first.job_id, "w1").await.unwrap(),
+            Liveness::LeaseLost
+        );
+        assert_eq!(
+            catalog.liveness(&second.job_id, "w2").await.unwrap(),
+            Liveness::Alive
+        );
+        assert!(
+            !catalog
+                .heartbeat(&first.job_id, "w1", Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        // The reaped job is claimable again, with a new generation.
+        let again = catalog
+            .claim("w3", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.file_id, first.file_id);
+        assert_eq!(again.file.as_ref().unwrap().generation, 2);
+    }
+
+    #[tokio::test]
+    async fn transient_failures_retry_until_the_third_try() {
+        let (_dir, catalog, org, store) = catalog_with_store().await;
+        add_file(&catalog, &org, &store).await;
+        for try_number in 0..MAX_ATTEMPTS {
+            let job = catalog
+                .claim("w", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .expect("due at once");
+            assert_eq!(job.job_attempt, try_number);
+            let outcome = catalog
+                .fail(
+                    &job,
+                    "w",
+                    Step::Embedding,
+                    FileErrorCode::EmbeddingFailed,
+                    "down",
+                    true,
+                    Duration::ZERO,
+                )
+                .await
+                .unwrap();
+            if try_number + 1 < MAX_ATTEMPTS {
+                assert!(matches!(outcome, FailOutcome::RetryScheduled { .. }));
+            } else {
+                assert_eq!(outcome, FailOutcome::Failed);
+            }
+        }
+        assert!(
+            catalog
+                .claim("w", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
