@@ -127,6 +127,44 @@ fn redact_url(url: &str) -> String {
     }
 }
 
+/// A catalog in a temporary folder with one organization, slice and store, for tests.
+#[cfg(test)]
+pub(crate) async fn test_catalog() -> (tempfile::TempDir, Catalog, String, String) {
+    use kiln_core::types::{AccessMode, OwnerType, SliceType};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
+    let catalog = Catalog::open(&url, 4).await.unwrap();
+    let org = catalog.create_organization("o").await.unwrap();
+    let slice = catalog
+        .create_slice(
+            &org.id,
+            NewSlice {
+                name: "s".into(),
+                description: None,
+                slice_type: SliceType::Standard,
+                owner_type: OwnerType::Organization,
+                owner_id: None,
+            },
+            "ak_x",
+        )
+        .await
+        .unwrap();
+    let store = catalog
+        .create_store(
+            &org.id,
+            &slice.id,
+            NewStore {
+                name: "st".into(),
+                description: None,
+                access_mode: AccessMode::Organization,
+            },
+            "ak_x",
+        )
+        .await
+        .unwrap();
+    (dir, catalog, org.id, store.id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -722,44 +722,8 @@ pub struct SearchableFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{NewFile, NewSlice, NewStore};
+    use crate::NewFile;
     use kiln_core::IdKind;
-    use kiln_core::types::{AccessMode, OwnerType, SliceType};
-
-    async fn catalog_with_store() -> (tempfile::TempDir, Catalog, String, String) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
-        let catalog = Catalog::open(&url, 4).await.unwrap();
-        let org = catalog.create_organization("o").await.unwrap();
-        let slice = catalog
-            .create_slice(
-                &org.id,
-                NewSlice {
-                    name: "s".into(),
-                    description: None,
-                    slice_type: SliceType::Standard,
-                    owner_type: OwnerType::Organization,
-                    owner_id: None,
-                },
-                "ak_x",
-            )
-            .await
-            .unwrap();
-        let store = catalog
-            .create_store(
-                &org.id,
-                &slice.id,
-                NewStore {
-                    name: "st".into(),
-                    description: None,
-                    access_mode: AccessMode::Organization,
-                },
-                "ak_x",
-            )
-            .await
-            .unwrap();
-        (dir, catalog, org.id, store.id)
-    }
 
     async fn add_file(catalog: &Catalog, org: &str, store: &str) -> String {
         let id = IdKind::File.generate();
@@ -782,7 +746,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_claimers_never_share_a_job() {
-        let (_dir, catalog, org, store) = catalog_with_store().await;
+        let (_dir, catalog, org, store) = crate::test_catalog().await;
         for _ in 0..200 {
             add_file(&catalog, &org, &store).await;
         }
@@ -812,7 +776,7 @@ mod tests {
 
     #[tokio::test]
     async fn expired_leases_are_reaped_and_heartbeats_keep_them() {
-        let (_dir, catalog, org, store) = catalog_with_store().await;
+        let (_dir, catalog, org, store) = crate::test_catalog().await;
         let a = add_file(&catalog, &org, &store).await;
         let b = add_file(&catalog, &org, &store).await;
         let first = catalog
@@ -866,7 +830,7 @@ mod tests {
 
     #[tokio::test]
     async fn transient_failures_retry_until_the_third_try() {
-        let (_dir, catalog, org, store) = catalog_with_store().await;
+        let (_dir, catalog, org, store) = crate::test_catalog().await;
         add_file(&catalog, &org, &store).await;
         for try_number in 0..MAX_ATTEMPTS {
             let job = catalog

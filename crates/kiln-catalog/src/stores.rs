@@ -228,8 +228,6 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::NewSlice;
-    use kiln_core::types::{OwnerType, SliceType};
 
     async fn insert_file(
         catalog: &Catalog,
@@ -257,47 +255,28 @@ mod tests {
 
     #[tokio::test]
     async fn store_figures_are_computed_from_live_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
-        let catalog = Catalog::open(&url, 2).await.unwrap();
+        let (dir, catalog, org, store_id) = crate::test_catalog().await;
         // Opening again applies no migration twice.
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
         Catalog::open(&url, 2).await.unwrap();
-        let org = catalog.create_organization("o").await.unwrap();
-        let slice = catalog
-            .create_slice(
-                &org.id,
-                NewSlice {
-                    name: "s".into(),
-                    description: None,
-                    slice_type: SliceType::Standard,
-                    owner_type: OwnerType::Organization,
-                    owner_id: None,
-                },
-                "ak_x",
-            )
-            .await
-            .unwrap();
-        let new = || NewStore {
-            name: "st".into(),
+        let store = catalog.get_store(&org, &store_id).await.unwrap();
+        let new = NewStore {
+            name: "st2".into(),
             description: None,
             access_mode: AccessMode::Organization,
         };
-        let store = catalog
-            .create_store(&org.id, &slice.id, new(), "ak_x")
-            .await
-            .unwrap();
         let other = catalog
-            .create_store(&org.id, &slice.id, new(), "ak_x")
+            .create_store(&org, &store.slice_id, new, "ak_x")
             .await
             .unwrap();
-        insert_file(&catalog, &org.id, &store.id, "pending", 10, false).await;
-        insert_file(&catalog, &org.id, &store.id, "completed", 100, false).await;
-        insert_file(&catalog, &org.id, &store.id, "completed", 1000, false).await;
-        insert_file(&catalog, &org.id, &store.id, "failed", 5, false).await;
-        insert_file(&catalog, &org.id, &store.id, "completed", 7777, true).await;
-        insert_file(&catalog, &org.id, &other.id, "processing", 3, false).await;
+        insert_file(&catalog, &org, &store.id, "pending", 10, false).await;
+        insert_file(&catalog, &org, &store.id, "completed", 100, false).await;
+        insert_file(&catalog, &org, &store.id, "completed", 1000, false).await;
+        insert_file(&catalog, &org, &store.id, "failed", 5, false).await;
+        insert_file(&catalog, &org, &store.id, "completed", 7777, true).await;
+        insert_file(&catalog, &org, &other.id, "processing", 3, false).await;
 
-        let got = catalog.get_store(&org.id, &store.id).await.unwrap();
+        let got = catalog.get_store(&org, &store.id).await.unwrap();
         assert_eq!(got.file_count, 4);
         assert_eq!(got.data_size, 1115);
         assert_eq!(
@@ -311,7 +290,7 @@ mod tests {
             (1, 0, 2, 1, 4)
         );
         let page = catalog
-            .list_stores(&org.id, None, PageRequest { skip: 0, limit: 10 })
+            .list_stores(&org, None, PageRequest { skip: 0, limit: 10 })
             .await
             .unwrap();
         assert_eq!(page.total, 2);
@@ -319,7 +298,7 @@ mod tests {
         assert_eq!(listed_other.file_counts.processing, 1);
         assert_eq!(listed_other.data_size, 3);
 
-        catalog.delete_store(&org.id, &store.id).await.unwrap();
+        catalog.delete_store(&org, &store.id).await.unwrap();
         let hidden: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM files WHERE store_id = $1 AND deleted_at IS NULL",
         )
@@ -346,7 +325,7 @@ mod tests {
             .unwrap();
         assert_eq!(remaining, 0);
         assert!(matches!(
-            catalog.get_store(&org.id, &store.id).await,
+            catalog.get_store(&org, &store.id).await,
             Err(CatalogError::NotFound(Resource::Store))
         ));
     }

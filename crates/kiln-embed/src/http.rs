@@ -5,20 +5,12 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::{EmbedError, Embedder, normalize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HttpEmbedderConfig {
-    /// e.g. `http://127.0.0.1:11434/v1`
-    pub base_url: String,
-    pub model: String,
-    pub api_key: Option<String>,
-    pub dimensions: usize,
-    pub batch_size: usize,
-    pub timeout_secs: u64,
-}
+/// The provider's settings are the configuration's own.
+pub use kiln_core::config::OpenAiEmbeddingConfig as HttpEmbedderConfig;
 
 pub struct HttpEmbedder {
     config: HttpEmbedderConfig,

@@ -106,15 +106,7 @@ pub async fn load_model(config: &Config) -> anyhow::Result<Model> {
                 })
             }
             EmbeddingProvider::Openai => {
-                let o = embedding.openai;
-                let embedder = kiln_embed::HttpEmbedder::new(kiln_embed::HttpEmbedderConfig {
-                    base_url: o.base_url,
-                    model: o.model,
-                    api_key: o.api_key,
-                    dimensions: o.dimensions,
-                    batch_size: o.batch_size,
-                    timeout_secs: o.timeout_secs,
-                })?;
+                let embedder = kiln_embed::HttpEmbedder::new(embedding.openai)?;
                 // Without the provider's tokenizer, chunks are sized at ~4 characters a token.
                 Ok(Model {
                     embedder: Arc::new(embedder),
