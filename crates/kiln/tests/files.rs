@@ -114,14 +114,28 @@ async fn an_upload_completes_and_is_searchable_in_every_mode() {
         .await;
     assert_eq!(b["results"], json!([]));
     let (_, b) = t
-        .search(&store, json!({"query": "vitamin", "mode": "keyword", "filters": {"mime_types": ["text/plain"]}}))
+        .search(&store, json!({"query": "fractures yeast", "mode": "keyword", "filters": {"mime_types": ["text/plain"]}}))
+        .await;
+    let filtered = b["results"].as_array().unwrap();
+    assert!(!filtered.is_empty(), "{b}");
+    assert!(
+        filtered.iter().all(|r| r["file_id"] == other.as_str()),
+        "{b}"
+    );
+    // Without the filter the same query finds the Markdown file too.
+    let (_, b) = t
+        .search(
+            &store,
+            json!({"query": "fractures yeast", "mode": "keyword"}),
+        )
         .await;
     assert!(
         b["results"]
             .as_array()
             .unwrap()
             .iter()
-            .all(|r| r["file_id"] == other.as_str())
+            .any(|r| r["file_id"] == id),
+        "{b}"
     );
 
     // The log tells the story, oldest first, with real figures.
