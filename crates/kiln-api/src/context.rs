@@ -47,8 +47,12 @@ pub async fn request_context(
     next: Next,
 ) -> Response {
     let id = client_request_id(&request).unwrap_or_else(new_request_id);
-    // Uploads stream up to 31 MiB: they get ten times the time.
-    let limit = if request.uri().path().ends_with("/files/upload") {
+    // Uploads stream many MiB (and registering assembles them): ten times the time.
+    let path = request.uri().path();
+    let limit = if path.ends_with("/files/upload")
+        || path.ends_with("/files/register")
+        || path.starts_with("/v1/uploads/")
+    {
         timeout.0 * 10
     } else {
         timeout.0

@@ -126,6 +126,7 @@ impl From<CatalogError> for ApiError {
                     Resource::Store => (ErrorCode::VectorStoreNotFound, "Vector store"),
                     Resource::ApiKey => (ErrorCode::ResourceNotFound, "API key"),
                     Resource::File => (ErrorCode::FileNotInStore, "File not found in this store"),
+                    Resource::Upload => (ErrorCode::UploadNotFound, "Upload"),
                 };
                 let message = if resource == Resource::File {
                     what.to_string()
@@ -156,6 +157,13 @@ impl From<CatalogError> for ApiError {
 impl From<kiln_blobs::BlobError> for ApiError {
     fn from(err: kiln_blobs::BlobError) -> Self {
         tracing::error!(error = %err, "blob storage failure");
+        if err.is_storage_full() {
+            return ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "Blob storage is full: nothing of this request was kept. Free space or add storage, then try again.",
+            )
+            .detail("reason", "storage_full");
+        }
         ApiError::new(
             ErrorCode::ServiceUnavailable,
             "Blob storage is not available",

@@ -27,6 +27,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 pub use error::ApiError;
 pub use metrics::Metrics;
+pub use routes::UploadSigner;
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -39,6 +40,8 @@ pub struct AppState {
     pub waker: kiln_pipeline::Waker,
     pub metrics: Arc<Metrics>,
     pub http: Arc<HttpConfig>,
+    /// Signs and checks upload URLs.
+    pub upload_signer: Arc<UploadSigner>,
 }
 
 /// The whole API.

@@ -31,6 +31,25 @@ impl From<object_store::Error> for BlobError {
     }
 }
 
+impl BlobError {
+    /// Whether the storage ran out of space (`ENOSPC`, or a quota).
+    pub fn is_storage_full(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(err) = cause {
+            if let Some(io) = err.downcast_ref::<std::io::Error>()
+                && matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                )
+            {
+                return true;
+            }
+            cause = err.source();
+        }
+        false
+    }
+}
+
 pub type Result<T, E = BlobError> = std::result::Result<T, E>;
 
 /// A blob's path.
@@ -86,6 +105,15 @@ impl Blobs {
 
     pub async fn get(&self, path: &Path) -> Result<Bytes> {
         Ok(self.store.get(path).await?.bytes().await?)
+    }
+
+    /// Reads a blob as a stream of pieces, never whole in memory.
+    pub async fn get_stream(
+        &self,
+        path: &Path,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes>>> {
+        let stream = self.store.get(path).await?.into_stream();
+        Ok(stream.map_err(BlobError::from).boxed())
     }
 
     /// Starts a streamed write: bytes are written as they come, never held whole in memory.

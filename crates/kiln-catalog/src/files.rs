@@ -195,41 +195,39 @@ async fn fetch_file(
     file_record(&row)
 }
 
-impl Catalog {
-    /// Registers an uploaded file with its first job, in one transaction.
-    pub async fn create_file(&self, new: NewFile) -> Result<FileRecord> {
-        let mut tx = self.write.begin().await?;
-        require_store(&mut tx, &new.organization_id, &new.store_id).await?;
-        let now = Timestamp::now().millis();
-        sqlx::query(
-            "INSERT INTO files (id, organization_id, store_id, file_name, relative_path, \
+/// Inserts a file with its first job and log entries (inside the caller's transaction).
+pub(crate) async fn insert_file(tx: &mut AnyConnection, new: &NewFile) -> Result<FileRecord> {
+    require_store(&mut *tx, &new.organization_id, &new.store_id).await?;
+    let now = Timestamp::now().millis();
+    sqlx::query(
+        "INSERT INTO files (id, organization_id, store_id, file_name, relative_path, \
              mime_type, file_size, sha256, status, current_step, created_by, created_at, \
              updated_at, queued_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 'queued', $9, $10, $10, $10)",
-        )
-        .bind(&new.id)
-        .bind(&new.organization_id)
-        .bind(&new.store_id)
-        .bind(&new.file_name)
-        .bind(new.relative_path.clone())
-        .bind(&new.mime_type)
-        .bind(new.file_size)
-        .bind(new.sha256.clone())
-        .bind(&new.created_by)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        enqueue(
-            &mut tx,
-            "process",
-            &new.organization_id,
-            &new.store_id,
-            &new.id,
-            now,
-        )
-        .await?;
-        append_log(
-            &mut tx,
+    )
+    .bind(&new.id)
+    .bind(&new.organization_id)
+    .bind(&new.store_id)
+    .bind(&new.file_name)
+    .bind(new.relative_path.clone())
+    .bind(&new.mime_type)
+    .bind(new.file_size)
+    .bind(new.sha256.clone())
+    .bind(&new.created_by)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    enqueue(
+        &mut *tx,
+        "process",
+        &new.organization_id,
+        &new.store_id,
+        &new.id,
+        now,
+    )
+    .await?;
+    append_log(
+            &mut *tx,
             &new.organization_id,
             &new.id,
             0,
@@ -240,19 +238,26 @@ impl Catalog {
             json!({"file_size": new.file_size, "mime_type": new.mime_type, "sha256": new.sha256, "by": new.created_by}),
         )
         .await?;
-        append_log(
-            &mut tx,
-            &new.organization_id,
-            &new.id,
-            0,
-            LogLevel::Info,
-            Some(Step::Queued),
-            "queued",
-            "Queued for processing",
-            json!({}),
-        )
-        .await?;
-        let file = fetch_file(&mut tx, &new.organization_id, &new.store_id, &new.id).await?;
+    append_log(
+        &mut *tx,
+        &new.organization_id,
+        &new.id,
+        0,
+        LogLevel::Info,
+        Some(Step::Queued),
+        "queued",
+        "Queued for processing",
+        json!({}),
+    )
+    .await?;
+    fetch_file(&mut *tx, &new.organization_id, &new.store_id, &new.id).await
+}
+
+impl Catalog {
+    /// Registers an uploaded file with its first job, in one transaction.
+    pub async fn create_file(&self, new: NewFile) -> Result<FileRecord> {
+        let mut tx = self.write.begin().await?;
+        let file = insert_file(&mut tx, &new).await?;
         tx.commit().await?;
         Ok(file)
     }

@@ -11,6 +11,7 @@ mod queue;
 mod rows;
 mod slices;
 mod stores;
+mod uploads;
 
 use std::str::FromStr;
 use std::sync::Once;
@@ -24,6 +25,7 @@ pub use keys::NewApiKey;
 pub use queue::{Claimed, Completion, FailOutcome, JobKind, Liveness, LogLine, SearchableFile};
 pub use slices::{NewSlice, SliceFilter, SlicePatch};
 pub use stores::{NewStore, StorePatch};
+pub use uploads::{NewUpload, Upload, UploadPart};
 
 /// Everything that can go wrong in the catalog.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,7 @@ pub enum Resource {
     Slice,
     Store,
     File,
+    Upload,
 }
 
 impl std::fmt::Display for Resource {
@@ -58,6 +61,7 @@ impl std::fmt::Display for Resource {
             Resource::Slice => "slice",
             Resource::Store => "store",
             Resource::File => "file",
+            Resource::Upload => "upload",
         })
     }
 }

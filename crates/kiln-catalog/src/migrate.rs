@@ -5,11 +5,14 @@ use sqlx::AnyPool;
 use crate::{CatalogError, Result};
 
 /// All migrations, in order. Never edit one that has shipped; add a new one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "foundation",
-    include_str!("../migrations/0001_foundation.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "foundation",
+        include_str!("../migrations/0001_foundation.sql"),
+    ),
+    (2, "uploads", include_str!("../migrations/0002_uploads.sql")),
+];
 
 pub(crate) async fn run(pool: &AnyPool) -> Result<()> {
     sqlx::query(

@@ -194,6 +194,18 @@ impl Catalog {
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        // Unregistered uploads go too; their parts live under the store's blob prefix, which
+        // the purge removes.
+        sqlx::query(
+            "DELETE FROM upload_parts WHERE upload_id IN (SELECT id FROM uploads WHERE store_id = $1)",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM uploads WHERE store_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         crate::files::enqueue(&mut tx, "purge_store", organization_id, id, id, now).await?;
         tx.commit().await?;
         Ok(())

@@ -100,6 +100,11 @@ pub struct HttpConfig {
     pub metrics_require_key: bool,
     /// Seconds to wait for in-flight requests on shutdown.
     pub shutdown_grace_secs: u64,
+    /// The base URL clients reach Kiln at (e.g. `https://kiln.example.com`), used in signed
+    /// upload URLs. Default: derived from the request's `Host` header, over `http`.
+    pub public_url: Option<String>,
+    /// How long a signed upload URL (and its unregistered upload) lives, in seconds.
+    pub upload_url_ttl_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -109,6 +114,8 @@ impl Default for HttpConfig {
             request_timeout_secs: 30,
             metrics_require_key: false,
             shutdown_grace_secs: 30,
+            public_url: None,
+            upload_url_ttl_secs: 24 * 3600,
         }
     }
 }

@@ -71,6 +71,15 @@ pub fn generate_key_value() -> String {
     format!("{KEY_PREFIX}{random}")
 }
 
+/// A random secret of 64 alphanumerics (about 380 bits), e.g. for signing upload URLs.
+pub fn generate_secret() -> String {
+    rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(64)
+        .map(char::from)
+        .collect()
+}
+
 /// Whether `value` has the shape of an API key value. Anything else is rejected without a
 /// catalog lookup.
 pub fn is_key_value_shape(value: &str) -> bool {

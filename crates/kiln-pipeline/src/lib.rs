@@ -98,7 +98,7 @@ impl Pipeline {
             tasks.spawn(worker.run());
         }
         tasks.spawn(reaper(
-            services.catalog.clone(),
+            services.clone(),
             config.clone(),
             waker.clone(),
             stopped,
@@ -125,12 +125,16 @@ impl Pipeline {
 }
 
 async fn reaper(
-    catalog: Catalog,
+    services: Services,
     config: Arc<PipelineConfig>,
     waker: Waker,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let catalog = &services.catalog;
     loop {
+        if let Err(err) = drop_expired_uploads(&services).await {
+            tracing::error!(error = %err, "cleaning up expired uploads failed");
+        }
         match catalog.reap_expired().await {
             Ok(0) => {}
             Ok(n) => {
@@ -144,6 +148,32 @@ async fn reaper(
             _ = stopped.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// Deletes uploads whose signed URL expired a minute ago or more: blobs, then rows. (No file
+/// has an expired upload's id: registering removes the upload in the same transaction.)
+async fn drop_expired_uploads(services: &Services) -> Result<(), String> {
+    let before = kiln_core::Timestamp(kiln_core::Timestamp::now().millis() - 60_000);
+    let expired = services
+        .catalog
+        .expired_uploads(before, 100)
+        .await
+        .map_err(|e| e.to_string())?;
+    for upload in expired {
+        let folder = kiln_blobs::file_prefix(&upload.organization_id, &upload.store_id, &upload.id);
+        services
+            .blobs
+            .delete_prefix(&folder)
+            .await
+            .map_err(|e| e.to_string())?;
+        services
+            .catalog
+            .discard_upload(&upload.id)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(upload = %upload.id, "discarded an expired, unregistered upload");
+    }
+    Ok(())
 }
 
 struct Worker {

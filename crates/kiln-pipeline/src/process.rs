@@ -281,10 +281,15 @@ async fn steps(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<Comp
         .put(&text_path(file), Bytes::from(text_json))
         .await
         .map_err(|err| {
+            let why = if err.is_storage_full() {
+                "Blob storage is full".to_string()
+            } else {
+                format!("Blob storage could not be written ({err})")
+            };
             transient(
                 step,
                 FileErrorCode::InternalError,
-                format!("Blob storage could not be written ({err}). Kiln retries automatically."),
+                format!("{why}. Kiln retries automatically; if this persists, free space and retry the file."),
             )
         })?;
     let characters = document.characters();

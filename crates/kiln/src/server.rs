@@ -187,7 +187,12 @@ impl Server {
                 ..PipelineConfig::default()
             },
         );
+        let upload_secret = catalog
+            .server_secret("upload_url")
+            .await
+            .context("reading the upload-URL signing secret")?;
         let state = AppState {
+            upload_signer: Arc::new(kiln_api::UploadSigner::new(&upload_secret)),
             catalog: catalog.clone(),
             blobs,
             index,

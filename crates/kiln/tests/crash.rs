@@ -5,9 +5,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
@@ -30,45 +29,16 @@ fn text_of(i: usize) -> String {
         .join(" ")
 }
 
-// The child is handed to the caller, which kills and waits for it.
-#[allow(clippy::zombie_processes)]
 fn spawn(dir: &Path) -> (Child, String, Option<String>) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
-    for (name, _) in std::env::vars() {
-        if name.starts_with("KILN_") {
-            command.env_remove(name);
-        }
-    }
-    let mut child = command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env(
-            "KILN_EMBEDDING__MODELS_DIR",
-            kiln_embed::fetch::shared_models_dir(),
-        )
-        .env("KILN_WORKERS__LEASE_SECS", "3")
-        .env("KILN_WORKERS__REAP_EVERY_SECS", "1")
-        .env("KILN_WORKERS__COUNT", "2")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut key = None;
-    loop {
-        let line = lines
-            .next()
-            .expect("the server prints where it listens")
-            .unwrap();
-        if line.starts_with("ak_") {
-            key = Some(line.clone());
-        }
-        if let Some(url) = line.strip_prefix("Kiln is listening on ") {
-            // Keep draining stdout so the server never blocks on it.
-            std::thread::spawn(move || for _ in lines.by_ref() {});
-            return (child, url.to_string(), key);
-        }
-    }
+    common::spawn_kiln(
+        dir,
+        &[
+            ("KILN_WORKERS__LEASE_SECS", "3".into()),
+            ("KILN_WORKERS__REAP_EVERY_SECS", "1".into()),
+            ("KILN_WORKERS__COUNT", "2".into()),
+        ],
+        &[],
+    )
 }
 
 async fn json_call(request: reqwest::RequestBuilder) -> Value {

@@ -27,7 +27,7 @@ const MAX_RELATIVE_PATH_BYTES: usize = 1024;
 /// Bytes looked at to detect a file's type.
 const SNIFF_BYTES: usize = 8192;
 
-fn store_error(store_id: &str) -> impl FnOnce(CatalogError) -> ApiError + '_ {
+pub(crate) fn store_error(store_id: &str) -> impl FnOnce(CatalogError) -> ApiError + '_ {
     move |err| ApiError::from(err).detail_if_not_found("store_id", store_id)
 }
 
@@ -71,8 +71,16 @@ pub(crate) fn normalize_relative_path(raw: &str) -> Result<Option<String>, Strin
     Ok((!parts.is_empty()).then(|| parts.join("/")))
 }
 
+/// An optional `relative_path` field, normalised; its problem as a field error.
+pub(crate) fn relative_path_field(raw: Option<&str>) -> Result<Option<String>, FieldError> {
+    match raw.map(normalize_relative_path).transpose() {
+        Ok(path) => Ok(path.flatten()),
+        Err(message) => Err(FieldError::new("relative_path", message)),
+    }
+}
+
 /// The file's name as sent: its last path segment, without control characters.
-fn clean_file_name(raw: Option<&str>) -> Result<String, ApiError> {
+pub(crate) fn clean_file_name(raw: Option<&str>) -> Result<String, ApiError> {
     let name = raw
         .unwrap_or("")
         .rsplit(['/', '\\'])
@@ -89,7 +97,7 @@ fn clean_file_name(raw: Option<&str>) -> Result<String, ApiError> {
     Ok(name)
 }
 
-fn too_large(limit: u64, what: &str) -> ApiError {
+pub(crate) fn too_large(limit: u64, what: &str) -> ApiError {
     ApiError::new(
         ErrorCode::FileTooLarge,
         format!(
@@ -99,7 +107,7 @@ fn too_large(limit: u64, what: &str) -> ApiError {
     .detail("max_bytes", limit)
 }
 
-fn unsupported(reason: String) -> ApiError {
+pub(crate) fn unsupported(reason: String) -> ApiError {
     let supported: Vec<&str> = kiln_extract::SUPPORTED_TYPES
         .iter()
         .map(|t| t.extension)
@@ -237,18 +245,11 @@ pub(crate) async fn upload(
             "is required: send the document as the multipart field 'file'",
         ));
     };
-    let relative_path = match relative_path_raw
-        .as_deref()
-        .map(normalize_relative_path)
-        .transpose()
-    {
-        Ok(path) => path.flatten(),
-        Err(message) => {
+    let relative_path = match relative_path_field(relative_path_raw.as_deref()) {
+        Ok(path) => path,
+        Err(problem) => {
             discard().await;
-            return Err(ApiError::validation(vec![FieldError::new(
-                "relative_path",
-                message,
-            )]));
+            return Err(ApiError::validation(vec![problem]));
         }
     };
     let created = app

@@ -6,6 +6,9 @@ mod orgs;
 mod search;
 mod slices;
 mod stores;
+mod uploads;
+
+pub use uploads::UploadSigner;
 
 use serde::{Deserialize, Deserializer};
 use utoipa_axum::router::OpenApiRouter;
@@ -37,6 +40,13 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
                 files::MAX_DIRECT_UPLOAD_BYTES as usize + 64 * 1024,
             ),
         ))
+        .routes(routes!(uploads::upload_url))
+        .routes(routes!(uploads::register))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(uploads::put_upload))
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .routes(routes!(files::list_files))
         .routes(routes!(files::get_config, files::patch_config))
         .routes(routes!(files::remove_bulk))

@@ -1,6 +1,9 @@
 //! Starts the real server on a loopback port against a temporary data dir.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
 use kiln::server::Server;
 use kiln_core::config::Config;
 use reqwest::{Method, StatusCode};
@@ -317,5 +320,62 @@ impl TestServer {
             .await
             .expect("server starts");
         Self::around(server, dir).await
+    }
+}
+
+/// Starts `kiln serve` as a child process on a loopback port with `env` set (other `KILN_*`
+/// variables removed). With a `wrapper`, runs `wrapper… kiln serve …` instead (the wrapper
+/// ends by exec'ing its trailing arguments). Returns the child, the base URL and the admin
+/// key printed on a first start. The caller kills and waits for the child.
+#[allow(clippy::zombie_processes)]
+pub fn spawn_kiln(
+    dir: &std::path::Path,
+    env: &[(&str, String)],
+    wrapper: &[String],
+) -> (Child, String, Option<String>) {
+    let kiln = env!("CARGO_BIN_EXE_kiln");
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(kiln);
+            command
+        }
+        None => Command::new(kiln),
+    };
+    for (name, _) in std::env::vars() {
+        if name.starts_with("KILN_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env(
+            "KILN_EMBEDDING__MODELS_DIR",
+            kiln_embed::fetch::shared_models_dir(),
+        );
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("kiln starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut key = None;
+    loop {
+        let line = lines
+            .next()
+            .expect("the server prints where it listens")
+            .unwrap();
+        if line.starts_with("ak_") {
+            key = Some(line.clone());
+        }
+        if let Some(url) = line.strip_prefix("Kiln is listening on ") {
+            // Keep draining stdout so the server never blocks on it.
+            std::thread::spawn(move || for _ in lines.by_ref() {});
+            return (child, url.to_string(), key);
+        }
     }
 }
