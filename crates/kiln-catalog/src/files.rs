@@ -182,7 +182,6 @@ async fn fetch_file(
     store_id: &str,
     file_id: &str,
 ) -> Result<FileRecord> {
-    require_store(conn, organization_id, store_id).await?;
     let row = sqlx::query(file_sql(
         "WHERE organization_id = $1 AND store_id = $2 AND id = $3 AND deleted_at IS NULL",
     ))
@@ -190,9 +189,24 @@ async fn fetch_file(
     .bind(store_id)
     .bind(file_id)
     .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(CatalogError::NotFound(Resource::File))?;
-    file_record(&row)
+    .await?;
+    match row {
+        Some(row) => file_record(&row),
+        None => Err(missing_file(conn, organization_id, store_id).await),
+    }
+}
+
+/// Why a file was not found: its store is missing (checked first, as the contract says), or
+/// the file is.
+async fn missing_file(
+    conn: &mut AnyConnection,
+    organization_id: &str,
+    store_id: &str,
+) -> CatalogError {
+    match require_store(conn, organization_id, store_id).await {
+        Ok(()) => CatalogError::NotFound(Resource::File),
+        Err(err) => err,
+    }
 }
 
 /// Inserts a file with its first job and log entries (inside the caller's transaction).
@@ -279,15 +293,25 @@ impl Catalog {
         store_id: &str,
         file_id: &str,
     ) -> Result<(FileRecord, Option<Timestamp>)> {
+        // One query on the hot path (clients poll this): the file and its running job's lease.
         let mut conn = self.read.acquire().await?;
-        let file = fetch_file(&mut conn, organization_id, store_id, file_id).await?;
-        let lease: Option<Option<i64>> = sqlx::query_scalar(
-            "SELECT lease_expires_at FROM jobs WHERE file_id = $1 AND kind = 'process' AND state = 'running'",
-        )
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {FILE_COLUMNS}, (SELECT j.lease_expires_at FROM jobs j WHERE j.file_id = files.id \
+             AND j.kind = 'process' AND j.state = 'running') AS lease \
+             FROM files WHERE organization_id = $1 AND store_id = $2 AND id = $3 AND deleted_at IS NULL"
+        )))
+        .bind(organization_id)
+        .bind(store_id)
         .bind(file_id)
         .fetch_optional(&mut *conn)
         .await?;
-        Ok((file, lease.flatten().map(Timestamp)))
+        match row {
+            Some(row) => {
+                let lease: Option<i64> = row.try_get("lease")?;
+                Ok((file_record(&row)?, lease.map(Timestamp)))
+            }
+            None => Err(missing_file(&mut conn, organization_id, store_id).await),
+        }
     }
 
     pub async fn list_files(

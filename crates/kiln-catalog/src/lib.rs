@@ -90,6 +90,8 @@ impl Catalog {
                 .max_connections(max.max(1))
                 .min_connections(0)
                 .acquire_timeout(Duration::from_secs(30))
+                // A local file needs no liveness ping before each use (a round trip saved).
+                .test_before_acquire(false)
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
                         conn.execute(

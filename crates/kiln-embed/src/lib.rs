@@ -5,6 +5,7 @@
 
 pub mod fetch;
 pub mod http;
+pub mod lane;
 pub mod local;
 
 use std::time::Duration;

@@ -36,6 +36,7 @@ impl LocalModel {
     /// Loads the model from a folder holding `model.safetensors`, `tokenizer.json` and
     /// `config.json` with their pinned checksums.
     pub fn load(dir: &Path) -> Result<LocalModel, EmbedError> {
+        crate::lane::background_compute_pool();
         fetch::verify(dir).map_err(|e| EmbedError::Permanent(e.to_string()))?;
         let load_err = permanent("cannot load the model");
         let config: Config = serde_json::from_slice(
@@ -127,15 +128,20 @@ impl LocalModel {
     }
 }
 
-/// The local model as an [`Embedder`]: work runs on the blocking pool, off the async threads.
+/// The local model as an [`Embedder`]: batches run one at a time on the embedding lane, a
+/// background-priority thread off the async threads (see [`crate::lane`]).
 #[derive(Clone)]
 pub struct LocalEmbedder {
     model: Arc<LocalModel>,
+    lane: crate::lane::Lane,
 }
 
 impl LocalEmbedder {
     pub fn new(model: Arc<LocalModel>) -> Self {
-        LocalEmbedder { model }
+        LocalEmbedder {
+            lane: crate::lane::Lane::start(model.clone()),
+            model,
+        }
     }
 
     pub fn model_handle(&self) -> &Arc<LocalModel> {
@@ -156,12 +162,6 @@ impl Embedder for LocalEmbedder {
         &'a self,
         texts: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
-        let model = self.model.clone();
-        let texts = texts.to_vec();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || model.embed_sync(&texts))
-                .await
-                .map_err(|e| EmbedError::Permanent(format!("the embedding task failed: {e}")))?
-        })
+        Box::pin(self.lane.embed(texts.to_vec()))
     }
 }

@@ -4,6 +4,11 @@ use crate::decode::decode_text;
 use crate::{Document, ExtractError, Format, Section, SectionKind};
 
 pub(crate) fn extract(format: Format, bytes: &[u8]) -> Result<Document, ExtractError> {
+    match format {
+        Format::Docx => return crate::office::docx(bytes),
+        Format::Pptx => return crate::office::pptx(bytes),
+        _ => {}
+    }
     let text = decode_text(bytes).ok_or_else(|| {
         ExtractError::Corrupt("The content is not text in any encoding Kiln reads.".into())
     })?;
@@ -18,6 +23,7 @@ pub(crate) fn extract(format: Format, bytes: &[u8]) -> Result<Document, ExtractE
         Format::Json => vec![section(None, SectionKind::Prose, json(&text)?)],
         Format::Ndjson => vec![section(None, SectionKind::Prose, ndjson(&text)?)],
         Format::Xml => vec![section(None, SectionKind::Prose, xml(&text)?)],
+        Format::Docx | Format::Pptx => unreachable!("handled above"),
     };
     Ok(Document { sections })
 }
@@ -133,7 +139,7 @@ fn walk(handle: tl::NodeHandle, parser: &tl::Parser, out: &mut String) {
 }
 
 /// The HTML entities common in real documents, and numeric ones.
-fn decode_entities(text: &str) -> String {
+pub(crate) fn decode_entities(text: &str) -> String {
     if !text.contains('&') {
         return text.to_string();
     }

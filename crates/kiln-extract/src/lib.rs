@@ -5,6 +5,7 @@
 
 mod decode;
 mod formats;
+mod office;
 mod types;
 
 pub use decode::decode_text;
@@ -59,6 +60,8 @@ pub enum ExtractError {
     Corrupt(String),
     #[error("the file contains no text")]
     NoText,
+    #[error("the file is protected by a password")]
+    Encrypted,
     #[error("{0}")]
     Unsupported(String),
 }

@@ -18,6 +18,8 @@ pub enum Format {
     Xml,
     Yaml,
     Code,
+    Docx,
+    Pptx,
 }
 
 /// An accepted type: extension, MIME type, extraction format and size limit.
@@ -32,69 +34,64 @@ pub struct FileType {
 
 const MIB: u64 = 1024 * 1024;
 const TEXT_LIMIT: u64 = 10 * MIB;
+const DOCUMENT_LIMIT: u64 = 50 * MIB;
 
 macro_rules! types {
-    ($( $ext:literal => $mime:literal, $format:ident; )*) => {
-        &[ $( FileType { extension: $ext, mime_type: $mime, format: Format::$format, max_size_bytes: TEXT_LIMIT }, )* ]
+    ($( $ext:literal => $mime:literal, $format:ident, $limit:ident; )*) => {
+        &[ $( FileType { extension: $ext, mime_type: $mime, format: Format::$format, max_size_bytes: $limit }, )* ]
     };
 }
 
-/// Every accepted type. PDF and Office formats come with their extractors.
+/// Every accepted type. PDF and Excel come with their extractors.
 pub const SUPPORTED_TYPES: &[FileType] = types! {
-    "txt" => "text/plain", Text;
-    "text" => "text/plain", Text;
-    "log" => "text/plain", Text;
-    "md" => "text/markdown", Markdown;
-    "markdown" => "text/markdown", Markdown;
-    "csv" => "text/csv", Csv;
-    "tsv" => "text/tab-separated-values", Tsv;
-    "json" => "application/json", Json;
-    "ndjson" => "application/x-ndjson", Ndjson;
-    "jsonl" => "application/x-ndjson", Ndjson;
-    "html" => "text/html", Html;
-    "htm" => "text/html", Html;
-    "xml" => "application/xml", Xml;
-    "yaml" => "application/yaml", Yaml;
-    "yml" => "application/yaml", Yaml;
-    "rs" => "text/x-rust", Code;
-    "py" => "text/x-python", Code;
-    "js" => "text/javascript", Code;
-    "mjs" => "text/javascript", Code;
-    "ts" => "text/x-typescript", Code;
-    "tsx" => "text/x-typescript", Code;
-    "jsx" => "text/javascript", Code;
-    "java" => "text/x-java", Code;
-    "kt" => "text/x-kotlin", Code;
-    "scala" => "text/x-scala", Code;
-    "go" => "text/x-go", Code;
-    "c" => "text/x-c", Code;
-    "h" => "text/x-c", Code;
-    "cc" => "text/x-c++", Code;
-    "cpp" => "text/x-c++", Code;
-    "hpp" => "text/x-c++", Code;
-    "cs" => "text/x-csharp", Code;
-    "rb" => "text/x-ruby", Code;
-    "php" => "text/x-php", Code;
-    "swift" => "text/x-swift", Code;
-    "sh" => "text/x-shellscript", Code;
-    "sql" => "text/x-sql", Code;
-    "css" => "text/css", Code;
-    "toml" => "application/toml", Code;
-    "ini" => "text/plain", Code;
+    "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document", Docx, DOCUMENT_LIMIT;
+    "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation", Pptx, DOCUMENT_LIMIT;
+    "txt" => "text/plain", Text, TEXT_LIMIT;
+    "text" => "text/plain", Text, TEXT_LIMIT;
+    "log" => "text/plain", Text, TEXT_LIMIT;
+    "md" => "text/markdown", Markdown, TEXT_LIMIT;
+    "markdown" => "text/markdown", Markdown, TEXT_LIMIT;
+    "csv" => "text/csv", Csv, TEXT_LIMIT;
+    "tsv" => "text/tab-separated-values", Tsv, TEXT_LIMIT;
+    "json" => "application/json", Json, TEXT_LIMIT;
+    "ndjson" => "application/x-ndjson", Ndjson, TEXT_LIMIT;
+    "jsonl" => "application/x-ndjson", Ndjson, TEXT_LIMIT;
+    "html" => "text/html", Html, TEXT_LIMIT;
+    "htm" => "text/html", Html, TEXT_LIMIT;
+    "xml" => "application/xml", Xml, TEXT_LIMIT;
+    "yaml" => "application/yaml", Yaml, TEXT_LIMIT;
+    "yml" => "application/yaml", Yaml, TEXT_LIMIT;
+    "rs" => "text/x-rust", Code, TEXT_LIMIT;
+    "py" => "text/x-python", Code, TEXT_LIMIT;
+    "js" => "text/javascript", Code, TEXT_LIMIT;
+    "mjs" => "text/javascript", Code, TEXT_LIMIT;
+    "ts" => "text/x-typescript", Code, TEXT_LIMIT;
+    "tsx" => "text/x-typescript", Code, TEXT_LIMIT;
+    "jsx" => "text/javascript", Code, TEXT_LIMIT;
+    "java" => "text/x-java", Code, TEXT_LIMIT;
+    "kt" => "text/x-kotlin", Code, TEXT_LIMIT;
+    "scala" => "text/x-scala", Code, TEXT_LIMIT;
+    "go" => "text/x-go", Code, TEXT_LIMIT;
+    "c" => "text/x-c", Code, TEXT_LIMIT;
+    "h" => "text/x-c", Code, TEXT_LIMIT;
+    "cc" => "text/x-c++", Code, TEXT_LIMIT;
+    "cpp" => "text/x-c++", Code, TEXT_LIMIT;
+    "hpp" => "text/x-c++", Code, TEXT_LIMIT;
+    "cs" => "text/x-csharp", Code, TEXT_LIMIT;
+    "rb" => "text/x-ruby", Code, TEXT_LIMIT;
+    "php" => "text/x-php", Code, TEXT_LIMIT;
+    "swift" => "text/x-swift", Code, TEXT_LIMIT;
+    "sh" => "text/x-shellscript", Code, TEXT_LIMIT;
+    "sql" => "text/x-sql", Code, TEXT_LIMIT;
+    "css" => "text/css", Code, TEXT_LIMIT;
+    "toml" => "application/toml", Code, TEXT_LIMIT;
+    "ini" => "text/plain", Code, TEXT_LIMIT;
 };
 
 /// Formats recognised by their magic bytes that Kiln does not (yet) read.
 fn binary_kind(head: &[u8]) -> Option<&'static str> {
     const MAGIC: &[(&[u8], &str)] = &[
         (b"%PDF-", "PDF"),
-        (
-            b"PK\x03\x04",
-            "a ZIP container (Office, OpenDocument or EPUB)",
-        ),
-        (
-            b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1",
-            "a legacy Office (OLE) document",
-        ),
         (b"{\\rtf", "RTF"),
         (b"\x89PNG", "a PNG image"),
         (b"\xFF\xD8\xFF", "a JPEG image"),
@@ -107,6 +104,45 @@ fn binary_kind(head: &[u8]) -> Option<&'static str> {
         .iter()
         .find(|(magic, _)| head.starts_with(magic))
         .map(|(_, name)| *name)
+}
+
+const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
+const OLE_MAGIC: &[u8] = b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1";
+
+enum ZipKind {
+    Office(Format),
+    Other(&'static str),
+}
+
+/// What a ZIP container holds, told by the part names in its first bytes (local file headers
+/// carry names uncompressed).
+fn zip_kind(head: &[u8]) -> Option<ZipKind> {
+    let has = |needle: &[u8]| head.windows(needle.len()).any(|w| w == needle);
+    if has(b"mimetypeapplication/vnd.oasis.opendocument") {
+        return Some(ZipKind::Other("an OpenDocument file (.odt, .ods, .odp)"));
+    }
+    if has(b"mimetypeapplication/epub+zip") {
+        return Some(ZipKind::Other("an EPUB book"));
+    }
+    if has(b"word/") {
+        return Some(ZipKind::Office(Format::Docx));
+    }
+    if has(b"ppt/") {
+        return Some(ZipKind::Office(Format::Pptx));
+    }
+    if has(b"xl/") {
+        return Some(ZipKind::Other(
+            "an Excel workbook (.xlsx), not yet supported",
+        ));
+    }
+    None
+}
+
+fn type_of(format: Format) -> &'static FileType {
+    SUPPORTED_TYPES
+        .iter()
+        .find(|t| t.format == format)
+        .expect("every format has a type")
 }
 
 fn supported_list() -> String {
@@ -122,21 +158,57 @@ pub fn detect(file_name: &str, head: &[u8]) -> Result<&'static FileType, String>
         .rsplit_once('.')
         .map(|(_, ext)| ext.to_ascii_lowercase())
         .unwrap_or_default();
+    let by_name = SUPPORTED_TYPES.iter().find(|t| t.extension == extension);
+    let named_office = by_name.filter(|t| matches!(t.format, Format::Docx | Format::Pptx));
+    if head.starts_with(ZIP_MAGIC) {
+        return match zip_kind(head) {
+            Some(ZipKind::Office(format)) => Ok(type_of(format)),
+            Some(ZipKind::Other(kind)) => Err(format!(
+                "The content is {kind}, which is not supported. Supported types: {}.",
+                supported_list()
+            )),
+            // The parts named in the first bytes did not tell: trust an Office name; the
+            // package itself is checked when it is read.
+            None => named_office.ok_or_else(|| {
+                format!(
+                    "The content is a ZIP archive that is not a Word or PowerPoint document. Supported types: {}.",
+                    supported_list()
+                )
+            }),
+        };
+    }
+    if head.starts_with(OLE_MAGIC) {
+        // A password-protected .docx/.pptx is a compound file too; reading it says so.
+        return named_office.ok_or_else(|| {
+            format!(
+                "The content is a legacy binary Office document (.doc, .ppt, .xls), which is not supported; save it as .docx, .pptx or .xlsx. Supported types: {}.",
+                supported_list()
+            )
+        });
+    }
     if let Some(kind) = binary_kind(head) {
         return Err(format!(
             "The content is {kind}, which is not supported. Supported types: {}.",
             supported_list()
         ));
     }
-    let file_type = SUPPORTED_TYPES
-        .iter()
-        .find(|t| t.extension == extension)
-        .ok_or_else(|| {
-            format!(
-                "Files of type '.{extension}' are not supported. Supported types: {}.",
-                supported_list()
-            )
-        })?;
+    if let Some(office) = named_office {
+        return Err(format!(
+            "The file is named '.{}' but its content is not a {} package.",
+            office.extension,
+            if office.format == Format::Docx {
+                "Word"
+            } else {
+                "PowerPoint"
+            }
+        ));
+    }
+    let file_type = by_name.ok_or_else(|| {
+        format!(
+            "Files of type '.{extension}' are not supported. Supported types: {}.",
+            supported_list()
+        )
+    })?;
     if !head.is_empty() && decode_text(head).is_none() {
         return Err(format!(
             "The file is named '.{extension}' but its content is not text in any encoding Kiln reads."
@@ -161,7 +233,38 @@ mod tests {
                 .unwrap_err()
                 .contains("PDF")
         );
-        assert!(detect("x.docx", b"PK\x03\x04....").is_err());
+        // Office packages are known by their part names, else by their own name.
+        assert_eq!(
+            detect("x.bin", b"PK\x03\x04\x14\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\x13\0\0\0word/document.xml")
+                .unwrap()
+                .format,
+            Format::Docx
+        );
+        assert_eq!(
+            detect("x.pptx", b"PK\x03\x04....").unwrap().format,
+            Format::Pptx
+        );
+        assert!(detect("x.zip", b"PK\x03\x04....").is_err());
+        assert!(
+            detect(
+                "x.docx",
+                b"PK\x03\x04 mimetypeapplication/vnd.oasis.opendocument.text"
+            )
+            .unwrap_err()
+            .contains("OpenDocument")
+        );
+        assert!(
+            detect("x.docx", b"plain words")
+                .unwrap_err()
+                .contains("Word")
+        );
+        // A password-protected .docx is a compound file: accepted, its reading says why not.
+        assert_eq!(
+            detect("x.docx", b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1")
+                .unwrap()
+                .format,
+            Format::Docx
+        );
         assert!(
             detect("x.doc", b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1")
                 .unwrap_err()

@@ -268,6 +268,13 @@ async fn steps(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<Comp
                 format!("The file is damaged or malformed: {reason}"),
             ));
         }
+        Ok(Ok(Err(ExtractError::Encrypted))) => {
+            return Err(permanent(
+                step,
+                FileErrorCode::EncryptedFile,
+                "The file is protected by a password. Remove the password (save an unprotected copy), then upload it again.",
+            ));
+        }
         Ok(Ok(Err(ExtractError::Unsupported(reason)))) => {
             return Err(permanent(step, FileErrorCode::UnsupportedFormat, reason));
         }

@@ -7,6 +7,12 @@ use kiln_core::config::{Config, LogFormat};
 use kiln_core::types::Role;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc keeps freed memory for reuse: the model's large per-batch tensors would otherwise
+/// be mapped and unmapped by the system allocator on every batch (millions of page faults and
+/// cross-core TLB flushes that stall request threads).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Kiln: a self-hosted knowledge store.
 #[derive(Parser)]
 #[command(name = "kiln", version, about)]
@@ -211,7 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: BenchCommand::Ingest { corpus, docs },
         } => {
             let config = settings::load(&overrides)?;
-            kiln::bench::ingest(&corpus, docs, config.embedding.models_dir.as_deref()).await
+            kiln::bench::ingest(&corpus, docs, &config).await
         }
         Command::Model { command } => {
             let config = settings::load(&overrides)?;

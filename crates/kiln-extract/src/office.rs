@@ -1,0 +1,582 @@
+//! Word (DOCX) and PowerPoint (PPTX): ZIP packages of XML parts, read with `zip` and
+//! `quick-xml` within fixed bounds, so a zip bomb or absurdly nested XML fails as
+//! `Corrupt` in bounded memory and time.
+
+use std::io::{Cursor, Read};
+
+use quick_xml::events::Event;
+
+use crate::{Document, ExtractError, Section, SectionKind};
+
+/// Largest inflated size of one XML part.
+const MAX_PART_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest inflated size of all parts read from one file.
+const MAX_TOTAL_BYTES: u64 = 256 * 1024 * 1024;
+/// Deepest XML nesting accepted (real documents stay far below).
+const MAX_DEPTH: usize = 256;
+/// A compound-file (OLE) header: what a password-protected Office file is.
+const OLE_MAGIC: &[u8] = b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1";
+
+fn corrupt(message: impl Into<String>) -> ExtractError {
+    ExtractError::Corrupt(message.into())
+}
+
+/// An opened package with a budget of bytes left to inflate.
+struct Package<'a> {
+    archive: zip::ZipArchive<Cursor<&'a [u8]>>,
+    budget: u64,
+}
+
+impl<'a> Package<'a> {
+    fn open(bytes: &'a [u8], what: &str) -> Result<Self, ExtractError> {
+        if bytes.starts_with(OLE_MAGIC) {
+            // Office encrypts a package by wrapping it, as `EncryptedPackage`, in a compound file.
+            let marker: Vec<u8> = "EncryptedPackage"
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes)
+                .collect();
+            if bytes.windows(marker.len()).any(|w| w == marker.as_slice()) {
+                return Err(ExtractError::Encrypted);
+            }
+            return Err(corrupt(format!(
+                "The file is a legacy binary Office document, not a {what} package."
+            )));
+        }
+        let archive = zip::ZipArchive::new(Cursor::new(bytes))
+            .map_err(|e| corrupt(format!("The {what} package cannot be opened ({e}).")))?;
+        Ok(Package {
+            archive,
+            budget: MAX_TOTAL_BYTES,
+        })
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.archive
+            .file_names()
+            .filter_map(|name| name.ok().map(|n| n.into_owned()))
+            .collect()
+    }
+
+    /// A part's text, or `None` if the package has no such part.
+    fn read(&mut self, name: &str) -> Result<Option<String>, ExtractError> {
+        let mut entry = match self.archive.by_name(name) {
+            Ok(entry) => entry,
+            Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+            Err(e) => return Err(corrupt(format!("Part {name} cannot be read ({e})."))),
+        };
+        if entry.encrypted() {
+            return Err(ExtractError::Encrypted);
+        }
+        let limit = MAX_PART_BYTES.min(self.budget);
+        let mut data = Vec::new();
+        (&mut entry)
+            .take(limit + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| corrupt(format!("Part {name} is damaged ({e}).")))?;
+        if data.len() as u64 > limit {
+            return Err(corrupt(format!(
+                "Part {name} expands to more than {} MiB: refused as a possible zip bomb.",
+                limit / (1024 * 1024)
+            )));
+        }
+        self.budget -= data.len() as u64;
+        String::from_utf8(data)
+            .map(Some)
+            .map_err(|_| corrupt(format!("Part {name} is not UTF-8 XML.")))
+    }
+}
+
+/// The local name of an XML tag (`w:p` → `p`).
+fn local(name: &str) -> &str {
+    name.rsplit(':').next().unwrap_or(name)
+}
+
+fn attribute(e: &quick_xml::events::BytesStart<'_>, key: &str) -> Option<String> {
+    e.attributes()
+        .flatten()
+        .find(|a| local(a.key.as_ref()) == key)
+        .and_then(|a| {
+            a.normalized_value(quick_xml::XmlVersion::default())
+                .ok()
+                .map(|v| v.into_owned())
+        })
+}
+
+/// Walks XML events with a depth limit; `visit` sees starts (and empty tags, as a start
+/// followed by an end), ends and text.
+fn walk(
+    xml: &str,
+    mut visit: impl FnMut(XmlEvent<'_, '_>) -> Result<(), ExtractError>,
+) -> Result<(), ExtractError> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut depth = 0usize;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(corrupt(format!(
+                        "The XML is nested more than {MAX_DEPTH} levels deep."
+                    )));
+                }
+                visit(XmlEvent::Start(&e))?;
+            }
+            Ok(Event::Empty(e)) => {
+                visit(XmlEvent::Start(&e))?;
+                visit(XmlEvent::End(local(e.name().as_ref())))?;
+            }
+            Ok(Event::End(e)) => {
+                depth = depth.saturating_sub(1);
+                visit(XmlEvent::End(local(e.name().as_ref())))?;
+            }
+            Ok(Event::Text(t)) => visit(XmlEvent::Text(&t.xml10_content()))?,
+            Ok(Event::GeneralRef(r)) => {
+                let name: &str = r.as_ref();
+                let text = crate::formats::decode_entities(&format!("&{name};"));
+                visit(XmlEvent::Text(&text))?;
+            }
+            Ok(Event::CData(t)) => visit(XmlEvent::Text(&t.xml10_content()))?,
+            Ok(Event::Eof) => return Ok(()),
+            Ok(_) => {}
+            Err(e) => return Err(corrupt(format!("Malformed XML ({e})."))),
+        }
+    }
+}
+
+enum XmlEvent<'a, 'b> {
+    Start(&'a quick_xml::events::BytesStart<'b>),
+    End(&'a str),
+    Text(&'a str),
+}
+
+/// The text of a paragraph-structured part (`w:p`/`a:p` paragraphs of `w:t`/`a:t` runs):
+/// one line per paragraph; tabs and breaks kept; `skip` tags' text left out.
+fn paragraphs(xml: &str, skip: &[&str]) -> Result<Vec<String>, ExtractError> {
+    let mut lines = Vec::new();
+    let mut current = String::new();
+    let mut in_text = false;
+    let mut skipping = 0usize;
+    walk(xml, |event| {
+        match event {
+            XmlEvent::Start(e) => {
+                let name = e.name();
+                let tag = local(name.as_ref());
+                if skip.contains(&tag) {
+                    skipping += 1;
+                }
+                match tag {
+                    "t" => in_text = true,
+                    "tab" => current.push('\t'),
+                    "br" | "cr" => current.push('\n'),
+                    _ => {}
+                }
+            }
+            XmlEvent::End(tag) => {
+                if skip.contains(&tag) {
+                    skipping = skipping.saturating_sub(1);
+                }
+                match tag {
+                    "t" => in_text = false,
+                    "p" => lines.push(std::mem::take(&mut current)),
+                    _ => {}
+                }
+            }
+            XmlEvent::Text(text) if in_text && skipping == 0 => current.push_str(text),
+            XmlEvent::Text(_) => {}
+        }
+        Ok(())
+    })?;
+    if !current.is_empty() {
+        lines.push(current);
+    }
+    Ok(lines)
+}
+
+fn prose(title: Option<String>, page: Option<u32>, text: String) -> Section {
+    Section {
+        title,
+        page,
+        kind: SectionKind::Prose,
+        text,
+    }
+}
+
+/// The heading level of a Word paragraph style (`Heading1`, `heading 2`, `Title`).
+fn heading_level(style: &str) -> Option<u32> {
+    let lower = style.to_ascii_lowercase().replace(' ', "");
+    if lower == "title" {
+        return Some(0);
+    }
+    lower.strip_prefix("heading")?.parse().ok()
+}
+
+/// Word: the body's paragraphs (headings start sections, list items get a bullet), tables as
+/// rows under their first row, then headers and footers.
+pub(crate) fn docx(bytes: &[u8]) -> Result<Document, ExtractError> {
+    let mut package = Package::open(bytes, "Word")?;
+    let body = package
+        .read("word/document.xml")?
+        .ok_or_else(|| corrupt("The Word package has no word/document.xml."))?;
+
+    let mut sections: Vec<Section> = Vec::new();
+    let mut title: Option<String> = None;
+    let mut text = String::new();
+    // Paragraph state.
+    let mut paragraph = String::new();
+    let mut style: Option<String> = None;
+    let mut listed = false;
+    let mut in_text = false;
+    // Table state: nesting depth, rows of cells.
+    let mut table_depth = 0usize;
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut cell = String::new();
+
+    let flush = |sections: &mut Vec<Section>, title: &mut Option<String>, text: &mut String| {
+        if !text.trim().is_empty() || title.is_some() {
+            sections.push(prose(title.take(), None, std::mem::take(text)));
+        }
+        text.clear();
+    };
+    walk(&body, |event| {
+        match event {
+            XmlEvent::Start(e) => {
+                let name = e.name();
+                match local(name.as_ref()) {
+                    "t" => in_text = true,
+                    "tab" => paragraph.push('\t'),
+                    "br" | "cr" => paragraph.push('\n'),
+                    "pStyle" => style = attribute(e, "val"),
+                    "numPr" => listed = true,
+                    "tbl" => {
+                        table_depth += 1;
+                    }
+                    "tr" if table_depth == 1 => rows.push(Vec::new()),
+                    _ => {}
+                }
+            }
+            XmlEvent::Text(t) if in_text => paragraph.push_str(t),
+            XmlEvent::Text(_) => {}
+            XmlEvent::End(tag) => match tag {
+                "t" => in_text = false,
+                "p" => {
+                    let line = std::mem::take(&mut paragraph);
+                    let line = line.trim_end();
+                    if table_depth > 0 {
+                        if !cell.is_empty() && !line.is_empty() {
+                            cell.push(' ');
+                        }
+                        cell.push_str(line.trim());
+                    } else if let Some(_level) = style.as_deref().and_then(heading_level) {
+                        flush(&mut sections, &mut title, &mut text);
+                        title = Some(line.trim().to_string()).filter(|t| !t.is_empty());
+                        if let Some(t) = &title {
+                            text.push_str(t);
+                            text.push_str("\n\n");
+                        }
+                    } else if !line.trim().is_empty() {
+                        if listed {
+                            text.push_str("- ");
+                        }
+                        text.push_str(line);
+                        text.push_str("\n\n");
+                    }
+                    style = None;
+                    listed = false;
+                }
+                "tc" if table_depth == 1 => {
+                    if let Some(row) = rows.last_mut() {
+                        row.push(std::mem::take(&mut cell));
+                    }
+                }
+                "tbl" => {
+                    table_depth = table_depth.saturating_sub(1);
+                    if table_depth == 0 {
+                        let lines: Vec<String> = std::mem::take(&mut rows)
+                            .into_iter()
+                            .map(|row| row.join(" | "))
+                            .filter(|line| !line.trim_matches([' ', '|']).is_empty())
+                            .collect();
+                        if let Some((header, rest)) = lines.split_first() {
+                            flush(&mut sections, &mut title, &mut text);
+                            sections.push(Section {
+                                title: None,
+                                page: None,
+                                kind: SectionKind::Rows {
+                                    header: header.clone(),
+                                },
+                                text: if rest.is_empty() {
+                                    header.clone()
+                                } else {
+                                    rest.join("\n")
+                                },
+                            });
+                        }
+                    }
+                }
+                _ => {}
+            },
+        }
+        Ok(())
+    })?;
+    flush(&mut sections, &mut title, &mut text);
+
+    // Headers and footers, once each (they repeat on every page).
+    let mut seen = std::collections::HashSet::new();
+    let mut names: Vec<String> = package
+        .names()
+        .into_iter()
+        .filter(|n| {
+            (n.starts_with("word/header") || n.starts_with("word/footer")) && n.ends_with(".xml")
+        })
+        .collect();
+    // Headers first, then footers.
+    names.sort_by_key(|n| (n.starts_with("word/footer"), n.clone()));
+    for name in names {
+        let Some(xml) = package.read(&name)? else {
+            continue;
+        };
+        let lines = paragraphs(&xml, &[])?;
+        let joined = lines.join("\n").trim().to_string();
+        if !joined.is_empty() && seen.insert(joined.clone()) {
+            let kind = if name.starts_with("word/header") {
+                "Header"
+            } else {
+                "Footer"
+            };
+            sections.push(prose(Some(kind.into()), None, joined));
+        }
+    }
+    Ok(Document { sections })
+}
+
+/// The number in a part name like `ppt/slides/slide12.xml`.
+fn part_number(name: &str, prefix: &str) -> Option<u32> {
+    name.strip_prefix(prefix)?
+        .strip_suffix(".xml")?
+        .parse()
+        .ok()
+}
+
+/// PowerPoint: slide by slide (page = slide number), each with its speaker notes.
+pub(crate) fn pptx(bytes: &[u8]) -> Result<Document, ExtractError> {
+    let mut package = Package::open(bytes, "PowerPoint")?;
+    let mut slides: Vec<(u32, String)> = package
+        .names()
+        .into_iter()
+        .filter_map(|n| part_number(&n, "ppt/slides/slide").map(|k| (k, n)))
+        .collect();
+    if slides.is_empty() && package.read("ppt/presentation.xml")?.is_none() {
+        return Err(corrupt("The PowerPoint package has no presentation."));
+    }
+    slides.sort();
+    let mut sections = Vec::new();
+    for (number, name) in slides {
+        let Some(xml) = package.read(&name)? else {
+            continue;
+        };
+        let lines: Vec<String> = paragraphs(&xml, &[])?
+            .into_iter()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        let mut text = lines.join("\n");
+        // Notes hang off the slide's relationships.
+        let rels = name.replace("ppt/slides/", "ppt/slides/_rels/") + ".rels";
+        if let Some(rels) = package.read(&rels)? {
+            let mut notes_part = None;
+            walk(&rels, |event| {
+                if let XmlEvent::Start(e) = event
+                    && attribute(e, "Type").is_some_and(|t| t.ends_with("/notesSlide"))
+                {
+                    notes_part = attribute(e, "Target");
+                }
+                Ok(())
+            })?;
+            if let Some(target) = notes_part {
+                let path = format!(
+                    "ppt/{}",
+                    target.trim_start_matches("../").trim_start_matches("/ppt/")
+                );
+                if let Some(notes) = package.read(&path)? {
+                    // Leave out the slide-number field the notes page carries.
+                    let notes: Vec<String> = paragraphs(&notes, &["fld"])?
+                        .into_iter()
+                        .filter(|l| !l.trim().is_empty())
+                        .collect();
+                    if !notes.is_empty() {
+                        text.push_str("\n\nNotes: ");
+                        text.push_str(&notes.join("\n"));
+                    }
+                }
+            }
+        }
+        let title = lines
+            .first()
+            .map(|l| format!("Slide {number}: {}", l.trim()))
+            .unwrap_or_else(|| format!("Slide {number}"));
+        sections.push(prose(Some(title), Some(number), text));
+    }
+    Ok(Document { sections })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// A ZIP package of `parts` (name, content), deflated.
+    pub(crate) fn package(parts: &[(&str, &str)]) -> Vec<u8> {
+        let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (name, content) in parts {
+            writer.start_file(*name, options).unwrap();
+            writer.write_all(content.as_bytes()).unwrap();
+        }
+        writer.finish().unwrap().into_inner()
+    }
+
+    const W: &str = r#"xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main""#;
+
+    fn paragraph(style: Option<&str>, text: &str) -> String {
+        let style = style
+            .map(|s| format!(r#"<w:pPr><w:pStyle w:val="{s}"/></w:pPr>"#))
+            .unwrap_or_default();
+        format!("<w:p>{style}<w:r><w:t>{text}</w:t></w:r></w:p>")
+    }
+
+    fn docx_of(body: &str) -> Vec<u8> {
+        let document =
+            format!(r#"<?xml version="1.0"?><w:document {W}><w:body>{body}</w:body></w:document>"#);
+        package(&[
+            ("[Content_Types].xml", "<Types/>"),
+            ("word/document.xml", &document),
+            (
+                "word/header1.xml",
+                &format!(
+                    r#"<w:hdr {W}>{}</w:hdr>"#,
+                    paragraph(None, "Quarterly report")
+                ),
+            ),
+            (
+                "word/footer1.xml",
+                &format!(r#"<w:ftr {W}>{}</w:ftr>"#, paragraph(None, "Confidential")),
+            ),
+        ])
+    }
+
+    #[test]
+    fn docx_keeps_headings_lists_tables_headers_and_footers() {
+        let table = "<w:tbl><w:tr><w:tc><w:p><w:r><w:t>Metal</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>Melting point</w:t></w:r></w:p></w:tc></w:tr>\
+                     <w:tr><w:tc><w:p><w:r><w:t>Tin</w:t></w:r></w:p></w:tc><w:tc><w:p><w:r><w:t>232 &amp; more</w:t></w:r></w:p></w:tc></w:tr></w:tbl>";
+        let body = format!(
+            "{}{}<w:p><w:pPr><w:numPr><w:ilvl w:val=\"0\"/></w:numPr></w:pPr><w:r><w:t>first item</w:t></w:r></w:p>{}{}{}",
+            paragraph(Some("Heading1"), "Introduction"),
+            paragraph(None, "Kilns fire clay at high heat."),
+            paragraph(Some("Heading2"), "Metals"),
+            table,
+            paragraph(None, "After the table."),
+        );
+        let doc = docx(&docx_of(&body)).unwrap();
+        let titles: Vec<Option<&str>> = doc.sections.iter().map(|s| s.title.as_deref()).collect();
+        assert_eq!(
+            titles,
+            [
+                Some("Introduction"),
+                Some("Metals"),
+                None,
+                None,
+                Some("Header"),
+                Some("Footer")
+            ]
+        );
+        assert!(
+            doc.sections[0]
+                .text
+                .contains("Kilns fire clay at high heat.")
+        );
+        assert!(doc.sections[0].text.contains("- first item"));
+        assert_eq!(
+            doc.sections[2].kind,
+            SectionKind::Rows {
+                header: "Metal | Melting point".into()
+            }
+        );
+        assert_eq!(doc.sections[2].text, "Tin | 232 & more");
+        assert!(doc.sections[3].text.contains("After the table."));
+        assert_eq!(doc.sections[4].text, "Quarterly report");
+        assert_eq!(doc.sections[5].text, "Confidential");
+    }
+
+    #[test]
+    fn pptx_goes_slide_by_slide_with_notes() {
+        let slide = |text: &str| {
+            format!(
+                r#"<p:sld xmlns:a="a" xmlns:p="p"><p:cSld><p:spTree><p:sp><p:txBody><a:p><a:r><a:t>{text}</a:t></a:r></a:p><a:p><a:r><a:t>second line</a:t></a:r></a:p></p:txBody></p:sp></p:spTree></p:cSld></p:sld>"#
+            )
+        };
+        let rels = r#"<Relationships><Relationship Id="rId2" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/notesSlide" Target="../notesSlides/notesSlide7.xml"/></Relationships>"#;
+        let notes = r#"<p:notes xmlns:a="a" xmlns:p="p"><a:p><a:r><a:t>Say this slowly.</a:t></a:r></a:p><a:p><a:fld type="slidenum"><a:t>2</a:t></a:fld></a:p></p:notes>"#;
+        let bytes = package(&[
+            ("ppt/presentation.xml", "<p:presentation/>"),
+            ("ppt/slides/slide10.xml", &slide("Tenth")),
+            ("ppt/slides/slide2.xml", &slide("Second")),
+            ("ppt/slides/_rels/slide2.xml.rels", rels),
+            ("ppt/notesSlides/notesSlide7.xml", notes),
+        ]);
+        let doc = pptx(&bytes).unwrap();
+        assert_eq!(doc.sections.len(), 2);
+        assert_eq!(doc.sections[0].page, Some(2));
+        assert_eq!(doc.sections[0].title.as_deref(), Some("Slide 2: Second"));
+        assert_eq!(
+            doc.sections[0].text,
+            "Second\nsecond line\n\nNotes: Say this slowly."
+        );
+        assert_eq!(doc.sections[1].page, Some(10));
+    }
+
+    #[test]
+    fn hostile_packages_fail_cleanly() {
+        // Not a ZIP at all, or cut short.
+        assert!(matches!(
+            docx(b"PK\x03\x04 garbage"),
+            Err(ExtractError::Corrupt(_))
+        ));
+        let whole = docx_of(&paragraph(None, "text"));
+        assert!(matches!(
+            docx(&whole[..whole.len() / 2]),
+            Err(ExtractError::Corrupt(_))
+        ));
+        // A Word package without its body.
+        let empty = package(&[("[Content_Types].xml", "<Types/>")]);
+        assert!(matches!(docx(&empty), Err(ExtractError::Corrupt(_))));
+        // A zip bomb: 100 MiB of zeros deflate to ~100 KiB; refused at the part limit.
+        let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        writer.start_file("word/document.xml", options).unwrap();
+        let zeros = vec![b' '; 1 << 20];
+        for _ in 0..100 {
+            writer.write_all(&zeros).unwrap();
+        }
+        let bomb = writer.finish().unwrap().into_inner();
+        assert!(bomb.len() < 1 << 20, "the bomb is small: {}", bomb.len());
+        match docx(&bomb) {
+            Err(ExtractError::Corrupt(m)) => assert!(m.contains("zip bomb"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // Nesting far deeper than any document.
+        let deep = format!("{}{}", "<w:x>".repeat(10_000), "</w:x>".repeat(10_000));
+        let nested = package(&[("word/document.xml", &deep)]);
+        match docx(&nested) {
+            Err(ExtractError::Corrupt(m)) => assert!(m.contains("nested"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // A password-protected package (a compound file holding EncryptedPackage).
+        let mut ole = b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1".to_vec();
+        ole.extend(vec![0u8; 512]);
+        ole.extend("EncryptedPackage".encode_utf16().flat_map(u16::to_le_bytes));
+        assert_eq!(docx(&ole), Err(ExtractError::Encrypted));
+        assert_eq!(pptx(&ole), Err(ExtractError::Encrypted));
+    }
+}

@@ -1,0 +1,201 @@
+//! Word and PowerPoint files through the whole pipeline (fixtures built here), their
+//! failures (password, damage), and the legacy formats refused at upload.
+
+mod common;
+
+use std::io::{Cursor, Write};
+
+use common::{TestServer, assert_envelope};
+use serde_json::{Value, json};
+
+fn package(parts: &[(&str, String)]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, content) in parts {
+        writer.start_file(*name, options).unwrap();
+        writer.write_all(content.as_bytes()).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+fn docx(paragraphs: &[(&str, &str)]) -> Vec<u8> {
+    let body: String = paragraphs
+        .iter()
+        .map(|(style, text)| {
+            let style = if style.is_empty() {
+                String::new()
+            } else {
+                format!(r#"<w:pPr><w:pStyle w:val="{style}"/></w:pPr>"#)
+            };
+            format!("<w:p>{style}<w:r><w:t>{text}</w:t></w:r></w:p>")
+        })
+        .collect();
+    package(&[
+        ("[Content_Types].xml", "<Types/>".into()),
+        (
+            "word/document.xml",
+            format!(
+                r#"<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"><w:body>{body}</w:body></w:document>"#
+            ),
+        ),
+    ])
+}
+
+fn pptx(slides: &[&str]) -> Vec<u8> {
+    let mut parts = vec![("ppt/presentation.xml", "<p:presentation/>".to_string())];
+    let names: Vec<String> = (1..=slides.len())
+        .map(|i| format!("ppt/slides/slide{i}.xml"))
+        .collect();
+    for (name, text) in names.iter().zip(slides) {
+        parts.push((
+            name.as_str(),
+            format!(
+                r#"<p:sld xmlns:a="a" xmlns:p="p"><p:cSld><p:spTree><p:sp><p:txBody><a:p><a:r><a:t>{text}</a:t></a:r></a:p></p:txBody></p:sp></p:spTree></p:cSld></p:sld>"#
+            ),
+        ));
+    }
+    package(&parts)
+}
+
+async fn upload_bytes(t: &TestServer, store: &str, name: &str, bytes: Vec<u8>) -> (u16, Value) {
+    let (status, body) = t.upload(store, name, bytes, None).await;
+    (status.as_u16(), body)
+}
+
+#[tokio::test]
+async fn word_and_powerpoint_files_become_searchable() {
+    let t = TestServer::start().await;
+    let store = t.store().await;
+    let word = docx(&[
+        ("Title", "Glaze chemistry"),
+        (
+            "",
+            "Celadon glazes turn green from small amounts of iron oxide fired in reduction.",
+        ),
+        ("Heading1", "Cones"),
+        (
+            "",
+            "Pyrometric cones bend at known temperatures and show the heat work of a firing.",
+        ),
+    ]);
+    let (status, file) = upload_bytes(&t, &store, "glazes.docx", word).await;
+    assert_eq!(status, 201, "{file}");
+    assert_eq!(
+        file["mime_type"],
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    );
+    let word_id = file["id"].as_str().unwrap().to_string();
+    let deck = pptx(&[
+        "Kiln safety: wear eye protection near spy holes.",
+        "Loading shelves: leave two centimetres between pots for airflow.",
+    ]);
+    let (status, file) = upload_bytes(&t, &store, "safety.pptx", deck).await;
+    assert_eq!(status, 201, "{file}");
+    let deck_id = file["id"].as_str().unwrap().to_string();
+
+    for id in [&word_id, &deck_id] {
+        let done = t.settle(&store, id).await;
+        assert_eq!(done["status"], "completed", "{done}");
+    }
+    let logs = t.logs(&store, &word_id).await;
+    let extracted = logs
+        .iter()
+        .find(|e| e["event"] == "step_completed" && e["step"] == "extracting")
+        .unwrap();
+    assert_eq!(extracted["data"]["format"], "docx", "{extracted}");
+
+    let (_, found) = t
+        .search(
+            &store,
+            json!({"query": "iron oxide celadon reduction", "mode": "keyword", "max_results": 3}),
+        )
+        .await;
+    assert_eq!(found["results"][0]["file_id"], word_id.as_str(), "{found}");
+    let (_, found) = t
+        .search(
+            &store,
+            json!({"query": "space between pots on shelves", "mode": "hybrid", "max_results": 3}),
+        )
+        .await;
+    let top = &found["results"][0];
+    assert_eq!(top["file_id"], deck_id.as_str(), "{found}");
+    assert_eq!(
+        top["page"], 2,
+        "the slide number travels with the chunk: {found}"
+    );
+}
+
+#[tokio::test]
+async fn protected_and_damaged_office_files_fail_with_reasons() {
+    let t = TestServer::start().await;
+    let store = t.store().await;
+    // A password-protected .docx is a compound file holding an EncryptedPackage stream.
+    let mut protected = b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1".to_vec();
+    protected.extend(vec![0u8; 1024]);
+    protected.extend("EncryptedPackage".encode_utf16().flat_map(u16::to_le_bytes));
+    protected.extend(vec![0u8; 1024]);
+    let (status, file) = upload_bytes(&t, &store, "secret.docx", protected).await;
+    assert_eq!(status, 201, "{file}");
+    let failed = t.settle(&store, file["id"].as_str().unwrap()).await;
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(failed["error_code"], "ENCRYPTED_FILE", "{failed}");
+    assert!(
+        failed["error_message"]
+            .as_str()
+            .unwrap()
+            .contains("Remove the password"),
+        "{failed}"
+    );
+
+    let whole = docx(&[("", "Some words that will be cut off.")]);
+    let (status, file) =
+        upload_bytes(&t, &store, "cut.docx", whole[..whole.len() - 40].to_vec()).await;
+    assert_eq!(status, 201, "{file}");
+    let failed = t.settle(&store, file["id"].as_str().unwrap()).await;
+    assert_eq!(failed["error_code"], "CORRUPT_FILE", "{failed}");
+}
+
+#[tokio::test]
+async fn legacy_and_other_containers_are_refused_at_upload() {
+    let t = TestServer::start().await;
+    let store = t.store().await;
+    let odt = {
+        let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        writer.start_file("mimetype", stored).unwrap();
+        writer
+            .write_all(b"application/vnd.oasis.opendocument.text")
+            .unwrap();
+        writer.finish().unwrap().into_inner()
+    };
+    let epub = {
+        let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        writer.start_file("mimetype", stored).unwrap();
+        writer.write_all(b"application/epub+zip").unwrap();
+        writer.finish().unwrap().into_inner()
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "old.doc",
+            b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1legacy".to_vec(),
+        ),
+        (
+            "old.ppt",
+            b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1legacy".to_vec(),
+        ),
+        ("text.odt", odt.clone()),
+        ("renamed.docx", odt),
+        ("book.epub", epub),
+        ("letter.rtf", b"{\\rtf1\\ansi Hello}".to_vec()),
+    ];
+    for (name, bytes) in cases {
+        let (status, body) = t.upload(&store, name, bytes, None).await;
+        let error = assert_envelope(status, &body, 415, "UNSUPPORTED_FILE_TYPE");
+        let supported = error["details"]["supported_types"].as_array().unwrap();
+        assert!(supported.contains(&json!("docx")), "{name}: {body}");
+    }
+}
