@@ -1,9 +1,9 @@
 //! The embedding lane: one thread runs every local-model batch in turn, and it and the
-//! compute pool run at a lowered CPU priority (nice 10 on Linux).
+//! compute pool run at background CPU priority (`SCHED_IDLE` on Linux, else nice 10).
 //!
 //! Embedding is the only work in Kiln that keeps every core busy for long. Run at normal
 //! priority, it makes everything else wait for a core: status reads, searches, uploads. At
-//! nice 10 the scheduler hands a core to those at once, and the model still gets every cycle
+//! background priority the scheduler hands a core to those at once, and the model still gets every cycle
 //! nobody else wants — alone, it runs exactly as fast. One lane (instead of a blocking task per
 //! worker) also keeps two forward passes from contending for the same cores and caches.
 
@@ -20,10 +20,25 @@ pub const BACKGROUND_NICE: i32 = 10;
 
 type Reply = oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>;
 
-/// Lowers the calling thread's CPU priority (Linux: per thread). Best effort.
+/// Lowers the calling thread's CPU priority. Linux: the `SCHED_IDLE` policy, so any other
+/// thread that wakes (a request handler, a database worker) takes the core at once — a lower
+/// nice value alone still lets the running thread finish its time slice under EEVDF, a few
+/// milliseconds per wake-up. Falls back to nice 10. Best effort either way.
 pub fn lower_current_thread_priority() {
     #[cfg(target_os = "linux")]
     {
+        use thread_priority::unix::{
+            NormalThreadSchedulePolicy, ThreadSchedulePolicy, set_thread_priority_and_policy,
+            thread_native_id,
+        };
+        let idle = set_thread_priority_and_policy(
+            thread_native_id(),
+            thread_priority::ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        );
+        if idle.is_ok() {
+            return;
+        }
         let tid = rustix::thread::gettid();
         if let Err(err) = rustix::process::setpriority_process(Some(tid), BACKGROUND_NICE) {
             tracing::debug!(error = %err, "could not lower a thread's priority");
@@ -46,10 +61,65 @@ pub fn background_compute_pool() {
     });
 }
 
+/// Runs `f` on the background work pool (one thread per core, background priority) and
+/// waits for it without holding an async thread. A panic in `f` comes back as `Err`.
+pub async fn background<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("kiln-work-{i}"))
+            .start_handler(|_| lower_current_thread_priority())
+            .build()
+            .expect("the background pool starts")
+    });
+    let (done, result) = oneshot::channel();
+    pool.spawn(move || {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .map_err(|_| "the task panicked".to_string());
+        let _ = done.send(outcome);
+    });
+    result
+        .await
+        .map_err(|_| "the background task was lost".to_string())?
+}
+
 /// A handle on the lane; cheap to clone. The thread ends when the last handle is dropped.
 #[derive(Clone)]
 pub(crate) struct Lane {
     jobs: mpsc::Sender<(Vec<String>, Reply)>,
+}
+
+/// Embeds the texts of several requests in one call and hands each its own vectors.
+fn run(model: &LocalModel, jobs: Vec<(Vec<String>, Reply)>) {
+    if jobs.is_empty() {
+        return;
+    }
+    let all: Vec<&str> = jobs
+        .iter()
+        .flat_map(|(texts, _)| texts.iter().map(String::as_str))
+        .collect();
+    // A panic in the model fails these requests, not the lane.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.embed_sync(&all)))
+        .unwrap_or_else(|_| {
+            Err(EmbedError::Permanent(
+                "the model failed on this batch".into(),
+            ))
+        });
+    match result {
+        Ok(vectors) => {
+            let mut vectors = vectors.into_iter();
+            for (texts, reply) in jobs {
+                let _ = reply.send(Ok(vectors.by_ref().take(texts.len()).collect()));
+            }
+        }
+        Err(err) => {
+            for (_, reply) in jobs {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
+    }
 }
 
 impl Lane {
@@ -59,21 +129,23 @@ impl Lane {
             .name("kiln-embed".into())
             .spawn(move || {
                 lower_current_thread_priority();
-                for (texts, reply) in queue {
-                    // The asker may have gone (a cancelled job): skip its work.
-                    if reply.is_closed() {
-                        continue;
+                while let Ok(first) = queue.recv() {
+                    // Requests that queued up meanwhile join this batch (up to the batch size):
+                    // one chunk each from several workers runs as one forward pass.
+                    let mut jobs = vec![first];
+                    let mut texts = jobs[0].0.len();
+                    while texts < model.batch_size() {
+                        match queue.try_recv() {
+                            Ok(job) => {
+                                texts += job.0.len();
+                                jobs.push(job);
+                            }
+                            Err(_) => break,
+                        }
                     }
-                    // A panic in the model fails this batch, not the lane.
-                    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        model.embed_sync(&texts)
-                    }))
-                    .unwrap_or_else(|_| {
-                        Err(EmbedError::Permanent(
-                            "the model failed on this batch".into(),
-                        ))
-                    });
-                    let _ = reply.send(result);
+                    // Askers that have gone (a cancelled job) are skipped.
+                    jobs.retain(|(_, reply)| !reply.is_closed());
+                    run(&model, jobs);
                 }
             })
             .expect("the embedding thread starts");

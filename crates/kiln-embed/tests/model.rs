@@ -89,3 +89,32 @@ async fn the_embedder_runs_off_the_async_threads() {
     let v = embedder.embed(&texts).await.unwrap();
     assert!(cosine(&v[0], &reference().vectors[0]) >= 0.999);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_requests_share_batches_and_each_gets_its_own_vectors() {
+    let embedder = LocalEmbedder::new(Arc::new(model()));
+    let reference = reference();
+    // Many single-sentence requests at once: the lane batches what queues up together.
+    let mut tasks = tokio::task::JoinSet::new();
+    for round in 0..3 {
+        for (i, sentence) in reference.sentences.iter().enumerate() {
+            let embedder = embedder.clone();
+            let texts = vec![sentence.clone(); 1 + (i + round) % 3];
+            tasks.spawn(async move { (i, texts.len(), embedder.embed(&texts).await.unwrap()) });
+        }
+    }
+    let mut answered = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let (i, n, vectors) = joined.unwrap();
+        assert_eq!(vectors.len(), n);
+        for v in vectors {
+            let similarity = cosine(&v, &reference.vectors[i]);
+            assert!(
+                similarity >= 0.999,
+                "request {i} got another's vector: {similarity}"
+            );
+        }
+        answered += 1;
+    }
+    assert_eq!(answered, 3 * reference.sentences.len());
+}

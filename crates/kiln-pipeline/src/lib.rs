@@ -306,7 +306,8 @@ impl Worker {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
-    tokio::task::spawn_blocking(f)
+    // Background priority: processing never delays a request for a core.
+    kiln_embed::lane::background(f)
         .await
         .map_err(|e| format!("a processing task failed: {e}"))?
 }

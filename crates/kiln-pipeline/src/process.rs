@@ -233,7 +233,7 @@ async fn steps(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<Comp
     let bytes_read = original.len();
     let extraction = tokio::time::timeout(
         config.extract_timeout,
-        tokio::task::spawn_blocking(move || kiln_extract::extract(format, &original)),
+        kiln_embed::lane::background(move || kiln_extract::extract(format, &original)),
     )
     .await;
     let document = match extraction {
