@@ -3,9 +3,10 @@
 //!
 //! Embedding is the only work in Kiln that keeps every core busy for long. Run at normal
 //! priority, it makes everything else wait for a core: status reads, searches, uploads. At
-//! background priority the scheduler hands a core to those at once, and the model still gets every cycle
-//! nobody else wants — alone, it runs exactly as fast. One lane (instead of a blocking task per
-//! worker) also keeps two forward passes from contending for the same cores and caches.
+//! background priority the scheduler hands a core to those first, and the model still gets
+//! every cycle nobody else wants. One lane (instead of a blocking task per worker) also keeps
+//! two forward passes from contending for the same cores and caches, and lets requests that
+//! queue up together share one batch.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Once};
@@ -20,10 +21,9 @@ pub const BACKGROUND_NICE: i32 = 10;
 
 type Reply = oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>;
 
-/// Lowers the calling thread's CPU priority. Linux: the `SCHED_IDLE` policy, so any other
-/// thread that wakes (a request handler, a database worker) takes the core at once — a lower
-/// nice value alone still lets the running thread finish its time slice under EEVDF, a few
-/// milliseconds per wake-up. Falls back to nice 10. Best effort either way.
+/// Lowers the calling thread's CPU priority. Linux: the `SCHED_IDLE` policy, under which a
+/// normal thread that wakes (a request handler, a database worker) preempts at once instead of
+/// waiting out the running thread's time slice. Falls back to nice 10. Best effort either way.
 pub fn lower_current_thread_priority() {
     #[cfg(target_os = "linux")]
     {
@@ -80,6 +80,28 @@ pub async fn background<T: Send + 'static>(
             .map_err(|_| "the task panicked".to_string());
         let _ = done.send(outcome);
     });
+    result
+        .await
+        .map_err(|_| "the background task was lost".to_string())?
+}
+
+/// Runs `f` on a new thread of its own at background priority and waits for it. For work that
+/// may hang (a parser on hostile input): if the caller gives up waiting, the thread is left
+/// behind without holding up any shared pool. A panic in `f` comes back as `Err`.
+pub async fn background_thread<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let (done, result) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            lower_current_thread_priority();
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+                .map_err(|_| "the task panicked".to_string());
+            let _ = done.send(outcome);
+        })
+        .map_err(|e| format!("cannot start a thread: {e}"))?;
     result
         .await
         .map_err(|_| "the background task was lost".to_string())?
@@ -160,5 +182,50 @@ impl Lane {
         answer
             .await
             .map_err(|_| EmbedError::Permanent("the embedding thread failed".into()))?
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// (policy, nice) of the calling thread, from `/proc/thread-self/stat`.
+    fn scheduling() -> (i64, i64) {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+            .split_whitespace()
+            .collect();
+        // Fields 19 (nice) and 41 (policy) of stat are 16 and 38 after the command name.
+        (fields[38].parse().unwrap(), fields[16].parse().unwrap())
+    }
+
+    #[test]
+    fn background_threads_really_run_at_background_priority() {
+        const SCHED_IDLE: i64 = 5;
+        let before = std::thread::spawn(scheduling).join().unwrap();
+        assert_eq!(before, (0, 0), "a new thread starts at normal priority");
+        let after = std::thread::spawn(|| {
+            lower_current_thread_priority();
+            scheduling()
+        })
+        .join()
+        .unwrap();
+        assert!(
+            after.0 == SCHED_IDLE || after.1 == BACKGROUND_NICE as i64,
+            "neither SCHED_IDLE nor nice {BACKGROUND_NICE}: {after:?}"
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let pooled = runtime.block_on(background(scheduling)).unwrap();
+        assert_eq!(pooled, after, "the work pool runs at the same priority");
+        let alone = runtime
+            .block_on(background_thread("kiln-test", scheduling))
+            .unwrap();
+        assert_eq!(alone, after);
+        // A panic comes back as an error, not a dead pool.
+        let failed = runtime.block_on(background(|| -> () { panic!("boom") }));
+        assert!(failed.is_err());
+        assert_eq!(runtime.block_on(background(|| 7)).unwrap(), 7);
     }
 }

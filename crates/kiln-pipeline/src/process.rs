@@ -233,7 +233,11 @@ async fn steps(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<Comp
     let bytes_read = original.len();
     let extraction = tokio::time::timeout(
         config.extract_timeout,
-        kiln_embed::lane::background(move || kiln_extract::extract(format, &original)),
+        // A thread of its own: a parser stuck on hostile input is abandoned at the time limit
+        // without holding up the shared pool.
+        kiln_embed::lane::background_thread("kiln-extract", move || {
+            kiln_extract::extract(format, &original)
+        }),
     )
     .await;
     let document = match extraction {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use kiln_core::config::Config;
@@ -190,7 +190,7 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
     };
 
     let started = Instant::now();
-    let mut uploaded_at: HashMap<String, Instant> = HashMap::new();
+    let mut uploaded_at: HashMap<String, SystemTime> = HashMap::new();
     for (doc_id, text) in &documents {
         let form = reqwest::multipart::Form::new().part(
             "file",
@@ -200,34 +200,48 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
         let file = call(client.post(format!("{files}/upload")).multipart(form)).await?;
         let id = file["id"].as_str().unwrap_or("").to_string();
         known.lock().unwrap().push(id.clone());
-        uploaded_at.insert(id, Instant::now());
+        uploaded_at.insert(id, SystemTime::now());
     }
     all_uploaded.store(true, std::sync::atomic::Ordering::Relaxed);
     let upload_secs = started.elapsed().as_secs_f64();
-    let mut done_after: HashMap<String, f64> = HashMap::new();
-    let mut chunks = 0u64;
-    while done_after.len() < documents.len() {
-        let mut skip = 0;
-        loop {
-            let page = call(client.get(format!("{files}?limit=100&skip={skip}"))).await?;
-            let items = page["items"].as_array().cloned().unwrap_or_default();
-            for f in &items {
-                let id = f["id"].as_str().unwrap_or("");
-                if matches!(f["status"].as_str(), Some("completed" | "failed"))
-                    && !done_after.contains_key(id)
-                {
-                    done_after.insert(id.to_string(), uploaded_at[id].elapsed().as_secs_f64());
-                    chunks += f["chunk_count"].as_u64().unwrap_or(0);
-                }
-            }
-            skip += 100;
-            if page["has_more"] != true {
-                break;
-            }
+    // Wait on the store's file counts, as a dashboard would (cheap, one small answer).
+    let store_url = format!("{base}/v1/organizations/{org}/knowledge/stores/{store}");
+    loop {
+        let figures = call(client.get(&store_url)).await?;
+        let counts = &figures["file_counts"];
+        let settled =
+            counts["completed"].as_u64().unwrap_or(0) + counts["failed"].as_u64().unwrap_or(0);
+        if settled >= documents.len() as u64 {
+            break;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let total = started.elapsed().as_secs_f64();
+    // Then each file's chunks and completion time (the API gives whole seconds).
+    let mut done_after: Vec<f64> = Vec::new();
+    let mut chunks = 0u64;
+    let mut skip = 0;
+    loop {
+        let page = call(client.get(format!("{files}?limit=100&skip={skip}"))).await?;
+        for f in page["items"].as_array().cloned().unwrap_or_default() {
+            chunks += f["chunk_count"].as_u64().unwrap_or(0);
+            let id = f["id"].as_str().unwrap_or("");
+            let finished = f["completed_at"]
+                .as_str()
+                .and_then(|t| humantime::parse_rfc3339(t).ok());
+            if let (Some(finished), Some(uploaded)) = (finished, uploaded_at.get(id)) {
+                let waited = finished
+                    .duration_since(*uploaded)
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                done_after.push(waited);
+            }
+        }
+        skip += 100;
+        if page["has_more"] != true {
+            break;
+        }
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let samples = sampler.await?;
     let sorted = |keep: &dyn Fn(bool) -> bool| {
@@ -242,7 +256,7 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
     let latencies = sorted(&|_| true);
     let while_processing = sorted(&|uploading| !uploading);
     let while_uploading = sorted(&|uploading| uploading);
-    let mut waits: Vec<f64> = done_after.values().copied().collect();
+    let mut waits = done_after;
     waits.sort_by(f64::total_cmp);
     let failed = call(client.get(format!("{files}?status=failed&limit=1"))).await?["total"]
         .as_u64()
@@ -262,7 +276,7 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
         100.0 * pipeline_rate / raw_rate
     );
     println!(
-        "upload->completed  p50 {:.2} s, p99 {:.2} s",
+        "upload->completed  p50 {:.0} s, p99 {:.0} s (whole seconds)",
         percentile(&waits, 50.0),
         percentile(&waits, 99.0)
     );

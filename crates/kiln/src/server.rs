@@ -155,9 +155,14 @@ impl Server {
         let index_dir = config.data_dir.join("index");
         let dims = model.embedder.dimensions();
         let index = Arc::new(
-            tokio::task::spawn_blocking(move || ChunkIndex::open(&index_dir, dims))
-                .await?
-                .context("cannot open the index")?,
+            // Opened on a background-priority thread: the index's own indexing and merge
+            // threads inherit that priority, so merges never delay a request.
+            kiln_embed::lane::background_thread("kiln-index-open", move || {
+                ChunkIndex::open(&index_dir, dims)
+            })
+            .await
+            .map_err(anyhow::Error::msg)?
+            .context("cannot open the index")?,
         );
         let initial_key = bootstrap(&config, &catalog).await?;
         let listener = TcpListener::bind(&config.listen)

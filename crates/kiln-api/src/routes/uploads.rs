@@ -346,19 +346,20 @@ pub(crate) async fn put_upload(
             "The upload URL's signature is not valid for this upload",
         ));
     }
-    let not_found = |err: CatalogError| {
-        match err {
-        CatalogError::NotFound(_) => ApiError::new(
+    let gone = || {
+        ApiError::new(
             ErrorCode::UploadNotFound,
             "No pending upload with this id: it expired, was registered, or its store was deleted. Start again with POST .../files/upload-url.",
         )
-        .detail("upload_id", upload_id.as_str()),
-        other => other.into(),
-    }
+        .detail("upload_id", upload_id.as_str())
     };
-    if expires * 1000 <= Timestamp::now().millis() {
-        return Err(not_found(CatalogError::NotFound(Resource::Upload)));
+    if expires.saturating_mul(1000) <= Timestamp::now().millis() {
+        return Err(gone());
     }
+    let not_found = |err: CatalogError| match err {
+        CatalogError::NotFound(_) => gone(),
+        other => other.into(),
+    };
     let upload = app.catalog.upload(&upload_id).await.map_err(not_found)?;
     let file_size = upload.file_size as u64;
     let range = parse_content_range(request.headers(), file_size)?;
