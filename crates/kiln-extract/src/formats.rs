@@ -7,6 +7,8 @@ pub(crate) fn extract(format: Format, bytes: &[u8]) -> Result<Document, ExtractE
     match format {
         Format::Docx => return crate::office::docx(bytes),
         Format::Pptx => return crate::office::pptx(bytes),
+        Format::Xlsx => return crate::office::spreadsheet(bytes, false),
+        Format::Xls => return crate::office::spreadsheet(bytes, true),
         _ => {}
     }
     let text = decode_text(bytes).ok_or_else(|| {
@@ -23,7 +25,7 @@ pub(crate) fn extract(format: Format, bytes: &[u8]) -> Result<Document, ExtractE
         Format::Json => vec![section(None, SectionKind::Prose, json(&text)?)],
         Format::Ndjson => vec![section(None, SectionKind::Prose, ndjson(&text)?)],
         Format::Xml => vec![section(None, SectionKind::Prose, xml(&text)?)],
-        Format::Docx | Format::Pptx => unreachable!("handled above"),
+        Format::Docx | Format::Pptx | Format::Xlsx | Format::Xls => unreachable!("handled above"),
     };
     Ok(Document { sections })
 }

@@ -1,5 +1,5 @@
 //! Word (DOCX) and PowerPoint (PPTX): ZIP packages of XML parts, read with `zip` and
-//! `quick-xml` within fixed bounds, so a zip bomb or absurdly nested XML fails as
+//! `quick-xml`; Excel (XLSX, Strict OOXML, legacy XLS) with `calamine`. All within fixed bounds, so a zip bomb or absurdly nested XML fails as
 //! `Corrupt` in bounded memory and time.
 
 use std::io::{Cursor, Read};
@@ -349,6 +349,99 @@ pub(crate) fn docx(bytes: &[u8]) -> Result<Document, ExtractError> {
     Ok(Document { sections })
 }
 
+/// Inflates every part to nowhere, within the package limits: run before handing a package
+/// to a reader that would hold whole parts in memory (a zip bomb fails here, cheaply).
+fn check_expansion(bytes: &[u8], what: &str) -> Result<(), ExtractError> {
+    let mut package = Package::open(bytes, what)?;
+    for i in 0..package.archive.len() {
+        let mut entry = package
+            .archive
+            .by_index(i)
+            .map_err(|e| corrupt(format!("The {what} package is damaged ({e}).")))?;
+        if entry.encrypted() {
+            return Err(ExtractError::Encrypted);
+        }
+        let name = entry.name().map(|n| n.into_owned()).unwrap_or_default();
+        let limit = MAX_PART_BYTES.min(package.budget);
+        let inflated = std::io::copy(&mut (&mut entry).take(limit + 1), &mut std::io::sink())
+            .map_err(|e| corrupt(format!("Part {name} is damaged ({e}).")))?;
+        if inflated > limit {
+            return Err(corrupt(format!(
+                "Part {name} expands to more than {} MiB: refused as a possible zip bomb.",
+                limit / (1024 * 1024)
+            )));
+        }
+        package.budget -= inflated;
+    }
+    Ok(())
+}
+
+/// A spreadsheet cell as text (numbers without a needless `.0`).
+fn cell_text(cell: &calamine::Data) -> String {
+    match cell {
+        calamine::Data::Empty => String::new(),
+        calamine::Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
+        other => other.to_string().trim().to_string(),
+    }
+}
+
+/// Excel: sheet by sheet (the sheet name is the section title), rows under their first row.
+pub(crate) fn spreadsheet(bytes: &[u8], legacy: bool) -> Result<Document, ExtractError> {
+    use calamine::Reader;
+    let what = if legacy { "Excel 97-2003" } else { "Excel" };
+    if !legacy {
+        check_expansion(bytes, what)?;
+    } else if bytes.starts_with(OLE_MAGIC) {
+        let marker: Vec<u8> = "EncryptedPackage"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        if bytes.windows(marker.len()).any(|w| w == marker.as_slice()) {
+            return Err(ExtractError::Encrypted);
+        }
+    }
+    let mut workbook = calamine::open_workbook_auto_from_rs(Cursor::new(bytes)).map_err(|e| {
+        let message = e.to_string();
+        if message.to_ascii_lowercase().contains("password") {
+            ExtractError::Encrypted
+        } else {
+            corrupt(format!("The {what} workbook cannot be read ({message})."))
+        }
+    })?;
+    let mut sections = Vec::new();
+    for name in workbook.sheet_names() {
+        let range = workbook
+            .worksheet_range(&name)
+            .map_err(|e| corrupt(format!("Sheet '{name}' cannot be read ({e}).")))?;
+        let mut lines = range.rows().filter_map(|row| {
+            let cells: Vec<String> = row.iter().map(cell_text).collect();
+            let used = cells.iter().rposition(|c| !c.is_empty())?;
+            Some(cells[..=used].join(" | "))
+        });
+        let Some(header) = lines.next() else {
+            continue;
+        };
+        let body: Vec<String> = lines.collect();
+        sections.push(Section {
+            title: Some(name.clone()),
+            page: None,
+            kind: if body.is_empty() {
+                SectionKind::Prose
+            } else {
+                SectionKind::Rows {
+                    header: header.clone(),
+                }
+            },
+            text: if body.is_empty() {
+                header
+            } else {
+                body.join("\n")
+            },
+        });
+    }
+    Ok(Document { sections })
+}
+
 /// The number in a part name like `ppt/slides/slide12.xml`.
 fn part_number(name: &str, prefix: &str) -> Option<u32> {
     name.strip_prefix(prefix)?
@@ -535,6 +628,93 @@ pub(crate) mod tests {
         assert_eq!(doc.sections[1].page, Some(10));
     }
 
+    /// A workbook with one sheet of `rows` (inline strings and numbers).
+    pub(crate) fn xlsx_of(sheet: &str, rows: &[&[&str]]) -> Vec<u8> {
+        let cells = |r: usize, row: &[&str]| -> String {
+            row.iter()
+                .enumerate()
+                .map(|(c, v)| {
+                    let at = format!("{}{}", (b'A' + c as u8) as char, r + 1);
+                    if v.parse::<f64>().is_ok() {
+                        format!(r#"<c r="{at}"><v>{v}</v></c>"#)
+                    } else {
+                        format!(r#"<c r="{at}" t="inlineStr"><is><t>{v}</t></is></c>"#)
+                    }
+                })
+                .collect()
+        };
+        let data: String = rows
+            .iter()
+            .enumerate()
+            .map(|(r, row)| format!(r#"<row r="{}">{}</row>"#, r + 1, cells(r, row)))
+            .collect();
+        let main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
+        let rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
+        package(&[
+            (
+                "[Content_Types].xml",
+                r#"<Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"><Default Extension="xml" ContentType="application/xml"/><Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType="application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>"#,
+            ),
+            (
+                "_rels/.rels",
+                &format!(
+                    r#"<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="{rel}/officeDocument" Target="xl/workbook.xml"/></Relationships>"#
+                ),
+            ),
+            (
+                "xl/workbook.xml",
+                &format!(
+                    r#"<workbook xmlns="{main}" xmlns:r="{rel}"><sheets><sheet name="{sheet}" sheetId="1" r:id="rId1"/></sheets></workbook>"#
+                ),
+            ),
+            (
+                "xl/_rels/workbook.xml.rels",
+                &format!(
+                    r#"<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship Id="rId1" Type="{rel}/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#
+                ),
+            ),
+            (
+                "xl/worksheets/sheet1.xml",
+                &format!(r#"<worksheet xmlns="{main}"><sheetData>{data}</sheetData></worksheet>"#),
+            ),
+        ])
+    }
+
+    #[test]
+    fn xlsx_goes_sheet_by_sheet_with_rows_under_their_header() {
+        let bytes = xlsx_of(
+            "Metals",
+            &[
+                &["Metal", "Melting point"],
+                &["Tin", "232"],
+                &["Lead", "327.5"],
+            ],
+        );
+        let doc = spreadsheet(&bytes, false).unwrap();
+        assert_eq!(doc.sections.len(), 1);
+        assert_eq!(doc.sections[0].title.as_deref(), Some("Metals"));
+        assert_eq!(
+            doc.sections[0].kind,
+            SectionKind::Rows {
+                header: "Metal | Melting point".into()
+            }
+        );
+        assert_eq!(doc.sections[0].text, "Tin | 232\nLead | 327.5");
+        // Damage and bombs fail as corrupt, a protected workbook as encrypted.
+        assert!(matches!(
+            spreadsheet(&bytes[..bytes.len() / 2], false),
+            Err(ExtractError::Corrupt(_))
+        ));
+        let mut ole = OLE_MAGIC.to_vec();
+        ole.extend(vec![0u8; 512]);
+        ole.extend("EncryptedPackage".encode_utf16().flat_map(u16::to_le_bytes));
+        assert_eq!(spreadsheet(&ole, false), Err(ExtractError::Encrypted));
+        assert!(matches!(
+            spreadsheet(&ole[..520], true),
+            Err(ExtractError::Corrupt(_))
+        ));
+    }
+
     #[test]
     fn hostile_packages_fail_cleanly() {
         // Not a ZIP at all, or cut short.
@@ -578,5 +758,10 @@ pub(crate) mod tests {
         ole.extend("EncryptedPackage".encode_utf16().flat_map(u16::to_le_bytes));
         assert_eq!(docx(&ole), Err(ExtractError::Encrypted));
         assert_eq!(pptx(&ole), Err(ExtractError::Encrypted));
+        // The spreadsheet reader holds whole parts in memory: the bomb is stopped before it.
+        match spreadsheet(&bomb, false) {
+            Err(ExtractError::Corrupt(m)) => assert!(m.contains("zip bomb"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

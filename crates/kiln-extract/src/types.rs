@@ -20,6 +20,8 @@ pub enum Format {
     Code,
     Docx,
     Pptx,
+    Xlsx,
+    Xls,
 }
 
 /// An accepted type: extension, MIME type, extraction format and size limit.
@@ -42,10 +44,12 @@ macro_rules! types {
     };
 }
 
-/// Every accepted type. PDF and Excel come with their extractors.
+/// Every accepted type. PDF comes with its extractor.
 pub const SUPPORTED_TYPES: &[FileType] = types! {
     "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document", Docx, DOCUMENT_LIMIT;
     "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation", Pptx, DOCUMENT_LIMIT;
+    "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", Xlsx, DOCUMENT_LIMIT;
+    "xls" => "application/vnd.ms-excel", Xls, DOCUMENT_LIMIT;
     "txt" => "text/plain", Text, TEXT_LIMIT;
     "text" => "text/plain", Text, TEXT_LIMIT;
     "log" => "text/plain", Text, TEXT_LIMIT;
@@ -131,9 +135,7 @@ fn zip_kind(head: &[u8]) -> Option<ZipKind> {
         return Some(ZipKind::Office(Format::Pptx));
     }
     if has(b"xl/") {
-        return Some(ZipKind::Other(
-            "an Excel workbook (.xlsx), not yet supported",
-        ));
+        return Some(ZipKind::Office(Format::Xlsx));
     }
     None
 }
@@ -159,7 +161,8 @@ pub fn detect(file_name: &str, head: &[u8]) -> Result<&'static FileType, String>
         .map(|(_, ext)| ext.to_ascii_lowercase())
         .unwrap_or_default();
     let by_name = SUPPORTED_TYPES.iter().find(|t| t.extension == extension);
-    let named_office = by_name.filter(|t| matches!(t.format, Format::Docx | Format::Pptx));
+    let named_office =
+        by_name.filter(|t| matches!(t.format, Format::Docx | Format::Pptx | Format::Xlsx));
     if head.starts_with(ZIP_MAGIC) {
         return match zip_kind(head) {
             Some(ZipKind::Office(format)) => Ok(type_of(format)),
@@ -171,17 +174,21 @@ pub fn detect(file_name: &str, head: &[u8]) -> Result<&'static FileType, String>
             // package itself is checked when it is read.
             None => named_office.ok_or_else(|| {
                 format!(
-                    "The content is a ZIP archive that is not a Word or PowerPoint document. Supported types: {}.",
+                    "The content is a ZIP archive that is not a Word, PowerPoint or Excel document. Supported types: {}.",
                     supported_list()
                 )
             }),
         };
     }
     if head.starts_with(OLE_MAGIC) {
-        // A password-protected .docx/.pptx is a compound file too; reading it says so.
+        // Legacy Excel is read; a password-protected .docx/.pptx/.xlsx is a compound file too,
+        // and reading it says so.
+        if let Some(xls) = by_name.filter(|t| t.format == Format::Xls) {
+            return Ok(xls);
+        }
         return named_office.ok_or_else(|| {
             format!(
-                "The content is a legacy binary Office document (.doc, .ppt, .xls), which is not supported; save it as .docx, .pptx or .xlsx. Supported types: {}.",
+                "The content is a legacy binary Office document (.doc, .ppt), which is not supported; save it as .docx or .pptx. Supported types: {}.",
                 supported_list()
             )
         });
@@ -196,10 +203,10 @@ pub fn detect(file_name: &str, head: &[u8]) -> Result<&'static FileType, String>
         return Err(format!(
             "The file is named '.{}' but its content is not a {} package.",
             office.extension,
-            if office.format == Format::Docx {
-                "Word"
-            } else {
-                "PowerPoint"
+            match office.format {
+                Format::Docx => "Word",
+                Format::Pptx => "PowerPoint",
+                _ => "Excel",
             }
         ));
     }
@@ -245,6 +252,18 @@ mod tests {
             Format::Pptx
         );
         assert!(detect("x.zip", b"PK\x03\x04....").is_err());
+        assert_eq!(
+            detect("book.bin", b"PK\x03\x04 ... xl/workbook.xml")
+                .unwrap()
+                .format,
+            Format::Xlsx
+        );
+        assert_eq!(
+            detect("old.xls", b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1")
+                .unwrap()
+                .format,
+            Format::Xls
+        );
         assert!(
             detect(
                 "x.docx",

@@ -1,4 +1,4 @@
-//! Word and PowerPoint files through the whole pipeline (fixtures built here), their
+//! Word, PowerPoint and Excel files through the whole pipeline (fixtures built here), their
 //! failures (password, damage), and the legacy formats refused at upload.
 
 mod common;
@@ -64,7 +64,7 @@ async fn upload_bytes(t: &TestServer, store: &str, name: &str, bytes: Vec<u8>) -
 }
 
 #[tokio::test]
-async fn word_and_powerpoint_files_become_searchable() {
+async fn word_powerpoint_and_excel_files_become_searchable() {
     let t = TestServer::start().await;
     let store = t.store().await;
     let word = docx(&[
@@ -94,7 +94,65 @@ async fn word_and_powerpoint_files_become_searchable() {
     assert_eq!(status, 201, "{file}");
     let deck_id = file["id"].as_str().unwrap().to_string();
 
-    for id in [&word_id, &deck_id] {
+    // A workbook: inline strings and numbers, one sheet.
+    let sheet = |cells: &[&str], row: usize| -> String {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(c, v)| {
+                let at = format!("{}{row}", (b'A' + c as u8) as char);
+                if v.parse::<f64>().is_ok() {
+                    format!(r#"<c r="{at}"><v>{v}</v></c>"#)
+                } else {
+                    format!(r#"<c r="{at}" t="inlineStr"><is><t>{v}</t></is></c>"#)
+                }
+            })
+            .collect()
+    };
+    let main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
+    let rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
+    let rels = "http://schemas.openxmlformats.org/package/2006/relationships";
+    let workbook = package(&[
+        ("[Content_Types].xml", "<Types/>".into()),
+        (
+            "_rels/.rels",
+            format!(
+                r#"<Relationships xmlns="{rels}"><Relationship Id="rId1" Type="{rel}/officeDocument" Target="xl/workbook.xml"/></Relationships>"#
+            ),
+        ),
+        (
+            "xl/workbook.xml",
+            format!(
+                r#"<workbook xmlns="{main}" xmlns:r="{rel}"><sheets><sheet name="Firings" sheetId="1" r:id="rId1"/></sheets></workbook>"#
+            ),
+        ),
+        (
+            "xl/_rels/workbook.xml.rels",
+            format!(
+                r#"<Relationships xmlns="{rels}"><Relationship Id="rId1" Type="{rel}/worksheet" Target="worksheets/sheet1.xml"/></Relationships>"#
+            ),
+        ),
+        (
+            "xl/worksheets/sheet1.xml",
+            format!(
+                r#"<worksheet xmlns="{main}"><sheetData><row r="1">{}</row><row r="2">{}</row></sheetData></worksheet>"#,
+                sheet(&["Kiln", "Peak temperature", "Atmosphere"], 1),
+                sheet(
+                    &[
+                        "Anagama wood kiln",
+                        "1320",
+                        "heavy reduction with ash deposits"
+                    ],
+                    2
+                ),
+            ),
+        ),
+    ]);
+    let (status, file) = upload_bytes(&t, &store, "firings.xlsx", workbook).await;
+    assert_eq!(status, 201, "{file}");
+    let book_id = file["id"].as_str().unwrap().to_string();
+
+    for id in [&word_id, &deck_id, &book_id] {
         let done = t.settle(&store, id).await;
         assert_eq!(done["status"], "completed", "{done}");
     }
