@@ -21,6 +21,16 @@ fn corrupt(message: impl Into<String>) -> ExtractError {
     ExtractError::Corrupt(message.into())
 }
 
+/// Whether `bytes` are a compound (OLE) file holding an `EncryptedPackage` stream: how Office
+/// stores a password-protected .docx/.pptx/.xlsx.
+fn is_encrypted_package(bytes: &[u8]) -> bool {
+    let marker: Vec<u8> = "EncryptedPackage"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    bytes.starts_with(OLE_MAGIC) && bytes.windows(marker.len()).any(|w| w == marker.as_slice())
+}
+
 /// An opened package with a budget of bytes left to inflate.
 struct Package<'a> {
     archive: zip::ZipArchive<Cursor<&'a [u8]>>,
@@ -30,12 +40,7 @@ struct Package<'a> {
 impl<'a> Package<'a> {
     fn open(bytes: &'a [u8], what: &str) -> Result<Self, ExtractError> {
         if bytes.starts_with(OLE_MAGIC) {
-            // Office encrypts a package by wrapping it, as `EncryptedPackage`, in a compound file.
-            let marker: Vec<u8> = "EncryptedPackage"
-                .encode_utf16()
-                .flat_map(u16::to_le_bytes)
-                .collect();
-            if bytes.windows(marker.len()).any(|w| w == marker.as_slice()) {
+            if is_encrypted_package(bytes) {
                 return Err(ExtractError::Encrypted);
             }
             return Err(corrupt(format!(
@@ -391,14 +396,8 @@ pub(crate) fn spreadsheet(bytes: &[u8], legacy: bool) -> Result<Document, Extrac
     let what = if legacy { "Excel 97-2003" } else { "Excel" };
     if !legacy {
         check_expansion(bytes, what)?;
-    } else if bytes.starts_with(OLE_MAGIC) {
-        let marker: Vec<u8> = "EncryptedPackage"
-            .encode_utf16()
-            .flat_map(u16::to_le_bytes)
-            .collect();
-        if bytes.windows(marker.len()).any(|w| w == marker.as_slice()) {
-            return Err(ExtractError::Encrypted);
-        }
+    } else if is_encrypted_package(bytes) {
+        return Err(ExtractError::Encrypted);
     }
     let mut workbook = calamine::open_workbook_auto_from_rs(Cursor::new(bytes)).map_err(|e| {
         let message = e.to_string();

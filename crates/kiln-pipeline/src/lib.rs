@@ -306,7 +306,7 @@ impl Worker {
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
-    // Background priority: processing never delays a request for a core.
+    // Background priority: processing yields the cores to request handling.
     kiln_embed::lane::background(f)
         .await
         .map_err(|e| format!("a processing task failed: {e}"))?
