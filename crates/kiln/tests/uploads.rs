@@ -449,3 +449,62 @@ async fn a_dropped_connection_keeps_what_arrived_and_the_upload_resumes() {
 }
 
 use futures::StreamExt as _;
+
+#[tokio::test]
+async fn the_reaper_removes_uploads_a_minute_after_they_expire() {
+    let t = TestServer::start().await;
+    let store = t.store().await;
+    let catalog = t.catalog().await;
+    let expired_at = |secs_ago: i64| {
+        kiln_core::Timestamp(kiln_core::Timestamp::now().millis() - secs_ago * 1000)
+    };
+    let new = |secs_ago: i64| kiln_catalog::NewUpload {
+        id: kiln_core::IdKind::File.generate(),
+        organization_id: t.org.clone(),
+        store_id: store.clone(),
+        file_name: "late.txt".into(),
+        relative_path: None,
+        mime_type: "text/plain".into(),
+        file_size: 10,
+        sha256: None,
+        created_by: "ak_test".into(),
+        expires_at: expired_at(secs_ago),
+    };
+    // Creating reads the row back, which an expired upload no longer shows: the row is there.
+    let (old, recent) = (new(120), new(10));
+    let _ = catalog.create_upload(old.clone()).await;
+    let _ = catalog.create_upload(recent.clone()).await;
+    let folder = |id: &str| {
+        t.dir.path().join(format!(
+            "blobs/orgs/{}/stores/{store}/files/{id}/parts",
+            t.org
+        ))
+    };
+    for id in [&old.id, &recent.id] {
+        std::fs::create_dir_all(folder(id)).unwrap();
+        std::fs::write(folder(id).join("0000000000000000-x"), b"0123456789").unwrap();
+    }
+    let listed = |secs_ago: i64| {
+        let catalog = catalog.clone();
+        async move {
+            catalog
+                .expired_uploads(expired_at(secs_ago), 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|u| u.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while folder(&old.id).exists() || listed(100).await.contains(&old.id) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old upload was never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Expired only ten seconds ago: kept for now (a register may still be finishing).
+    assert!(folder(&recent.id).exists());
+    assert!(listed(0).await.contains(&recent.id));
+}
