@@ -1,7 +1,7 @@
 //! Files in stores: registration with their first job, lists, status, retry, delete, logs
 //! and usage. Every status change and its job change happen in one transaction.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::AtomicI64;
 
 use kiln_core::model::{FileCounts, FileRecord, LogEntry, Page, PageRequest, UsageFigures};
 use kiln_core::types::{FileErrorCode, FileStatus, LogLevel, Step};
@@ -92,15 +92,7 @@ fn file_sql(tail: &'static str) -> AssertSqlSafe<String> {
 /// Log sequence numbers: increasing within a process, and (being time-based) across restarts.
 fn next_seq() -> i64 {
     static LAST: AtomicI64 = AtomicI64::new(0);
-    let now = Timestamp::now().millis() * 1000;
-    let mut last = LAST.load(Ordering::Relaxed);
-    loop {
-        let next = now.max(last + 1);
-        match LAST.compare_exchange(last, next, Ordering::Relaxed, Ordering::Relaxed) {
-            Ok(_) => return next,
-            Err(actual) => last = actual,
-        }
-    }
+    kiln_core::time::strictly_increasing(&LAST, Timestamp::now().millis() * 1000)
 }
 
 /// Appends a log entry for a file inside the caller's transaction.
@@ -212,7 +204,7 @@ async fn missing_file(
 /// Inserts a file with its first job and log entries (inside the caller's transaction).
 pub(crate) async fn insert_file(tx: &mut AnyConnection, new: &NewFile) -> Result<FileRecord> {
     require_store(&mut *tx, &new.organization_id, &new.store_id).await?;
-    let now = Timestamp::now().millis();
+    let now = Timestamp::created().millis();
     sqlx::query(
         "INSERT INTO files (id, organization_id, store_id, file_name, relative_path, \
              mime_type, file_size, sha256, status, current_step, created_by, created_at, \

@@ -39,7 +39,7 @@ fn key_info(row: &AnyRow) -> Result<ApiKeyInfo> {
 }
 
 async fn insert_organization(conn: &mut sqlx::AnyConnection, name: &str) -> Result<Organization> {
-    let now = Timestamp::now();
+    let now = Timestamp::created();
     let org = Organization {
         id: IdKind::Organization.generate(),
         name: name.to_string(),
@@ -71,7 +71,7 @@ async fn insert_key(
         role,
         name: name.map(str::to_string),
         prefix: value[..8].to_string(),
-        created_at: Timestamp::now(),
+        created_at: Timestamp::created(),
         revoked_at: None,
     };
     sqlx::query(

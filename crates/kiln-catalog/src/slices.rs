@@ -43,7 +43,7 @@ impl Catalog {
         created_by: &str,
     ) -> Result<Slice> {
         let id = IdKind::Slice.generate();
-        let now = Timestamp::now().millis();
+        let now = Timestamp::created().millis();
         sqlx::query(
             "INSERT INTO slices (id, organization_id, name, description, slice_type, owner_type, \
              owner_id, status, created_by, created_at, updated_at) \

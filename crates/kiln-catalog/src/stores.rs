@@ -59,7 +59,7 @@ impl Catalog {
         let mut tx = self.write.begin().await?;
         require_active_slice(&mut tx, organization_id, slice_id).await?;
         let id = IdKind::Store.generate();
-        let now = Timestamp::now().millis();
+        let now = Timestamp::created().millis();
         let chunking = Chunking::default();
         sqlx::query(
             "INSERT INTO stores (id, organization_id, slice_id, name, description, access_mode, \

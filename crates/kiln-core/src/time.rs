@@ -1,5 +1,6 @@
 //! Timestamps: stored as Unix milliseconds, shown as RFC 3339 UTC with second precision.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, Serializer};
@@ -17,6 +18,14 @@ impl Timestamp {
         Timestamp(ms)
     }
 
+    /// `now()`, but strictly later than every earlier `created()` in this process: creation
+    /// times order lists newest first, and two rows made in the same millisecond would
+    /// otherwise tie and fall back to their random IDs.
+    pub fn created() -> Self {
+        static LAST: AtomicI64 = AtomicI64::new(0);
+        Timestamp(strictly_increasing(&LAST, Self::now().0))
+    }
+
     pub fn millis(self) -> i64 {
         self.0
     }
@@ -25,6 +34,19 @@ impl Timestamp {
     pub fn to_rfc3339(self) -> String {
         let secs = self.0.div_euclid(1000).max(0) as u64;
         humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+    }
+}
+
+/// `now` if it is later than the last value handed out from `last`, else one more than that;
+/// records the value returned. Lock-free, safe to call from any thread.
+pub fn strictly_increasing(last: &AtomicI64, now: i64) -> i64 {
+    let mut previous = last.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(previous + 1);
+        match last.compare_exchange_weak(previous, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(actual) => previous = actual,
+        }
     }
 }
 
@@ -64,5 +86,34 @@ mod tests {
             serde_json::to_string(&Timestamp(1_749_981_605_000)).unwrap(),
             "\"2025-06-15T10:00:05Z\""
         );
+    }
+
+    #[test]
+    fn creation_times_are_strictly_increasing_across_threads() {
+        let last = AtomicI64::new(0);
+        // A clock stuck at one millisecond still yields distinct, increasing values.
+        let values: Vec<i64> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        (0..1000)
+                            .map(|_| strictly_increasing(&last, 5))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect()
+        });
+        let mut sorted = values.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 4000);
+        assert_eq!((sorted[0], sorted[3999]), (5, 4004));
+        // A later clock reading is taken as it is.
+        assert_eq!(strictly_increasing(&last, 10_000), 10_000);
+        assert!(Timestamp::created() < Timestamp::created());
     }
 }
