@@ -22,8 +22,7 @@ pub(crate) fn extract(format: Format, bytes: &[u8]) -> Result<Document, ExtractE
         Format::Html => html(&text),
         Format::Csv => rows(&text, b',')?,
         Format::Tsv => rows(&text, b'\t')?,
-        Format::Json => vec![section(None, SectionKind::Prose, json(&text)?)],
-        Format::Ndjson => vec![section(None, SectionKind::Prose, ndjson(&text)?)],
+        Format::Json | Format::Ndjson => vec![section(None, SectionKind::Prose, json(&text)?)],
         Format::Xml => vec![section(None, SectionKind::Prose, xml(&text)?)],
         Format::Docx | Format::Pptx | Format::Xlsx | Format::Xls => unreachable!("handled above"),
     };
@@ -41,7 +40,8 @@ fn section(title: Option<String>, kind: SectionKind, text: String) -> Section {
 
 /// Visible text only: no scripts, styles or other invisible elements; blocks become lines.
 fn html(text: &str) -> Vec<Section> {
-    let dom = match tl::parse(text, tl::ParserOptions::default()) {
+    let text = without_raw_text_elements(text);
+    let dom = match tl::parse(&text, tl::ParserOptions::default()) {
         Ok(dom) => dom,
         Err(_) => return vec![section(None, SectionKind::Prose, String::new())],
     };
@@ -56,12 +56,64 @@ fn html(text: &str) -> Vec<Section> {
     for node in dom.children() {
         walk(*node, parser, &mut out);
     }
-    let cleaned = collapse_blank_lines(&out);
+    let mut cleaned = collapse_blank_lines(&out);
+    // The title is what a reader sees first (tab, search result), so it is text too.
+    if let Some(title) = &title
+        && !cleaned.trim_start().starts_with(title.as_str())
+    {
+        cleaned = format!("{title}\n\n{}", cleaned.trim_start());
+    }
     vec![section(title, SectionKind::Prose, cleaned)]
 }
 
+/// Removes `<script>` and `<style>` elements before parsing. Their content is raw text that
+/// ends only at the matching end tag (HTML's tokenizer rule), but the DOM parser reads tags
+/// inside it (`document.write("<meta …")`), which can swallow the rest of the page.
+fn without_raw_text_elements(html: &str) -> std::borrow::Cow<'_, str> {
+    const RAW: [&str; 2] = ["script", "style"];
+    let lower = html.to_ascii_lowercase();
+    let opens = |at: usize| {
+        RAW.into_iter().find(|name| {
+            lower[at + 1..].starts_with(name)
+                && lower[at + 1 + name.len()..]
+                    .starts_with(|c: char| c == '>' || c == '/' || c.is_ascii_whitespace())
+        })
+    };
+    let mut out = String::new();
+    let mut copied = 0;
+    let mut search = 0;
+    while let Some(found) = lower[search..].find('<') {
+        let at = search + found;
+        let Some(name) = opens(at) else {
+            search = at + 1;
+            continue;
+        };
+        let end_tag = format!("</{name}");
+        let end = lower[at..]
+            .find(&end_tag)
+            .map(|e| {
+                let close = at + e + end_tag.len();
+                lower[close..]
+                    .find('>')
+                    .map_or(lower.len(), |g| close + g + 1)
+            })
+            .unwrap_or(lower.len());
+        out.push_str(&html[copied..at]);
+        copied = end;
+        search = end;
+    }
+    if copied == 0 {
+        return std::borrow::Cow::Borrowed(html);
+    }
+    out.push_str(&html[copied..]);
+    std::borrow::Cow::Owned(out)
+}
+
+/// Elements whose content is not shown. `head` is not among them: a stray unclosed tag in it
+/// makes the parser nest the whole body inside; its own children (`meta`, `link`) hold no text
+/// and its `title` is taken separately.
 const INVISIBLE: &[&str] = &[
-    "script", "style", "noscript", "template", "svg", "head", "iframe", "object", "canvas",
+    "script", "style", "noscript", "template", "svg", "title", "iframe", "object", "canvas",
 ];
 const BLOCK: &[&str] = &[
     "p",
@@ -249,24 +301,22 @@ fn rows(text: &str, declared: u8) -> Result<Vec<Section>, ExtractError> {
 }
 
 /// JSON as readable lines: `path.to.key: value`, one per scalar.
+/// JSON, NDJSON, or JSON values one after another (a `.json` file is often NDJSON): every
+/// top-level value, and every item of a top-level array, is a record; records are paragraphs.
 fn json(text: &str) -> Result<String, ExtractError> {
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| ExtractError::Corrupt(format!("The JSON is malformed: {e}")))?;
     let mut out = String::new();
-    flatten(&value, &mut String::new(), &mut out);
-    Ok(out)
-}
-
-fn ndjson(text: &str) -> Result<String, ExtractError> {
-    let mut out = String::new();
-    for (n, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
+    let mut values = serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>();
+    for value in values.by_ref() {
+        let value =
+            value.map_err(|e| ExtractError::Corrupt(format!("The JSON is malformed: {e}")))?;
+        let records = match &value {
+            serde_json::Value::Array(items) => items.as_slice(),
+            single => std::slice::from_ref(single),
+        };
+        for record in records {
+            flatten(record, &mut String::new(), &mut out);
+            out.push('\n');
         }
-        let value: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| ExtractError::Corrupt(format!("Line {} is not valid JSON: {e}", n + 1)))?;
-        flatten(&value, &mut String::new(), &mut out);
-        out.push('\n');
     }
     Ok(out)
 }
@@ -372,6 +422,18 @@ mod tests {
     }
 
     #[test]
+    fn html_script_content_is_not_parsed_as_tags() {
+        // A script that writes tags, and a head with an unclosed element: neither may hide
+        // the body.
+        let html = "<html><head><title>Page</title><META name=x><script>document.write('<meta \
+                    name=\"a\"><div>');</script><STYLE>p{}</STYLE></head>\
+                    <body><p>Visible body</p><script type=x>if (a<b) { c() }</SCRIPT >\
+                    <p>after</p></body></html>";
+        let doc = extract(Format::Html, html.as_bytes()).unwrap();
+        assert_eq!(doc.sections[0].text, "Page\n\nVisible body\n\nafter");
+    }
+
+    #[test]
     fn csv_rows_keep_their_header() {
         let doc = extract(Format::Csv, b"name,team\nAda,\"Core, infra\"\nLin,API\n").unwrap();
         assert_eq!(
@@ -393,9 +455,23 @@ mod tests {
             Format::Json,
             r#"{"title": "Kiln", "tags": ["a", "b"], "n": {"x": 1}}"#,
         );
-        assert!(
-            text.contains("title: Kiln") && text.contains("tags: b") && text.contains("n.x: 1"),
-            "{text}"
+        // The document's own key order.
+        assert_eq!(text, "title: Kiln\ntags: a\ntags: b\nn.x: 1\n\n");
+        // Records of a top-level array, and values one after another, are paragraphs.
+        let records = "id: 1\nname: x\n\nid: 2\nname: y\n\n";
+        assert_eq!(
+            text_of(
+                Format::Json,
+                r#"[{"id": 1, "name": "x"}, {"id": 2, "name": "y"}]"#
+            ),
+            records
+        );
+        assert_eq!(
+            text_of(
+                Format::Json,
+                "{\"id\": 1,\n \"name\": \"x\"}\n{\"id\": 2, \"name\": \"y\"}"
+            ),
+            records
         );
         assert!(matches!(
             extract(Format::Json, b"{\"a\": "),

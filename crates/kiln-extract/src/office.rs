@@ -301,20 +301,9 @@ pub(crate) fn docx(bytes: &[u8]) -> Result<Document, ExtractError> {
                             .map(|row| row.join(" | "))
                             .filter(|line| !line.trim_matches([' ', '|']).is_empty())
                             .collect();
-                        if let Some((header, rest)) = lines.split_first() {
+                        if let Some(table) = table_section(None, lines) {
                             flush(&mut sections, &mut title, &mut text);
-                            sections.push(Section {
-                                title: None,
-                                page: None,
-                                kind: SectionKind::Rows {
-                                    header: header.clone(),
-                                },
-                                text: if rest.is_empty() {
-                                    header.clone()
-                                } else {
-                                    rest.join("\n")
-                                },
-                            });
+                            sections.push(table);
                         }
                     }
                 }
@@ -412,33 +401,34 @@ pub(crate) fn spreadsheet(bytes: &[u8], legacy: bool) -> Result<Document, Extrac
         let range = workbook
             .worksheet_range(&name)
             .map_err(|e| corrupt(format!("Sheet '{name}' cannot be read ({e}).")))?;
-        let mut lines = range.rows().filter_map(|row| {
+        let lines = range.rows().filter_map(|row| {
             let cells: Vec<String> = row.iter().map(cell_text).collect();
             let used = cells.iter().rposition(|c| !c.is_empty())?;
             Some(cells[..=used].join(" | "))
         });
-        let Some(header) = lines.next() else {
-            continue;
-        };
-        let body: Vec<String> = lines.collect();
-        sections.push(Section {
-            title: Some(name.clone()),
-            page: None,
-            kind: if body.is_empty() {
-                SectionKind::Prose
-            } else {
-                SectionKind::Rows {
-                    header: header.clone(),
-                }
-            },
-            text: if body.is_empty() {
-                header
-            } else {
-                body.join("\n")
-            },
-        });
+        sections.extend(table_section(Some(name.clone()), lines.collect()));
     }
     Ok(Document { sections })
+}
+
+/// A table as a section: its rows under the first one, or, with a single row, that row as
+/// prose (a header with nothing under it would be repeated in its own chunk).
+fn table_section(title: Option<String>, mut lines: Vec<String>) -> Option<Section> {
+    if lines.is_empty() {
+        return None;
+    }
+    let header = lines.remove(0);
+    let (kind, text) = if lines.is_empty() {
+        (SectionKind::Prose, header)
+    } else {
+        (SectionKind::Rows { header }, lines.join("\n"))
+    };
+    Some(Section {
+        title,
+        page: None,
+        kind,
+        text,
+    })
 }
 
 /// The number in a part name like `ppt/slides/slide12.xml`.

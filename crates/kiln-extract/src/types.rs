@@ -90,6 +90,8 @@ pub const SUPPORTED_TYPES: &[FileType] = types! {
     "css" => "text/css", Code, TEXT_LIMIT;
     "toml" => "application/toml", Code, TEXT_LIMIT;
     "ini" => "text/plain", Code, TEXT_LIMIT;
+    // E-mail as it is stored: headers and body as text (MIME parts are not decoded).
+    "eml" => "message/rfc822", Text, TEXT_LIMIT;
 };
 
 /// Formats recognised by their magic bytes that Kiln does not (yet) read.
