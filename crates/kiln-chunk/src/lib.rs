@@ -162,6 +162,7 @@ mod tests {
                 kind,
                 text: text.to_string(),
             }],
+            pages: None,
         }
     }
 

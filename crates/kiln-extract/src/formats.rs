@@ -9,6 +9,7 @@ pub(crate) fn extract(format: Format, bytes: &[u8]) -> Result<Document, ExtractE
         Format::Pptx => return crate::office::pptx(bytes),
         Format::Xlsx => return crate::office::spreadsheet(bytes, false),
         Format::Xls => return crate::office::spreadsheet(bytes, true),
+        Format::Pdf => return crate::pdf::pdf(bytes),
         _ => {}
     }
     let text = decode_text(bytes).ok_or_else(|| {
@@ -24,9 +25,14 @@ pub(crate) fn extract(format: Format, bytes: &[u8]) -> Result<Document, ExtractE
         Format::Tsv => rows(&text, b'\t')?,
         Format::Json | Format::Ndjson => vec![section(None, SectionKind::Prose, json(&text)?)],
         Format::Xml => vec![section(None, SectionKind::Prose, xml(&text)?)],
-        Format::Docx | Format::Pptx | Format::Xlsx | Format::Xls => unreachable!("handled above"),
+        Format::Docx | Format::Pptx | Format::Xlsx | Format::Xls | Format::Pdf => {
+            unreachable!("handled above")
+        }
     };
-    Ok(Document { sections })
+    Ok(Document {
+        sections,
+        pages: None,
+    })
 }
 
 fn section(title: Option<String>, kind: SectionKind, text: String) -> Section {

@@ -6,6 +6,7 @@
 mod decode;
 mod formats;
 mod office;
+mod pdf;
 mod types;
 
 pub use decode::decode_text;
@@ -15,6 +16,9 @@ pub use types::{FileType, Format, SUPPORTED_TYPES, detect};
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Document {
     pub sections: Vec<Section>,
+    /// Pages (PDF) or slides (PowerPoint) in the file, for formats that have them.
+    #[serde(default)]
+    pub pages: Option<u32>,
 }
 
 impl Document {

@@ -340,7 +340,10 @@ pub(crate) fn docx(bytes: &[u8]) -> Result<Document, ExtractError> {
             sections.push(prose(Some(kind.into()), None, joined));
         }
     }
-    Ok(Document { sections })
+    Ok(Document {
+        sections,
+        pages: None,
+    })
 }
 
 /// Inflates every part to nowhere, within the package limits: run before handing a package
@@ -408,7 +411,10 @@ pub(crate) fn spreadsheet(bytes: &[u8], legacy: bool) -> Result<Document, Extrac
         });
         sections.extend(table_section(Some(name.clone()), lines.collect()));
     }
-    Ok(Document { sections })
+    Ok(Document {
+        sections,
+        pages: None,
+    })
 }
 
 /// A table as a section: its rows under the first one, or, with a single row, that row as
@@ -451,6 +457,7 @@ pub(crate) fn pptx(bytes: &[u8]) -> Result<Document, ExtractError> {
         return Err(corrupt("The PowerPoint package has no presentation."));
     }
     slides.sort();
+    let slide_count = slides.len() as u32;
     let mut sections = Vec::new();
     for (number, name) in slides {
         let Some(xml) = package.read(&name)? else {
@@ -497,7 +504,10 @@ pub(crate) fn pptx(bytes: &[u8]) -> Result<Document, ExtractError> {
             .unwrap_or_else(|| format!("Slide {number}"));
         sections.push(prose(Some(title), Some(number), text));
     }
-    Ok(Document { sections })
+    Ok(Document {
+        sections,
+        pages: Some(slide_count),
+    })
 }
 
 #[cfg(test)]

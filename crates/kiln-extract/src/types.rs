@@ -22,6 +22,7 @@ pub enum Format {
     Pptx,
     Xlsx,
     Xls,
+    Pdf,
 }
 
 /// An accepted type: extension, MIME type, extraction format and size limit.
@@ -44,8 +45,9 @@ macro_rules! types {
     };
 }
 
-/// Every accepted type. PDF comes with its extractor.
+/// Every accepted type.
 pub const SUPPORTED_TYPES: &[FileType] = types! {
+    "pdf" => "application/pdf", Pdf, DOCUMENT_LIMIT;
     "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document", Docx, DOCUMENT_LIMIT;
     "pptx" => "application/vnd.openxmlformats-officedocument.presentationml.presentation", Pptx, DOCUMENT_LIMIT;
     "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", Xlsx, DOCUMENT_LIMIT;
@@ -97,7 +99,6 @@ pub const SUPPORTED_TYPES: &[FileType] = types! {
 /// Formats recognised by their magic bytes that Kiln does not (yet) read.
 fn binary_kind(head: &[u8]) -> Option<&'static str> {
     const MAGIC: &[(&[u8], &str)] = &[
-        (b"%PDF-", "PDF"),
         (b"{\\rtf", "RTF"),
         (b"\x89PNG", "a PNG image"),
         (b"\xFF\xD8\xFF", "a JPEG image"),
@@ -182,6 +183,14 @@ pub fn detect(file_name: &str, head: &[u8]) -> Result<&'static FileType, String>
             }),
         };
     }
+    // A PDF reader looks for the header within the first KiB (some writers put bytes
+    // before it).
+    if head[..head.len().min(1024)]
+        .windows(5)
+        .any(|w| w == b"%PDF-")
+    {
+        return Ok(type_of(Format::Pdf));
+    }
     if head.starts_with(OLE_MAGIC) {
         // Legacy Excel is read; a password-protected .docx/.pptx/.xlsx is a compound file too,
         // and reading it says so.
@@ -237,10 +246,18 @@ mod tests {
             detect("A.MD", b"# Title").unwrap().mime_type,
             "text/markdown"
         );
+        assert_eq!(
+            detect("report.txt", b"%PDF-1.7 ...").unwrap().format,
+            Format::Pdf
+        );
+        assert_eq!(
+            detect("scan", b"\r\n%PDF-1.4 ...").unwrap().mime_type,
+            "application/pdf"
+        );
         assert!(
-            detect("report.txt", b"%PDF-1.7 ...")
+            detect("photo.txt", b"\x89PNG\r\n")
                 .unwrap_err()
-                .contains("PDF")
+                .contains("PNG")
         );
         // Office packages are known by their part names, else by their own name.
         assert_eq!(

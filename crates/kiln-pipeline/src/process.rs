@@ -259,11 +259,12 @@ async fn steps(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<Comp
             ));
         }
         Ok(Ok(Err(ExtractError::NoText))) => {
-            return Err(permanent(
-                step,
-                FileErrorCode::NoTextExtracted,
-                "No text could be extracted: the file is empty or contains only whitespace or invisible content.",
-            ));
+            let why = if format == kiln_extract::Format::Pdf {
+                "No text could be extracted: the PDF has no text layer (a scan or images of text). Kiln does not run OCR; run OCR on the file first, then upload it again."
+            } else {
+                "No text could be extracted: the file is empty or contains only whitespace or invisible content."
+            };
+            return Err(permanent(step, FileErrorCode::NoTextExtracted, why));
         }
         Ok(Ok(Err(ExtractError::Corrupt(reason)))) => {
             return Err(permanent(
@@ -307,7 +308,7 @@ async fn steps(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<Comp
     progress(worker, job, Step::Chunking, 10, vec![
         completed(step, format!("Extracted {characters} characters"), json!({
             "duration_ms": clock.elapsed().as_millis() as u64, "bytes": bytes_read, "characters": characters,
-            "sections": document.sections.len(), "format": format, "pages": serde_json::Value::Null,
+            "sections": document.sections.len(), "format": format, "pages": document.pages,
         })),
         started(Step::Chunking),
     ])

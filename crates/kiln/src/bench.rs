@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 
 use crate::server::{Options, Server, load_model};
 
+pub mod extract;
+
 /// SciFact-style documents: `(id, title + "\n" + text)`.
 pub fn load_corpus(path: &Path, limit: usize) -> anyhow::Result<Vec<(String, String)>> {
     let file =
@@ -46,7 +48,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
-fn peak_rss_mib() -> f64 {
+pub(crate) fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -84,6 +84,12 @@ enum BenchCommand {
         #[arg(long, default_value_t = 300)]
         docs: usize,
     },
+    /// Extract every file under DIR (or one file) in this process and report pages/s and MB/s
+    /// per format; PDFs also through poppler's `pdftotext`, with the texts' agreement.
+    Extract {
+        /// A folder (searched recursively) or a single file.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -219,6 +225,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = settings::load(&overrides)?;
             kiln::bench::ingest(&corpus, docs, &config).await
         }
+        Command::Bench {
+            command: BenchCommand::Extract { dir },
+        } => kiln::bench::extract::extract(&dir),
         Command::Model { command } => {
             let config = settings::load(&overrides)?;
             model_command(&config, command)

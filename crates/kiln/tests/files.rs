@@ -435,9 +435,15 @@ async fn bad_uploads_get_clear_envelopes_and_leave_nothing_behind() {
     );
 
     let (s, b) = t
-        .upload(&store, "paper.pdf", b"%PDF-1.7\n...".to_vec(), None)
+        .upload(
+            &store,
+            "letter.rtf",
+            b"{\\rtf1\\ansi Dear reader}".to_vec(),
+            None,
+        )
         .await;
-    assert_envelope(s, &b, 415, "UNSUPPORTED_FILE_TYPE");
+    let error = assert_envelope(s, &b, 415, "UNSUPPORTED_FILE_TYPE");
+    assert!(error.to_string().contains("RTF"), "{error}");
     let (s, b) = t
         .upload(
             &store,

@@ -1,0 +1,92 @@
+//! PDF: the text layer, page by page, read with `pdf_oxide` (chosen by measuring it against
+//! `unpdf` and `pdf-extract` on real documents, see docs/architecture.md).
+//!
+//! Before trusting what the parser returns: a file cut short is refused (a parser would
+//! "recover" whatever pages it reached), and an encrypted file is opened with the empty user
+//! password (a PDF with only an owner password, which merely restricts printing or copying,
+//! opens that way) or else reported as needing a password.
+
+use crate::{Document, ExtractError, Section, SectionKind};
+
+/// More pages than any real document has; a page tree claiming more is hostile.
+const MAX_PAGES: usize = 100_000;
+
+fn corrupt(reason: impl Into<String>) -> ExtractError {
+    ExtractError::Corrupt(reason.into())
+}
+
+/// A complete PDF ends with `%%EOF` (followed at most by a little padding).
+fn has_end_marker(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
+    tail.windows(5).any(|w| w == b"%%EOF")
+}
+
+pub(crate) fn pdf(bytes: &[u8]) -> Result<Document, ExtractError> {
+    if !has_end_marker(bytes) {
+        return Err(corrupt(
+            "The PDF is incomplete (it does not end with the end-of-file marker); upload the whole file.",
+        ));
+    }
+    let document = pdf_oxide::document::PdfDocument::from_bytes(bytes.to_vec())
+        .map_err(|e| corrupt(format!("The PDF cannot be read ({e}).")))?;
+    if document.is_encrypted() {
+        // The empty user password opens files that only restrict permissions.
+        match document.authenticate(b"") {
+            Ok(true) => {}
+            Ok(false) => return Err(ExtractError::Encrypted),
+            Err(e) => {
+                return Err(corrupt(format!(
+                    "The PDF's encryption cannot be read ({e})."
+                )));
+            }
+        }
+    }
+    let pages = match document.page_count() {
+        Ok(n) => n,
+        Err(pdf_oxide::error::Error::EncryptedPdf) => return Err(ExtractError::Encrypted),
+        Err(e) => return Err(corrupt(format!("The PDF has no readable pages ({e})."))),
+    };
+    if pages > MAX_PAGES {
+        return Err(corrupt(format!(
+            "The PDF claims {pages} pages, more than the {MAX_PAGES} Kiln reads."
+        )));
+    }
+    // Plain text in reading order; tables are read as text (laying them out as aligned
+    // columns cost time and did not change what the texts agree on).
+    let options = pdf_oxide::converters::ConversionOptions {
+        extract_tables: false,
+        ..Default::default()
+    };
+    let mut sections = Vec::new();
+    let mut unreadable = 0usize;
+    let mut first_error = None;
+    for index in 0..pages {
+        match document.extract_text_with_options(index, &options) {
+            Ok(text) => {
+                if !text.trim().is_empty() {
+                    sections.push(Section {
+                        title: None,
+                        page: Some(index as u32 + 1),
+                        kind: SectionKind::Prose,
+                        text,
+                    });
+                }
+            }
+            // One damaged page does not lose the others.
+            Err(e) => {
+                unreadable += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    if pages > 0 && unreadable == pages {
+        return Err(corrupt(format!(
+            "No page of the PDF can be read ({}).",
+            first_error.unwrap_or_default()
+        )));
+    }
+    Ok(Document {
+        sections,
+        pages: Some(pages as u32),
+    })
+}
