@@ -163,6 +163,7 @@ mod tests {
                 text: text.to_string(),
             }],
             pages: None,
+            extractor: 0,
         }
     }
 

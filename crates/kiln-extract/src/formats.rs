@@ -32,6 +32,7 @@ pub(crate) fn extract(format: Format, bytes: &[u8]) -> Result<Document, ExtractE
     Ok(Document {
         sections,
         pages: None,
+        extractor: 0,
     })
 }
 

@@ -4,6 +4,8 @@
 //! This crate knows nothing of storage, HTTP or the catalog: bytes in, text out.
 
 mod decode;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 mod formats;
 mod office;
 mod pdf;
@@ -12,6 +14,10 @@ mod types;
 pub use decode::decode_text;
 pub use types::{FileType, Format, SUPPORTED_TYPES, detect};
 
+/// The extractors' version: raised when a change would extract different text, so text stored
+/// by an older version is extracted again instead of reused.
+pub const EXTRACTOR_VERSION: u32 = 2;
+
 /// What extraction produced: sections in reading order.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Document {
@@ -19,6 +25,9 @@ pub struct Document {
     /// Pages (PDF) or slides (PowerPoint) in the file, for formats that have them.
     #[serde(default)]
     pub pages: Option<u32>,
+    /// The `EXTRACTOR_VERSION` that produced it.
+    #[serde(default)]
+    pub extractor: u32,
 }
 
 impl Document {
@@ -72,7 +81,8 @@ pub enum ExtractError {
 
 /// Extracts the text of a file of a detected format.
 pub fn extract(format: Format, bytes: &[u8]) -> Result<Document, ExtractError> {
-    let document = formats::extract(format, bytes)?;
+    let mut document = formats::extract(format, bytes)?;
+    document.extractor = EXTRACTOR_VERSION;
     if document.has_text() {
         Ok(document)
     } else {

@@ -343,6 +343,7 @@ pub(crate) fn docx(bytes: &[u8]) -> Result<Document, ExtractError> {
     Ok(Document {
         sections,
         pages: None,
+        extractor: 0,
     })
 }
 
@@ -414,6 +415,7 @@ pub(crate) fn spreadsheet(bytes: &[u8], legacy: bool) -> Result<Document, Extrac
     Ok(Document {
         sections,
         pages: None,
+        extractor: 0,
     })
 }
 
@@ -445,21 +447,81 @@ fn part_number(name: &str, prefix: &str) -> Option<u32> {
         .ok()
 }
 
+/// The slide parts in the order `presentation.xml` lists them (`sldIdLst`, through the
+/// relationships of the presentation part); parts that are missing are skipped.
+fn presentation_order(
+    package: &mut Package,
+    presentation: &str,
+) -> Result<Vec<String>, ExtractError> {
+    let mut ids = Vec::new();
+    walk(presentation, |event| {
+        if let XmlEvent::Start(e) = event
+            && local(e.name().as_ref()) == "sldId"
+            && let Some(id) = attribute_r_id(e)
+        {
+            ids.push(id);
+        }
+        Ok(())
+    })?;
+    let Some(rels) = package.read("ppt/_rels/presentation.xml.rels")? else {
+        return Ok(Vec::new());
+    };
+    let mut targets = std::collections::HashMap::new();
+    walk(&rels, |event| {
+        if let XmlEvent::Start(e) = event
+            && let (Some(id), Some(target)) = (attribute(e, "Id"), attribute(e, "Target"))
+        {
+            targets.insert(id, target);
+        }
+        Ok(())
+    })?;
+    let names: std::collections::HashSet<String> = package.names().into_iter().collect();
+    Ok(ids
+        .iter()
+        .filter_map(|id| targets.get(id))
+        .map(|target| format!("ppt/{}", target.trim_start_matches("/ppt/")))
+        .filter(|name| names.contains(name))
+        .collect())
+}
+
+/// The relationship ID of a `<p:sldId id="256" r:id="rId2"/>` (the `r:` attribute, not `id`).
+fn attribute_r_id(e: &quick_xml::events::BytesStart<'_>) -> Option<String> {
+    e.attributes()
+        .flatten()
+        .find(|a| a.key.as_ref().ends_with(":id"))
+        .and_then(|a| {
+            a.normalized_value(quick_xml::XmlVersion::default())
+                .ok()
+                .map(|v| v.into_owned())
+        })
+}
+
 /// PowerPoint: slide by slide (page = slide number), each with its speaker notes.
 pub(crate) fn pptx(bytes: &[u8]) -> Result<Document, ExtractError> {
     let mut package = Package::open(bytes, "PowerPoint")?;
-    let mut slides: Vec<(u32, String)> = package
+    let mut parts: Vec<(u32, String)> = package
         .names()
         .into_iter()
         .filter_map(|n| part_number(&n, "ppt/slides/slide").map(|k| (k, n)))
         .collect();
-    if slides.is_empty() && package.read("ppt/presentation.xml")?.is_none() {
+    let presentation = package.read("ppt/presentation.xml")?;
+    if parts.is_empty() && presentation.is_none() {
         return Err(corrupt("The PowerPoint package has no presentation."));
     }
-    slides.sort();
+    parts.sort();
+    // Slide numbers are the presentation's order; part names only when it does not say.
+    let ordered = match &presentation {
+        Some(xml) => presentation_order(&mut package, xml)?,
+        None => Vec::new(),
+    };
+    let slides: Vec<String> = if ordered.is_empty() {
+        parts.into_iter().map(|(_, name)| name).collect()
+    } else {
+        ordered
+    };
     let slide_count = slides.len() as u32;
     let mut sections = Vec::new();
-    for (number, name) in slides {
+    for (name, number) in slides.into_iter().zip(1u32..) {
         let Some(xml) = package.read(&name)? else {
             continue;
         };
@@ -507,6 +569,7 @@ pub(crate) fn pptx(bytes: &[u8]) -> Result<Document, ExtractError> {
     Ok(Document {
         sections,
         pages: Some(slide_count),
+        extractor: 0,
     })
 }
 
@@ -617,14 +680,50 @@ pub(crate) mod tests {
             ("ppt/notesSlides/notesSlide7.xml", notes),
         ]);
         let doc = pptx(&bytes).unwrap();
+        // No slide list in the presentation: part-number order, numbered from 1.
         assert_eq!(doc.sections.len(), 2);
-        assert_eq!(doc.sections[0].page, Some(2));
-        assert_eq!(doc.sections[0].title.as_deref(), Some("Slide 2: Second"));
+        assert_eq!(doc.pages, Some(2));
+        assert_eq!(doc.sections[0].page, Some(1));
+        assert_eq!(doc.sections[0].title.as_deref(), Some("Slide 1: Second"));
         assert_eq!(
             doc.sections[0].text,
             "Second\nsecond line\n\nNotes: Say this slowly."
         );
-        assert_eq!(doc.sections[1].page, Some(10));
+        assert_eq!(doc.sections[1].page, Some(2));
+        assert!(doc.sections[1].text.starts_with("Tenth"));
+    }
+
+    #[test]
+    fn pptx_slides_are_numbered_in_presentation_order() {
+        let slide = |text: &str| {
+            format!(
+                r#"<p:sld xmlns:a="a" xmlns:p="p"><p:cSld><p:spTree><p:sp><p:txBody><a:p><a:r><a:t>{text}</a:t></a:r></a:p></p:txBody></p:sp></p:spTree></p:cSld></p:sld>"#
+            )
+        };
+        // Slides moved around in PowerPoint keep their part names: slide3 is shown first.
+        let presentation = r#"<p:presentation xmlns:p="p" xmlns:r="r"><p:sldIdLst><p:sldId id="258" r:id="rId4"/><p:sldId id="256" r:id="rId2"/><p:sldId id="257" r:id="rId3"/></p:sldIdLst></p:presentation>"#;
+        let rels = r#"<Relationships><Relationship Id="rId2" Type="t/slide" Target="slides/slide1.xml"/><Relationship Id="rId3" Type="t/slide" Target="slides/slide2.xml"/><Relationship Id="rId4" Type="t/slide" Target="/ppt/slides/slide3.xml"/></Relationships>"#;
+        let bytes = package(&[
+            ("ppt/presentation.xml", presentation),
+            ("ppt/_rels/presentation.xml.rels", rels),
+            ("ppt/slides/slide1.xml", &slide("Part one")),
+            ("ppt/slides/slide2.xml", &slide("Part two")),
+            ("ppt/slides/slide3.xml", &slide("Part three")),
+        ]);
+        let doc = pptx(&bytes).unwrap();
+        let shown: Vec<(Option<u32>, &str)> = doc
+            .sections
+            .iter()
+            .map(|s| (s.page, s.text.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                (Some(1), "Part three"),
+                (Some(2), "Part one"),
+                (Some(3), "Part two")
+            ]
+        );
     }
 
     /// A workbook with one sheet of `rows` (inline strings and numbers).

@@ -88,5 +88,69 @@ pub(crate) fn pdf(bytes: &[u8]) -> Result<Document, ExtractError> {
     Ok(Document {
         sections,
         pages: Some(pages as u32),
+        extractor: 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::fixtures::{PdfPage as Page, pdf as build};
+    use crate::{ExtractError, Format, extract};
+
+    #[test]
+    fn pages_in_order_with_their_numbers() {
+        let bytes = build(
+            &[
+                Page::Text(&["Kilns fire clay (stoneware)", "at high heat."]),
+                Page::Graphics,
+                Page::Text(&["Glaze melts into glass."]),
+            ],
+            None,
+        );
+        let doc = extract(Format::Pdf, &bytes).unwrap();
+        assert_eq!(doc.pages, Some(3));
+        let pages: Vec<Option<u32>> = doc.sections.iter().map(|s| s.page).collect();
+        assert_eq!(pages, [Some(1), Some(3)]);
+        assert!(
+            doc.sections[0].text.contains("Kilns fire clay (stoneware)"),
+            "{doc:?}"
+        );
+        assert!(doc.sections[0].text.contains("at high heat."));
+        assert!(doc.sections[1].text.contains("Glaze melts into glass."));
+    }
+
+    #[test]
+    fn no_text_layer_is_no_text() {
+        let bytes = build(&[Page::Graphics, Page::Graphics], None);
+        assert_eq!(extract(Format::Pdf, &bytes), Err(ExtractError::NoText));
+    }
+
+    #[test]
+    fn a_user_password_is_needed_an_owner_password_is_not() {
+        let text = Page::Text(&["Confidential minutes of the kiln committee."]);
+        let locked = build(std::slice::from_ref(&text), Some(("open sesame", "owner")));
+        assert_eq!(extract(Format::Pdf, &locked), Err(ExtractError::Encrypted));
+        let restricted = build(&[text], Some(("", "owner")));
+        let doc = extract(Format::Pdf, &restricted).unwrap();
+        assert!(
+            doc.sections[0]
+                .text
+                .contains("Confidential minutes of the kiln committee."),
+            "{doc:?}"
+        );
+    }
+
+    #[test]
+    fn truncated_and_garbage_are_corrupt() {
+        let bytes = build(&[Page::Text(&["Some text on a page."])], None);
+        let cut = &bytes[..bytes.len() * 2 / 3];
+        assert!(matches!(
+            extract(Format::Pdf, cut),
+            Err(ExtractError::Corrupt(_))
+        ));
+        assert!(matches!(
+            extract(Format::Pdf, b"%PDF-1.7\nnot really a pdf\n%%EOF\n"),
+            Err(ExtractError::Corrupt(_))
+        ));
+    }
 }

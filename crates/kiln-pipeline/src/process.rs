@@ -13,7 +13,7 @@ use kiln_index::ChunkRecord;
 use rand::Rng;
 use serde_json::json;
 
-use crate::{Worker, blocking};
+use crate::{Services, Worker, blocking};
 
 /// Why processing stopped early.
 enum Stop {
@@ -202,14 +202,26 @@ fn step_name(step: Step) -> &'static str {
     }
 }
 
-async fn steps(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<Completion, Stop> {
+/// The text stored by an earlier extraction of this file by the same extractor version.
+async fn stored_text(
+    services: &Services,
+    file: &FileRecord,
+) -> Option<(kiln_extract::Document, i64)> {
+    let bytes = services.blobs.get(&text_path(file)).await.ok()?;
+    let document: kiln_extract::Document = serde_json::from_slice(&bytes).ok()?;
+    (document.extractor == kiln_extract::EXTRACTOR_VERSION)
+        .then_some((document, bytes.len() as i64))
+}
+
+/// Reads the original, extracts its text under the time limit and stores it as `text.json`:
+/// the document, the stored size, and figures for the log.
+async fn extract(
+    worker: &Worker,
+    file: &FileRecord,
+) -> Result<(kiln_extract::Document, i64, serde_json::Value), Stop> {
     let services = &worker.services;
     let config = &worker.config;
-
-    // Extract.
     let step = Step::Extracting;
-    progress(worker, job, step, 0, vec![started(step)]).await?;
-    let clock = Instant::now();
     let original: Bytes = match services.blobs.get(&original_path(file)).await {
         Ok(bytes) => bytes,
         Err(kiln_blobs::BlobError::NotFound(_)) => {
@@ -304,14 +316,45 @@ async fn steps(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<Comp
                 format!("{why}. Kiln retries automatically; if this persists, free space and retry the file."),
             )
         })?;
+    Ok((
+        document,
+        extracted_text_bytes,
+        json!({"bytes": bytes_read, "format": format}),
+    ))
+}
+
+async fn steps(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<Completion, Stop> {
+    let services = &worker.services;
+    let config = &worker.config;
+
+    // Extract, or reuse the text extracted before (a re-process after a chunking change).
+    let step = Step::Extracting;
+    progress(worker, job, step, 0, vec![started(step)]).await?;
+    let clock = Instant::now();
+    let (document, extracted_text_bytes, mut data) = match stored_text(services, file).await {
+        Some((document, bytes)) => (document, bytes, json!({"reused": true})),
+        None => extract(worker, file).await?,
+    };
     let characters = document.characters();
-    progress(worker, job, Step::Chunking, 10, vec![
-        completed(step, format!("Extracted {characters} characters"), json!({
-            "duration_ms": clock.elapsed().as_millis() as u64, "bytes": bytes_read, "characters": characters,
-            "sections": document.sections.len(), "format": format, "pages": document.pages,
-        })),
-        started(Step::Chunking),
-    ])
+    let merge = json!({
+        "duration_ms": clock.elapsed().as_millis() as u64, "characters": characters,
+        "sections": document.sections.len(), "pages": document.pages,
+    });
+    if let (Some(data), Some(merge)) = (data.as_object_mut(), merge.as_object()) {
+        data.extend(merge.clone());
+    }
+    let message = if data["reused"] == true {
+        format!("Reused the {characters} characters extracted before")
+    } else {
+        format!("Extracted {characters} characters")
+    };
+    progress(
+        worker,
+        job,
+        Step::Chunking,
+        10,
+        vec![completed(step, message, data), started(Step::Chunking)],
+    )
     .await?;
 
     // Chunk.

@@ -364,12 +364,7 @@ async fn forced_reprocessing_keeps_the_file_searchable_and_never_duplicates() {
     let chunks = first["chunk_count"].as_u64().unwrap();
     assert!(chunks > 1, "{first}");
 
-    let (s, b) = t
-        .post(
-            &t.files_path(&store, &format!("/{id}/retry?force=true")),
-            json!({}),
-        )
-        .await;
+    let (s, b) = t.force_retry(&store, &id).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["status"], "pending");
     // While it re-processes, search keeps finding it and never sees two copies.
@@ -684,6 +679,17 @@ async fn file_config_and_chunking() {
     let txt = types.iter().find(|t| t["extension"] == "txt").unwrap();
     assert_eq!(txt["max_size_bytes"], 10 * 1024 * 1024);
     assert!(types.iter().any(|t| t["extension"] == "html"));
+    for (extension, mime) in [
+        ("pdf", "application/pdf"),
+        (
+            "docx",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        ),
+    ] {
+        let entry = types.iter().find(|t| t["extension"] == extension).unwrap();
+        assert_eq!(entry["mime_type"], mime);
+        assert_eq!(entry["max_size_bytes"], 50 * 1024 * 1024);
+    }
 
     let path = t.files_path(&store, "/config");
     for bad in [
@@ -694,14 +700,11 @@ async fn file_config_and_chunking() {
         let (s, b, _) = t.call(Method::PATCH, &path, Some(&t.key), Some(bad)).await;
         assert_envelope(s, &b, 422, "VALIDATION_ERROR");
     }
-    let (s, b, _) = t
-        .call(
-            Method::PATCH,
-            &path,
-            Some(&t.key),
-            Some(json!({"chunking": {"max_chunk_tokens": 100, "chunk_overlap_tokens": 0}})),
-        )
-        .await;
+    let set_max_tokens = |max: u32| {
+        let body = json!({"chunking": {"max_chunk_tokens": max, "chunk_overlap_tokens": 0}});
+        t.call(Method::PATCH, &path, Some(&t.key), Some(body))
+    };
+    let (s, b, _) = set_max_tokens(100).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["chunking"]["max_chunk_tokens"], 100);
     let editor = t.key_with_role(Role::Editor).await;
@@ -720,4 +723,47 @@ async fn file_config_and_chunking() {
         .find(|e| e["event"] == "step_completed" && e["step"] == "chunking")
         .unwrap();
     assert_eq!(chunked["data"]["max_chunk_tokens"], 100);
+
+    // A new chunking config and a forced re-process: re-chunked from the stored text, which
+    // is not extracted again.
+    let small = done["chunk_count"].as_i64().unwrap();
+    let usage_path = t.org_path(&format!("/stores/{store}/usage"));
+    let (_, before) = t.get(&usage_path).await;
+    assert!(
+        before["extracted_text_bytes"].as_i64().unwrap() > 0,
+        "{before}"
+    );
+    let (s, b, _) = set_max_tokens(400).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = t.force_retry(&store, &id).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let again = t.settle(&store, &id).await;
+    assert_eq!(again["attempt"], 2, "{again}");
+    assert!(again["chunk_count"].as_i64().unwrap() < small, "{again}");
+    let logs = t.logs(&store, &id).await;
+    let extractions: Vec<&Value> = logs
+        .iter()
+        .filter(|e| e["event"] == "step_completed" && e["step"] == "extracting")
+        .collect();
+    assert_eq!(extractions.len(), 2);
+    assert_eq!(
+        extractions[0]["data"]["format"], "text",
+        "{:?}",
+        extractions[0]
+    );
+    assert_eq!(extractions[0]["data"].get("reused"), None);
+    assert_eq!(
+        extractions[1]["data"]["reused"], true,
+        "{:?}",
+        extractions[1]
+    );
+    assert_eq!(
+        extractions[1]["data"]["characters"],
+        extractions[0]["data"]["characters"]
+    );
+    let (_, after) = t.get(&usage_path).await;
+    assert_eq!(
+        after["extracted_text_bytes"], before["extracted_text_bytes"],
+        "the same stored text: {after}"
+    );
 }

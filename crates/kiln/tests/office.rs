@@ -1,11 +1,12 @@
-//! Word, PowerPoint and Excel files through the whole pipeline (fixtures built here), their
-//! failures (password, damage), and the legacy formats refused at upload.
+//! PDF, Word, PowerPoint and Excel files through the whole pipeline (fixtures built by code),
+//! their failures (password, scan, damage), and the legacy formats refused at upload.
 
 mod common;
 
 use std::io::{Cursor, Write};
 
 use common::{TestServer, assert_envelope};
+use kiln_extract::fixtures::{PdfPage, pdf};
 use serde_json::{Value, json};
 
 fn package(parts: &[(&str, String)]) -> Vec<u8> {
@@ -61,6 +62,35 @@ fn pptx(slides: &[&str]) -> Vec<u8> {
 async fn upload_bytes(t: &TestServer, store: &str, name: &str, bytes: Vec<u8>) -> (u16, Value) {
     let (status, body) = t.upload(store, name, bytes, None).await;
     (status.as_u16(), body)
+}
+
+/// The first search result for `query`, and the whole response for messages.
+async fn top_result(t: &TestServer, store: &str, query: &str, mode: &str) -> (Value, Value) {
+    let (_, found) = t
+        .search(
+            store,
+            json!({"query": query, "mode": mode, "max_results": 3}),
+        )
+        .await;
+    (found["results"][0].clone(), found)
+}
+
+/// The data of the file's `step_completed` log entry for extraction.
+async fn extraction_data(t: &TestServer, store: &str, id: &str) -> Value {
+    let logs = t.logs(store, id).await;
+    logs.into_iter()
+        .find(|e| e["event"] == "step_completed" && e["step"] == "extracting")
+        .map(|e| e["data"].clone())
+        .expect("an extraction entry")
+}
+
+/// Waits for the file to fail with `code` and a message that says `phrase`.
+async fn assert_fails(t: &TestServer, store: &str, id: &str, code: &str, phrase: &str) {
+    let failed = t.settle(store, id).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["error_code"], code, "{failed}");
+    let message = failed["error_message"].as_str().unwrap();
+    assert!(message.contains(phrase), "{failed}");
 }
 
 #[tokio::test]
@@ -156,32 +186,95 @@ async fn word_powerpoint_and_excel_files_become_searchable() {
         let done = t.settle(&store, id).await;
         assert_eq!(done["status"], "completed", "{done}");
     }
-    let logs = t.logs(&store, &word_id).await;
-    let extracted = logs
-        .iter()
-        .find(|e| e["event"] == "step_completed" && e["step"] == "extracting")
-        .unwrap();
-    assert_eq!(extracted["data"]["format"], "docx", "{extracted}");
+    let extracted = extraction_data(&t, &store, &word_id).await;
+    assert_eq!(extracted["format"], "docx", "{extracted}");
 
-    let (_, found) = t
-        .search(
-            &store,
-            json!({"query": "iron oxide celadon reduction", "mode": "keyword", "max_results": 3}),
-        )
-        .await;
-    assert_eq!(found["results"][0]["file_id"], word_id.as_str(), "{found}");
-    let (_, found) = t
-        .search(
-            &store,
-            json!({"query": "space between pots on shelves", "mode": "hybrid", "max_results": 3}),
-        )
-        .await;
-    let top = &found["results"][0];
+    let (top, found) = top_result(&t, &store, "iron oxide celadon reduction", "keyword").await;
+    assert_eq!(top["file_id"], word_id.as_str(), "{found}");
+    let (top, found) = top_result(&t, &store, "space between pots on shelves", "hybrid").await;
     assert_eq!(top["file_id"], deck_id.as_str(), "{found}");
     assert_eq!(
         top["page"], 2,
         "the slide number travels with the chunk: {found}"
     );
+}
+
+#[tokio::test]
+async fn pdf_pages_are_searchable_and_bad_pdfs_fail_with_reasons() {
+    let t = TestServer::start().await;
+    let store = t.store().await;
+    let report = pdf(
+        &[
+            PdfPage::Text(&[
+                "Firing log of the spring season.",
+                "Bisque firings ran to cone 04.",
+            ]),
+            PdfPage::Graphics,
+            PdfPage::Text(&[
+                "The anagama kiln reached cone 12 after five days of stoking with pine.",
+            ]),
+        ],
+        None,
+    );
+    let (status, file) = upload_bytes(&t, &store, "report.pdf", report).await;
+    assert_eq!(status, 201, "{file}");
+    assert_eq!(file["mime_type"], "application/pdf");
+    let report_id = file["id"].as_str().unwrap().to_string();
+    // Only an owner password (copying forbidden): opens without one.
+    let restricted = pdf(
+        &[PdfPage::Text(&[
+            "Restricted copy: salt glazing vapour coats the pots.",
+        ])],
+        Some(("", "owner secret")),
+    );
+    let (_, file) = upload_bytes(&t, &store, "restricted.pdf", restricted).await;
+    let restricted_id = file["id"].as_str().unwrap().to_string();
+    let locked = pdf(
+        &[PdfPage::Text(&["Locked minutes."])],
+        Some(("user secret", "owner secret")),
+    );
+    let (_, file) = upload_bytes(&t, &store, "locked.pdf", locked).await;
+    let locked_id = file["id"].as_str().unwrap().to_string();
+    let (_, file) = upload_bytes(&t, &store, "scan.pdf", pdf(&[PdfPage::Graphics], None)).await;
+    let scan_id = file["id"].as_str().unwrap().to_string();
+    let whole = pdf(&[PdfPage::Text(&["Cut short."])], None);
+    let (_, file) = upload_bytes(&t, &store, "cut.pdf", whole[..whole.len() / 2].to_vec()).await;
+    let cut_id = file["id"].as_str().unwrap().to_string();
+
+    for id in [&report_id, &restricted_id] {
+        let done = t.settle(&store, id).await;
+        assert_eq!(done["status"], "completed", "{done}");
+    }
+    let extracted = extraction_data(&t, &store, &report_id).await;
+    assert_eq!(extracted["format"], "pdf", "{extracted}");
+    assert_eq!(extracted["pages"], 3, "{extracted}");
+
+    let (top, found) = top_result(
+        &t,
+        &store,
+        "how many days of stoking did the anagama need",
+        "hybrid",
+    )
+    .await;
+    assert_eq!(top["file_id"], report_id.as_str(), "{found}");
+    assert_eq!(
+        top["page"], 3,
+        "the page number travels with the chunk: {found}"
+    );
+    let (top, found) = top_result(&t, &store, "salt glazing vapour", "keyword").await;
+    assert_eq!(top["file_id"], restricted_id.as_str(), "{found}");
+    assert_eq!(top["page"], 1, "{found}");
+
+    assert_fails(
+        &t,
+        &store,
+        &locked_id,
+        "ENCRYPTED_FILE",
+        "Remove the password",
+    )
+    .await;
+    assert_fails(&t, &store, &scan_id, "NO_TEXT_EXTRACTED", "OCR").await;
+    assert_fails(&t, &store, &cut_id, "CORRUPT_FILE", "incomplete").await;
 }
 
 #[tokio::test]
@@ -195,16 +288,8 @@ async fn protected_and_damaged_office_files_fail_with_reasons() {
     protected.extend(vec![0u8; 1024]);
     let (status, file) = upload_bytes(&t, &store, "secret.docx", protected).await;
     assert_eq!(status, 201, "{file}");
-    let failed = t.settle(&store, file["id"].as_str().unwrap()).await;
-    assert_eq!(failed["status"], "failed");
-    assert_eq!(failed["error_code"], "ENCRYPTED_FILE", "{failed}");
-    assert!(
-        failed["error_message"]
-            .as_str()
-            .unwrap()
-            .contains("Remove the password"),
-        "{failed}"
-    );
+    let id = file["id"].as_str().unwrap();
+    assert_fails(&t, &store, id, "ENCRYPTED_FILE", "Remove the password").await;
 
     let whole = docx(&[("", "Some words that will be cut off.")]);
     let (status, file) =

@@ -281,6 +281,15 @@ impl TestServer {
     }
 
     /// Polls a file's status until it is `completed` or `failed` (60 s at most).
+    /// `POST .../files/{file}/retry?force=true`.
+    pub async fn force_retry(&self, store: &str, file: &str) -> (StatusCode, Value) {
+        self.post(
+            &self.files_path(store, &format!("/{file}/retry?force=true")),
+            serde_json::json!({}),
+        )
+        .await
+    }
+
     pub async fn settle(&self, store: &str, file: &str) -> Value {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {

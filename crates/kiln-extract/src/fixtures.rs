@@ -1,0 +1,148 @@
+//! Test fixtures written by code, for this crate's tests and the server's (feature
+//! `fixtures`): small PDFs with text pages, pages without text, and the standard security
+//! handler (RC4, 40-bit) with a user and an owner password.
+
+use md5::{Digest, Md5};
+
+/// What a page shows: text lines, or only a filled rectangle (a scan has no text layer).
+pub enum PdfPage<'a> {
+    Text(&'a [&'a str]),
+    Graphics,
+}
+
+const PAD: [u8; 32] = [
+    0x28, 0xBF, 0x4E, 0x5E, 0x4E, 0x75, 0x8A, 0x41, 0x64, 0x00, 0x4E, 0x56, 0xFF, 0xFA, 0x01, 0x08,
+    0x2E, 0x2E, 0x00, 0xB6, 0xD0, 0x68, 0x3E, 0x80, 0x2F, 0x0C, 0xA9, 0xFE, 0x64, 0x53, 0x69, 0x7A,
+];
+const FILE_ID: [u8; 16] = *b"kiln-test-fileid";
+
+fn rc4(key: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut s: Vec<u8> = (0..=255).collect();
+    let mut j = 0u8;
+    for i in 0..256 {
+        j = j.wrapping_add(s[i]).wrapping_add(key[i % key.len()]);
+        s.swap(i, j as usize);
+    }
+    let (mut i, mut j) = (0u8, 0u8);
+    data.iter()
+        .map(|&b| {
+            i = i.wrapping_add(1);
+            j = j.wrapping_add(s[i as usize]);
+            s.swap(i as usize, j as usize);
+            b ^ s[s[i as usize].wrapping_add(s[j as usize]) as usize]
+        })
+        .collect()
+}
+
+fn padded(password: &str) -> Vec<u8> {
+    password.bytes().chain(PAD).take(32).collect()
+}
+
+/// `/O`, `/U` and the file key of revision 2 (ISO 32000-1, algorithms 2–4).
+fn security(user: &str, owner: &str, permissions: i32) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let owner_key = &Md5::digest(padded(owner))[..5];
+    let o = rc4(owner_key, &padded(user));
+    let mut hash = Md5::new();
+    hash.update(padded(user));
+    hash.update(&o);
+    hash.update(permissions.to_le_bytes());
+    hash.update(FILE_ID);
+    let key = hash.finalize()[..5].to_vec();
+    let u = rc4(&key, &PAD);
+    (o, u, key)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// A PDF of `pages`; with `passwords` (user, owner) encrypted with permissions restricted.
+pub fn pdf(pages: &[PdfPage], passwords: Option<(&str, &str)>) -> Vec<u8> {
+    let permissions: i32 = -44; // no modifying, no copying
+    let security = passwords.map(|(user, owner)| security(user, owner, permissions));
+    let mut objects: Vec<Vec<u8>> = Vec::new();
+    let page_ids: Vec<usize> = (0..pages.len()).map(|i| 4 + 2 * i).collect();
+    objects.push(b"<< /Type /Catalog /Pages 2 0 R >>".to_vec());
+    let kids: Vec<String> = page_ids.iter().map(|id| format!("{id} 0 R")).collect();
+    objects.push(
+        format!(
+            "<< /Type /Pages /Kids [{}] /Count {} >>",
+            kids.join(" "),
+            pages.len()
+        )
+        .into_bytes(),
+    );
+    objects.push(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_vec());
+    for (i, page) in pages.iter().enumerate() {
+        let content_id = page_ids[i] + 1;
+        objects.push(
+            format!(
+                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] \
+                 /Resources << /Font << /F1 3 0 R >> >> /Contents {content_id} 0 R >>"
+            )
+            .into_bytes(),
+        );
+        let mut stream = String::new();
+        match page {
+            PdfPage::Text(lines) => {
+                stream.push_str("BT /F1 12 Tf 72 720 Td 16 TL\n");
+                for line in *lines {
+                    let escaped = line
+                        .replace('\\', "\\\\")
+                        .replace('(', "\\(")
+                        .replace(')', "\\)");
+                    stream.push_str(&format!("({escaped}) Tj T*\n"));
+                }
+                stream.push_str("ET");
+            }
+            PdfPage::Graphics => stream.push_str("0.5 g 72 72 400 600 re f"),
+        }
+        let mut data = stream.into_bytes();
+        if let Some((_, _, key)) = &security {
+            let mut object_key = key.clone();
+            object_key.extend_from_slice(&(content_id as u32).to_le_bytes()[..3]);
+            object_key.extend_from_slice(&[0, 0]);
+            data = rc4(&Md5::digest(&object_key)[..10], &data);
+        }
+        let mut object = format!("<< /Length {} >>\nstream\n", data.len()).into_bytes();
+        object.extend_from_slice(&data);
+        object.extend_from_slice(b"\nendstream");
+        objects.push(object);
+    }
+    let mut trailer = format!("/Size {} /Root 1 0 R", objects.len() + 1);
+    if let Some((o, u, _)) = &security {
+        objects.push(
+            format!(
+                "<< /Filter /Standard /V 1 /R 2 /O <{}> /U <{}> /P {permissions} >>",
+                hex(o),
+                hex(u)
+            )
+            .into_bytes(),
+        );
+        trailer = format!(
+            "/Size {} /Root 1 0 R /Encrypt {} 0 R /ID [<{id}> <{id}>]",
+            objects.len() + 1,
+            objects.len(),
+            id = hex(&FILE_ID)
+        );
+    }
+    let mut out = b"%PDF-1.4\n%\xE2\xE3\xCF\xD3\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, object) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
+        out.extend_from_slice(object);
+        out.extend_from_slice(b"\nendobj\n");
+    }
+    let xref = out.len();
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for offset in offsets {
+        out.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!("trailer\n<< {trailer} >>\nstartxref\n{xref}\n%%EOF\n").as_bytes(),
+    );
+    out
+}
