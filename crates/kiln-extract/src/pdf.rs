@@ -21,6 +21,50 @@ fn has_end_marker(bytes: &[u8]) -> bool {
     tail.windows(5).any(|w| w == b"%%EOF")
 }
 
+/// Pages are independent once the document is open: long files are read on up to one thread
+/// per core (the caller's thread among them), pages dealt out in turn. In page order.
+fn pages_in_parallel(
+    document: &pdf_oxide::document::PdfDocument,
+    pages: usize,
+    options: &pdf_oxide::converters::ConversionOptions,
+) -> Vec<(usize, Result<String, String>)> {
+    let read = |index: usize| {
+        let text = document
+            .extract_text_with_options(index, options)
+            .map_err(|e| e.to_string());
+        (index, text)
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(pages.div_ceil(PAGES_PER_THREAD))
+        .max(1);
+    if threads == 1 {
+        return (0..pages).map(read).collect();
+    }
+    let mut out: Vec<(usize, Result<String, String>)> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads)
+            .map(|k| {
+                let read = &read;
+                scope.spawn(move || (k..pages).step_by(threads).map(read).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut out: Vec<_> = (0..pages).step_by(threads).map(read).collect();
+        for helper in helpers {
+            // A panic in a helper is the parser's: carry it to the caller like its own.
+            match helper.join() {
+                Ok(part) => out.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    });
+    out.sort_by_key(|(index, _)| *index);
+    out
+}
+
+/// Below this many pages a second thread costs more than it saves.
+const PAGES_PER_THREAD: usize = 8;
+
 pub(crate) fn pdf(bytes: &[u8]) -> Result<Document, ExtractError> {
     if !has_end_marker(bytes) {
         return Err(corrupt(
@@ -60,8 +104,8 @@ pub(crate) fn pdf(bytes: &[u8]) -> Result<Document, ExtractError> {
     let mut sections = Vec::new();
     let mut unreadable = 0usize;
     let mut first_error = None;
-    for index in 0..pages {
-        match document.extract_text_with_options(index, &options) {
+    for (index, text) in pages_in_parallel(&document, pages, &options) {
+        match text {
             Ok(text) => {
                 if !text.trim().is_empty() {
                     sections.push(Section {
@@ -75,7 +119,7 @@ pub(crate) fn pdf(bytes: &[u8]) -> Result<Document, ExtractError> {
             // One damaged page does not lose the others.
             Err(e) => {
                 unreadable += 1;
-                first_error.get_or_insert(e.to_string());
+                first_error.get_or_insert(e);
             }
         }
     }

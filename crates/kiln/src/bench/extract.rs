@@ -78,7 +78,7 @@ fn pdftotext(path: &Path) -> Result<(String, u64), String> {
         .output()
         .map_err(|e| e.to_string())?;
     if !output.status.success() {
-        return Err(format!("exit status {}", output.status));
+        return Err(output.status.to_string());
     }
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     let pages = text.matches('\u{c}').count() as u64;
