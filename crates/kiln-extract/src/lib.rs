@@ -80,8 +80,17 @@ pub enum ExtractError {
 }
 
 /// Extracts the text of a file of a detected format.
+///
+/// Never panics: a parser that panics on a hostile or broken file (a bug of the parser, such
+/// as an index out of bounds) makes it `Corrupt`.
 pub fn extract(format: Format, bytes: &[u8]) -> Result<Document, ExtractError> {
-    let mut document = formats::extract(format, bytes)?;
+    let parsed =
+        std::panic::catch_unwind(|| formats::extract(format, bytes)).unwrap_or_else(|_| {
+            Err(ExtractError::Corrupt(
+                "the parser stopped on an inconsistency in the file".into(),
+            ))
+        });
+    let mut document = parsed?;
     document.extractor = EXTRACTOR_VERSION;
     if document.has_text() {
         Ok(document)

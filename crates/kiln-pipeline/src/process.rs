@@ -213,53 +213,29 @@ async fn stored_text(
         .then_some((document, bytes.len() as i64))
 }
 
-/// Reads the original, extracts its text under the time limit and stores it as `text.json`:
-/// the document, the stored size, and figures for the log.
-async fn extract(
-    worker: &Worker,
-    file: &FileRecord,
-) -> Result<(kiln_extract::Document, i64, serde_json::Value), Stop> {
-    let services = &worker.services;
-    let config = &worker.config;
+/// Runs an extractor on a thread of its own under the time limit, and turns each way it can
+/// end (too slow, panicked, an extraction error) into the file's error code and message.
+async fn guarded_extraction(
+    limit: Duration,
+    format: kiln_extract::Format,
+    extractor: impl FnOnce() -> Result<kiln_extract::Document, ExtractError> + Send + 'static,
+) -> Result<kiln_extract::Document, Stop> {
     let step = Step::Extracting;
-    let original: Bytes = match services.blobs.get(&original_path(file)).await {
-        Ok(bytes) => bytes,
-        Err(kiln_blobs::BlobError::NotFound(_)) => {
-            return Err(permanent(
-                step,
-                FileErrorCode::InternalError,
-                "The stored original is missing. Upload the file again.",
-            ));
-        }
-        Err(err) => {
-            return Err(transient(
-                step,
-                FileErrorCode::InternalError,
-                format!("Blob storage could not be read ({err}). Kiln retries automatically."),
-            ));
-        }
-    };
-    let file_type = kiln_extract::detect(&file.file_name, &original[..original.len().min(8192)])
-        .map_err(|reason| permanent(step, FileErrorCode::UnsupportedFormat, reason))?;
-    let format = file_type.format;
-    let bytes_read = original.len();
     let extraction = tokio::time::timeout(
-        config.extract_timeout,
+        limit,
         // A thread of its own: a parser stuck on hostile input is abandoned at the time limit
         // without holding up the shared pool.
-        kiln_embed::lane::background_thread("kiln-extract", move || {
-            kiln_extract::extract(format, &original)
-        }),
+        kiln_embed::lane::background_thread("kiln-extract", extractor),
     )
     .await;
-    let document = match extraction {
+    match extraction {
         Err(_) => {
             return Err(permanent(
                 step,
                 FileErrorCode::Timeout,
                 format!(
                     "Extracting the text took longer than {} s. Split the file into smaller files and upload them.",
-                    config.extract_timeout.as_secs()
+                    limit.as_secs()
                 ),
             ));
         }
@@ -295,8 +271,44 @@ async fn extract(
         Ok(Ok(Err(ExtractError::Unsupported(reason)))) => {
             return Err(permanent(step, FileErrorCode::UnsupportedFormat, reason));
         }
-        Ok(Ok(Ok(document))) => document,
+        Ok(Ok(Ok(document))) => Ok(document),
+    }
+}
+
+/// Reads the original, extracts its text under the time limit and stores it as `text.json`:
+/// the document, the stored size, and figures for the log.
+async fn extract(
+    worker: &Worker,
+    file: &FileRecord,
+) -> Result<(kiln_extract::Document, i64, serde_json::Value), Stop> {
+    let services = &worker.services;
+    let config = &worker.config;
+    let step = Step::Extracting;
+    let original: Bytes = match services.blobs.get(&original_path(file)).await {
+        Ok(bytes) => bytes,
+        Err(kiln_blobs::BlobError::NotFound(_)) => {
+            return Err(permanent(
+                step,
+                FileErrorCode::InternalError,
+                "The stored original is missing. Upload the file again.",
+            ));
+        }
+        Err(err) => {
+            return Err(transient(
+                step,
+                FileErrorCode::InternalError,
+                format!("Blob storage could not be read ({err}). Kiln retries automatically."),
+            ));
+        }
     };
+    let file_type = kiln_extract::detect(&file.file_name, &original[..original.len().min(8192)])
+        .map_err(|reason| permanent(step, FileErrorCode::UnsupportedFormat, reason))?;
+    let format = file_type.format;
+    let bytes_read = original.len();
+    let document = guarded_extraction(config.extract_timeout, format, move || {
+        kiln_extract::extract(format, &original)
+    })
+    .await?;
     let text_json = serde_json::to_vec(&document)
         .map_err(|e| permanent(step, FileErrorCode::InternalError, e.to_string()))?;
     let extracted_text_bytes = text_json.len() as i64;
@@ -487,4 +499,68 @@ fn embed_failure(step: Step, err: EmbedError) -> Stop {
         transient,
         retry_after,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_extract::Format;
+
+    /// The code, message and whether it is retried of a guarded extraction's failure.
+    async fn failure(
+        limit: Duration,
+        format: Format,
+        extractor: impl FnOnce() -> Result<kiln_extract::Document, ExtractError> + Send + 'static,
+    ) -> (FileErrorCode, String, bool) {
+        match guarded_extraction(limit, format, extractor).await {
+            Err(Stop::Failed(f)) => (f.code, f.message, f.transient),
+            Err(Stop::Halted(_)) => panic!("halted"),
+            Ok(_) => panic!("extraction succeeded"),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_way_an_extractor_ends_becomes_a_reason() {
+        // A parser that never returns: TIMEOUT at the limit, and the worker goes on.
+        let started = Instant::now();
+        let (code, message, transient) = failure(Duration::from_millis(200), Format::Pdf, || {
+            std::thread::sleep(Duration::from_secs(30));
+            Err(ExtractError::NoText)
+        })
+        .await;
+        assert_eq!(code, FileErrorCode::Timeout);
+        assert!(message.contains("took longer"), "{message}");
+        assert!(!transient);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // A parser that panics: CORRUPT_FILE.
+        let (code, _, _) = failure(Duration::from_secs(5), Format::Docx, || {
+            panic!("index out of bounds in a hostile file")
+        })
+        .await;
+        assert_eq!(code, FileErrorCode::CorruptFile);
+        // Extraction errors, each with its message.
+        let (code, message, _) = failure(Duration::from_secs(5), Format::Pdf, || {
+            Err(ExtractError::NoText)
+        })
+        .await;
+        assert_eq!(code, FileErrorCode::NoTextExtracted);
+        assert!(message.contains("OCR"), "{message}");
+        let (_, message, _) = failure(Duration::from_secs(5), Format::Text, || {
+            Err(ExtractError::NoText)
+        })
+        .await;
+        assert!(message.contains("whitespace"), "{message}");
+        let (code, message, _) = failure(Duration::from_secs(5), Format::Xlsx, || {
+            Err(ExtractError::Encrypted)
+        })
+        .await;
+        assert_eq!(code, FileErrorCode::EncryptedFile);
+        assert!(message.contains("Remove the password"), "{message}");
+        let (code, message, _) = failure(Duration::from_secs(5), Format::Pdf, || {
+            Err(ExtractError::Corrupt("no trailer".into()))
+        })
+        .await;
+        assert_eq!(code, FileErrorCode::CorruptFile);
+        assert!(message.contains("no trailer"), "{message}");
+    }
 }
