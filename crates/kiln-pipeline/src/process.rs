@@ -229,47 +229,39 @@ async fn guarded_extraction(
     )
     .await;
     match extraction {
-        Err(_) => {
-            return Err(permanent(
-                step,
-                FileErrorCode::Timeout,
-                format!(
-                    "Extracting the text took longer than {} s. Split the file into smaller files and upload them.",
-                    limit.as_secs()
-                ),
-            ));
-        }
-        Ok(Err(_panic)) => {
-            return Err(permanent(
-                step,
-                FileErrorCode::CorruptFile,
-                "The file could not be parsed (the parser failed on it). Check that it opens correctly, then upload it again.",
-            ));
-        }
+        Err(_) => Err(permanent(
+            step,
+            FileErrorCode::Timeout,
+            format!(
+                "Extracting the text took longer than {} s. Split the file into smaller files and upload them.",
+                limit.as_secs()
+            ),
+        )),
+        Ok(Err(_panic)) => Err(permanent(
+            step,
+            FileErrorCode::CorruptFile,
+            "The file could not be parsed (the parser failed on it). Check that it opens correctly, then upload it again.",
+        )),
         Ok(Ok(Err(ExtractError::NoText))) => {
             let why = if format == kiln_extract::Format::Pdf {
                 "No text could be extracted: the PDF has no text layer (a scan or images of text). Kiln does not run OCR; run OCR on the file first, then upload it again."
             } else {
                 "No text could be extracted: the file is empty or contains only whitespace or invisible content."
             };
-            return Err(permanent(step, FileErrorCode::NoTextExtracted, why));
+            Err(permanent(step, FileErrorCode::NoTextExtracted, why))
         }
-        Ok(Ok(Err(ExtractError::Corrupt(reason)))) => {
-            return Err(permanent(
-                step,
-                FileErrorCode::CorruptFile,
-                format!("The file is damaged or malformed: {reason}"),
-            ));
-        }
-        Ok(Ok(Err(ExtractError::Encrypted))) => {
-            return Err(permanent(
-                step,
-                FileErrorCode::EncryptedFile,
-                "The file is protected by a password. Remove the password (save an unprotected copy), then upload it again.",
-            ));
-        }
+        Ok(Ok(Err(ExtractError::Corrupt(reason)))) => Err(permanent(
+            step,
+            FileErrorCode::CorruptFile,
+            format!("The file is damaged or malformed: {reason}"),
+        )),
+        Ok(Ok(Err(ExtractError::Encrypted))) => Err(permanent(
+            step,
+            FileErrorCode::EncryptedFile,
+            "The file is protected by a password. Remove the password (save an unprotected copy), then upload it again.",
+        )),
         Ok(Ok(Err(ExtractError::Unsupported(reason)))) => {
-            return Err(permanent(step, FileErrorCode::UnsupportedFormat, reason));
+            Err(permanent(step, FileErrorCode::UnsupportedFormat, reason))
         }
         Ok(Ok(Ok(document))) => Ok(document),
     }
