@@ -204,12 +204,15 @@ async fn missing_file(
 /// Inserts a file with its first job and log entries (inside the caller's transaction).
 pub(crate) async fn insert_file(tx: &mut AnyConnection, new: &NewFile) -> Result<FileRecord> {
     require_store(&mut *tx, &new.organization_id, &new.store_id).await?;
-    let now = Timestamp::created().millis();
+    // The creation time orders lists (strictly increasing, so it may run a little ahead of
+    // the clock in a burst); the queue's times are the clock's, or the job would not be due.
+    let created = Timestamp::created().millis();
+    let now = Timestamp::now().millis();
     sqlx::query(
         "INSERT INTO files (id, organization_id, store_id, file_name, relative_path, \
              mime_type, file_size, sha256, status, current_step, created_by, created_at, \
              updated_at, queued_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 'queued', $9, $10, $10, $10)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 'queued', $9, $10, $11, $11)",
     )
     .bind(&new.id)
     .bind(&new.organization_id)
@@ -220,6 +223,7 @@ pub(crate) async fn insert_file(tx: &mut AnyConnection, new: &NewFile) -> Result
     .bind(new.file_size)
     .bind(new.sha256.clone())
     .bind(&new.created_by)
+    .bind(created)
     .bind(now)
     .execute(&mut *tx)
     .await?;
