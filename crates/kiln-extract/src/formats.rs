@@ -307,8 +307,8 @@ fn rows(text: &str, declared: u8) -> Result<Vec<Section>, ExtractError> {
     )])
 }
 
-/// JSON as readable lines: `path.to.key: value`, one per scalar.
-/// JSON, NDJSON, or JSON values one after another (a `.json` file is often NDJSON): every
+/// JSON as readable lines, `path.to.key: value`, one per scalar, in the document's key order.
+/// JSON, NDJSON, or values one after another (a `.json` file is often NDJSON): every
 /// top-level value, and every item of a top-level array, is a record; records are paragraphs.
 fn json(text: &str) -> Result<String, ExtractError> {
     let mut out = String::new();
