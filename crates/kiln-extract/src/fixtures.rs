@@ -1,8 +1,23 @@
 //! Test fixtures written by code, for this crate's tests and the server's (feature
-//! `fixtures`): small PDFs with text pages, pages without text, and the standard security
-//! handler (RC4, 40-bit) with a user and an owner password.
+//! `fixtures`): ZIP packages (the container of Office files), and small PDFs with text pages,
+//! pages without text, and the standard security handler (RC4, 40-bit) with a user and an
+//! owner password.
+
+use std::io::{Cursor, Write};
 
 use md5::{Digest, Md5};
+
+/// A ZIP package of `parts` (name, content), deflated.
+pub fn zip_package<S: AsRef<str>>(parts: &[(&str, S)]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, content) in parts {
+        writer.start_file(*name, options).unwrap();
+        writer.write_all(content.as_ref().as_bytes()).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
 
 /// What a page shows: text lines, or only a filled rectangle (a scan has no text layer).
 pub enum PdfPage<'a> {

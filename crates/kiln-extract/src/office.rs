@@ -579,17 +579,7 @@ pub(crate) mod tests {
 
     use super::*;
 
-    /// A ZIP package of `parts` (name, content), deflated.
-    pub(crate) fn package(parts: &[(&str, &str)]) -> Vec<u8> {
-        let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        let options = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated);
-        for (name, content) in parts {
-            writer.start_file(*name, options).unwrap();
-            writer.write_all(content.as_bytes()).unwrap();
-        }
-        writer.finish().unwrap().into_inner()
-    }
+    pub(crate) use crate::fixtures::zip_package as package;
 
     const W: &str = r#"xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main""#;
 

@@ -6,19 +6,8 @@ mod common;
 use std::io::{Cursor, Write};
 
 use common::{TestServer, assert_envelope};
-use kiln_extract::fixtures::{PdfPage, pdf};
+use kiln_extract::fixtures::{PdfPage, pdf, zip_package as package};
 use serde_json::{Value, json};
-
-fn package(parts: &[(&str, String)]) -> Vec<u8> {
-    let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let options = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated);
-    for (name, content) in parts {
-        writer.start_file(*name, options).unwrap();
-        writer.write_all(content.as_bytes()).unwrap();
-    }
-    writer.finish().unwrap().into_inner()
-}
 
 fn docx(paragraphs: &[(&str, &str)]) -> Vec<u8> {
     let body: String = paragraphs
@@ -303,24 +292,17 @@ async fn protected_and_damaged_office_files_fail_with_reasons() {
 async fn legacy_and_other_containers_are_refused_at_upload() {
     let t = TestServer::start().await;
     let store = t.store().await;
-    let odt = {
+    // OpenDocument and EPUB start with an uncompressed `mimetype` entry.
+    let mimetype_first = |mime: &str| {
         let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
         let stored = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Stored);
         writer.start_file("mimetype", stored).unwrap();
-        writer
-            .write_all(b"application/vnd.oasis.opendocument.text")
-            .unwrap();
+        writer.write_all(mime.as_bytes()).unwrap();
         writer.finish().unwrap().into_inner()
     };
-    let epub = {
-        let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        let stored = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored);
-        writer.start_file("mimetype", stored).unwrap();
-        writer.write_all(b"application/epub+zip").unwrap();
-        writer.finish().unwrap().into_inner()
-    };
+    let odt = mimetype_first("application/vnd.oasis.opendocument.text");
+    let epub = mimetype_first("application/epub+zip");
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
             "old.doc",
