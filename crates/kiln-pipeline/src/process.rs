@@ -268,11 +268,11 @@ async fn guarded_extraction(
 }
 
 /// Reads the original, extracts its text under the time limit and stores it as `text.json`:
-/// the document, the stored size, and figures for the log.
+/// the document, the stored size, the original's size and its format.
 async fn extract(
     worker: &Worker,
     file: &FileRecord,
-) -> Result<(kiln_extract::Document, i64, serde_json::Value), Stop> {
+) -> Result<(kiln_extract::Document, i64, usize, kiln_extract::Format), Stop> {
     let services = &worker.services;
     let config = &worker.config;
     let step = Step::Extracting;
@@ -320,11 +320,7 @@ async fn extract(
                 format!("{why}. Kiln retries automatically; if this persists, free space and retry the file."),
             )
         })?;
-    Ok((
-        document,
-        extracted_text_bytes,
-        json!({"bytes": bytes_read, "format": format}),
-    ))
+    Ok((document, extracted_text_bytes, bytes_read, format))
 }
 
 async fn steps(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<Completion, Stop> {
@@ -335,23 +331,24 @@ async fn steps(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<Comp
     let step = Step::Extracting;
     progress(worker, job, step, 0, vec![started(step)]).await?;
     let clock = Instant::now();
-    let (document, extracted_text_bytes, mut data) = match stored_text(services, file).await {
-        Some((document, bytes)) => (document, bytes, json!({"reused": true})),
-        None => extract(worker, file).await?,
+    // `parsed`: the original's size and format when it was parsed now, None when reused.
+    let (document, extracted_text_bytes, parsed) = match stored_text(services, file).await {
+        Some((document, stored_bytes)) => (document, stored_bytes, None),
+        None => {
+            let (document, stored_bytes, bytes_read, format) = extract(worker, file).await?;
+            (document, stored_bytes, Some((bytes_read, format)))
+        }
     };
     let characters = document.characters();
-    let merge = json!({
-        "duration_ms": clock.elapsed().as_millis() as u64, "characters": characters,
-        "sections": document.sections.len(), "pages": document.pages,
-    });
-    if let (Some(data), Some(merge)) = (data.as_object_mut(), merge.as_object()) {
-        data.extend(merge.clone());
-    }
-    let message = if data["reused"] == true {
-        format!("Reused the {characters} characters extracted before")
-    } else {
-        format!("Extracted {characters} characters")
+    let message = match parsed {
+        Some(_) => format!("Extracted {characters} characters"),
+        None => format!("Reused the {characters} characters extracted before"),
     };
+    let data = json!({
+        "duration_ms": clock.elapsed().as_millis() as u64, "characters": characters,
+        "sections": document.sections.len(), "pages": document.pages, "reused": parsed.is_none(),
+        "bytes": parsed.map(|(bytes, _)| bytes), "format": parsed.map(|(_, format)| format),
+    });
     progress(
         worker,
         job,

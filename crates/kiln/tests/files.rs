@@ -751,7 +751,7 @@ async fn file_config_and_chunking() {
         "{:?}",
         extractions[0]
     );
-    assert_eq!(extractions[0]["data"].get("reused"), None);
+    assert_eq!(extractions[0]["data"]["reused"], false);
     assert_eq!(
         extractions[1]["data"]["reused"], true,
         "{:?}",
