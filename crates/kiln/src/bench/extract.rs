@@ -120,22 +120,18 @@ pub fn extract(dir: &Path) -> anyhow::Result<()> {
             .unwrap_or("?")
             .to_string();
         let started = Instant::now();
-        let result = std::panic::catch_unwind(|| kiln_extract::extract(file_type.format, &bytes));
+        let result = kiln_extract::extract(file_type.format, &bytes);
         let seconds = started.elapsed().as_secs_f64();
         let tally = by_format.entry(format).or_default();
         let (document, outcome) = match result {
-            Ok(Ok(document)) => {
+            Ok(document) => {
                 let pages = u64::from(document.pages.unwrap_or(1));
                 tally.add(bytes.len() as u64, pages, seconds);
                 (Some(document), "ok".to_string())
             }
-            Ok(Err(error)) => {
+            Err(error) => {
                 tally.failed += 1;
                 (None, format!("{error:?}"))
-            }
-            Err(_) => {
-                tally.failed += 1;
-                (None, "parser panicked".to_string())
             }
         };
         if file_type.format != Format::Pdf {
