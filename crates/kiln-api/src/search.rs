@@ -43,9 +43,22 @@ pub struct SearchRequest {
     pub score_threshold: Option<f32>,
 }
 
+/// A search over several stores of the organization: either `store_ids` or `slice_id`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct KnowledgeSearchRequest {
+    /// 1–100 stores of the organization.
+    pub store_ids: Option<Vec<String>>,
+    /// Every store of this slice.
+    pub slice_id: Option<String>,
+    #[serde(flatten)]
+    pub search: SearchRequest,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SearchResult {
     pub store_id: String,
+    /// The store's name (an extension of the contract's fields).
+    pub store_name: String,
     pub file_id: String,
     pub file_name: String,
     pub relative_path: Option<String>,
@@ -64,15 +77,19 @@ pub struct SearchResponse {
     pub took_ms: u64,
 }
 
+/// The most stores one search may name in `store_ids`.
+pub const MAX_STORES: usize = 100;
+
 /// Candidates taken from each list before fusion.
 const FUSION_DEPTH: usize = 50;
 /// Reciprocal-rank fusion constant.
 const RRF_K: f32 = 60.0;
 
+/// Searches `stores` (`(id, name)`, already checked to be the organization's).
 pub async fn search(
     app: &AppState,
     organization_id: &str,
-    store_ids: Vec<String>,
+    stores: Vec<(String, String)>,
     request: SearchRequest,
 ) -> Result<SearchResponse, ApiError> {
     let started = Instant::now();
@@ -111,6 +128,8 @@ pub async fn search(
         return Err(ApiError::validation(problems));
     }
     let top_k = top_k as usize;
+    let store_names: HashMap<String, String> = stores.into_iter().collect();
+    let store_ids: Vec<String> = store_names.keys().cloned().collect();
 
     let files = app
         .catalog
@@ -193,6 +212,7 @@ pub async fn search(
         .filter_map(|hit| {
             let file = files.get(&hit.file_id)?;
             Some(SearchResult {
+                store_name: store_names.get(&hit.store_id).cloned().unwrap_or_default(),
                 store_id: hit.store_id,
                 file_name: file.file_name.clone(),
                 relative_path: file.relative_path.clone(),

@@ -113,6 +113,36 @@ impl Catalog {
         Ok(Page::new(items, total, window))
     }
 
+    /// The name of one of the organization's stores (`NotFound` otherwise): a light lookup
+    /// for search, without the store's file figures.
+    pub async fn store_name(&self, organization_id: &str, id: &str) -> Result<String> {
+        sqlx::query_scalar("SELECT name FROM stores WHERE organization_id = $1 AND id = $2")
+            .bind(organization_id)
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?
+            .ok_or(CatalogError::NotFound(Resource::Store))
+    }
+
+    /// `(id, name)` of every store in one of the organization's slices, oldest first
+    /// (`NotFound` for a slice that is not the organization's).
+    pub async fn slice_store_names(
+        &self,
+        organization_id: &str,
+        slice_id: &str,
+    ) -> Result<Vec<(String, String)>> {
+        self.get_slice(organization_id, slice_id).await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, name FROM stores WHERE organization_id = $1 AND slice_id = $2 \
+             ORDER BY created_at, id",
+        )
+        .bind(organization_id)
+        .bind(slice_id)
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows)
+    }
+
     pub async fn get_store(&self, organization_id: &str, id: &str) -> Result<Store> {
         self.fetch_store(&self.read, organization_id, id).await
     }

@@ -57,6 +57,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(files::store_usage))
         .routes(routes!(files::organization_usage))
         .routes(routes!(search::search_store))
+        .routes(routes!(search::search_knowledge))
 }
 
 /// A path naming a slice.

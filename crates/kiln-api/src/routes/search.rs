@@ -6,9 +6,9 @@ use axum::extract::State;
 use super::StoreRef;
 use crate::AppState;
 use crate::auth::{Authorized, Reader};
-use crate::error::{ApiError, ErrorEnvelope};
+use crate::error::{ApiError, ErrorEnvelope, FieldError};
 use crate::extract::{ApiJson, ApiPath};
-use crate::search::{SearchRequest, SearchResponse, search};
+use crate::search::{KnowledgeSearchRequest, MAX_STORES, SearchRequest, SearchResponse, search};
 
 /// Search one store.
 #[utoipa::path(post, path = "/v1/organizations/{organization_id}/stores/{store_id}/search",
@@ -22,9 +22,63 @@ pub(crate) async fn search_store(
     ApiJson(body): ApiJson<SearchRequest>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     let org = auth.organization_id();
+    let name = store_name(&app, org, &store_id).await?;
+    Ok(Json(search(&app, org, vec![(store_id, name)], body).await?))
+}
+
+/// Search several stores of the organization at once: those named in `store_ids`, or every
+/// store of `slice_id`. A store or slice of another organization is 404, like a missing one.
+#[utoipa::path(post, path = "/v1/organizations/{organization_id}/knowledge/search",
+    tag = "Search", security(("bearer" = []), ("api_key" = [])),
+    params(("organization_id" = String, Path)), request_body = KnowledgeSearchRequest,
+    responses((status = 200, body = SearchResponse), (status = "4XX", body = ErrorEnvelope)))]
+pub(crate) async fn search_knowledge(
+    State(app): State<AppState>,
+    auth: Authorized<Reader>,
+    ApiJson(body): ApiJson<KnowledgeSearchRequest>,
+) -> Result<Json<SearchResponse>, ApiError> {
+    let org = auth.organization_id();
+    let stores = match (body.store_ids, body.slice_id) {
+        (Some(ids), None) if (1..=MAX_STORES).contains(&ids.len()) => {
+            let mut stores = Vec::with_capacity(ids.len());
+            for id in ids {
+                if stores.iter().any(|(known, _)| *known == id) {
+                    continue;
+                }
+                let name = store_name(&app, org, &id).await?;
+                stores.push((id, name));
+            }
+            stores
+        }
+        (Some(_), None) => {
+            return Err(ApiError::validation(vec![FieldError::new(
+                "store_ids",
+                format!("must name 1 to {MAX_STORES} stores"),
+            )]));
+        }
+        (None, Some(slice_id)) => app
+            .catalog
+            .slice_store_names(org, &slice_id)
+            .await
+            .map_err(|e| ApiError::from(e).detail_if_not_found("slice_id", &slice_id))?,
+        (store_ids, _) => {
+            let message = if store_ids.is_some() {
+                "give either store_ids or slice_id, not both"
+            } else {
+                "one of store_ids or slice_id is required"
+            };
+            return Err(ApiError::validation(vec![
+                FieldError::new("store_ids", message),
+                FieldError::new("slice_id", message),
+            ]));
+        }
+    };
+    Ok(Json(search(&app, org, stores, body.search).await?))
+}
+
+async fn store_name(app: &AppState, org: &str, store_id: &str) -> Result<String, ApiError> {
     app.catalog
-        .get_store(org, &store_id)
+        .store_name(org, store_id)
         .await
-        .map_err(|e| ApiError::from(e).detail_if_not_found("store_id", &store_id))?;
-    Ok(Json(search(&app, org, vec![store_id], body).await?))
+        .map_err(|e| ApiError::from(e).detail_if_not_found("store_id", store_id))
 }
