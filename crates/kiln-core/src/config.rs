@@ -17,6 +17,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub embedding: EmbeddingConfig,
     pub workers: WorkerConfig,
+    pub index: IndexConfig,
     pub log: LogConfig,
 }
 
@@ -30,6 +31,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             embedding: EmbeddingConfig::default(),
             workers: WorkerConfig::default(),
+            index: IndexConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -200,6 +202,29 @@ impl Default for OpenAiEmbeddingConfig {
             dimensions: 384,
             batch_size: 32,
             timeout_secs: 30,
+        }
+    }
+}
+
+/// The embedded index's vector search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexConfig {
+    /// Stores with at least this many chunks are searched through an HNSW graph; smaller
+    /// ones exactly.
+    pub ann_threshold: usize,
+    /// HNSW candidate list while searching (`ef_search`): higher is slower and more exact.
+    pub ann_expansion_search: usize,
+    /// A graph search takes `top_k × this` candidates and keeps the best by exact score.
+    pub ann_rescore_factor: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig {
+            ann_threshold: 20_000,
+            ann_expansion_search: 128,
+            ann_rescore_factor: 3,
         }
     }
 }

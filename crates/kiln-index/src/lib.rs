@@ -1,13 +1,18 @@
 //! Kiln's embedded chunk index. Keyword search is BM25 over tantivy (English stemming);
-//! vector search is an exact scan over unit vectors (dot product). Chunks carry
-//! `(store, file, generation, chunk_index)`: the caller decides which generation of a file is
-//! active (the catalog's flip) and the index filters by it, so replacing a file's chunks is
-//! "write the new generation, flip, delete the old" with no window in which it is missing.
+//! vector search is by dot product over unit vectors: an exact scan for small stores, an HNSW
+//! graph above a threshold (`vectors`). Chunks carry `(store, file, generation,
+//! chunk_index)`: the caller decides which generation of a file is active (the catalog's flip)
+//! and the index filters by it, so replacing a file's chunks is "write the new generation,
+//! flip, delete the old" with no window in which it is missing.
 //!
-//! Vectors are stored with the chunks and cached per store in memory on first use.
+//! Every chunk is a tantivy document holding its text and its f32 vector, under a unique
+//! `key`; per-store vector structures are derived from those documents on first use.
+
+mod vectors;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tantivy::collector::TopDocs;
@@ -16,7 +21,12 @@ use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
     TextOptions, Value,
 };
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term, doc};
+use tantivy::{
+    DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term, doc,
+};
+
+pub use vectors::AnnOptions;
+use vectors::{Row, StoreVectors};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -28,6 +38,8 @@ pub enum IndexError {
     Dimensions { expected: usize, got: usize },
     #[error("the index writer is unavailable (a previous write panicked)")]
     Poisoned,
+    #[error("vector graph: {0}")]
+    Vectors(String),
 }
 
 pub type Result<T, E = IndexError> = std::result::Result<T, E>;
@@ -66,6 +78,7 @@ pub struct Scope<'a> {
 struct Fields {
     store: Field,
     file: Field,
+    key: Field,
     generation_key: Field,
     chunk_key: Field,
     generation: Field,
@@ -75,12 +88,8 @@ struct Fields {
     vector: Field,
 }
 
-/// One store's vectors, flat, with the chunk each row belongs to.
-#[derive(Default, Clone)]
-struct StoreVectors {
-    keys: Vec<(Arc<str>, u64, u32)>,
-    data: Vec<f32>,
-}
+/// One store's vectors, behind its own lock so searches of one store never wait for another.
+type SharedVectors = Arc<RwLock<StoreVectors>>;
 
 pub struct ChunkIndex {
     index: Index,
@@ -88,7 +97,14 @@ pub struct ChunkIndex {
     writer: Mutex<IndexWriter>,
     fields: Fields,
     dimensions: usize,
-    vectors: RwLock<HashMap<String, Arc<StoreVectors>>>,
+    ann: AnnOptions,
+    /// Where vector graphs are saved.
+    graphs: PathBuf,
+    vectors: RwLock<HashMap<String, SharedVectors>>,
+    /// Held while vector structures change (adds, deletes, a store's first load), so a store
+    /// being loaded never misses chunks added meanwhile. Searches do not take it.
+    vector_writes: Mutex<()>,
+    next_key: AtomicU64,
 }
 
 const TEXT_TOKENIZER: &str = "en_stem";
@@ -105,7 +121,13 @@ fn chunk_key(file_id: &str, generation: u64, chunk_index: u32) -> String {
 impl ChunkIndex {
     /// Opens (creating if needed) the index in `dir` for vectors of `dimensions`.
     pub fn open(dir: &Path, dimensions: usize) -> Result<ChunkIndex> {
-        std::fs::create_dir_all(dir)?;
+        ChunkIndex::open_with(dir, dimensions, AnnOptions::default())
+    }
+
+    /// Opens with explicit approximate-search settings.
+    pub fn open_with(dir: &Path, dimensions: usize, ann: AnnOptions) -> Result<ChunkIndex> {
+        let graphs = dir.join("vectors");
+        std::fs::create_dir_all(&graphs)?;
         let mut builder = Schema::builder();
         let text_options = TextOptions::default().set_stored().set_indexing_options(
             TextFieldIndexing::default()
@@ -114,11 +136,12 @@ impl ChunkIndex {
         );
         let fields = Fields {
             store: builder.add_text_field("store", STRING | STORED),
-            file: builder.add_text_field("file", STRING | STORED),
+            file: builder.add_text_field("file", STRING | STORED | FAST),
+            key: builder.add_u64_field("key", INDEXED | STORED | FAST),
             generation_key: builder.add_text_field("generation_key", STRING),
             chunk_key: builder.add_text_field("chunk_key", STRING),
             generation: builder.add_u64_field("generation", INDEXED | STORED | FAST),
-            chunk_index: builder.add_u64_field("chunk_index", STORED),
+            chunk_index: builder.add_u64_field("chunk_index", STORED | FAST),
             page: builder.add_u64_field("page", STORED),
             text: builder.add_text_field("text", text_options),
             vector: builder.add_bytes_field("vector", STORED),
@@ -126,19 +149,37 @@ impl ChunkIndex {
         let schema = builder.build();
         let directory = tantivy::directory::MmapDirectory::open(dir)
             .map_err(|e| IndexError::Io(std::io::Error::other(e.to_string())))?;
-        let index = Index::open_or_create(directory, schema)?;
+        let index = Index::open_or_create(directory, schema).map_err(|e| match e {
+            tantivy::TantivyError::SchemaError(_) => {
+                IndexError::Io(std::io::Error::other(format!(
+                    "the index in {} was written by an older Kiln ({e}); it is derived data: move \
+                 that folder away and re-process the files (retry with force=true)",
+                    dir.display()
+                )))
+            }
+            other => IndexError::Tantivy(other),
+        })?;
         let writer = index.writer(WRITER_HEAP)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
+        let searcher = reader.searcher();
+        let mut max_key = 0;
+        for segment in searcher.segment_readers() {
+            max_key = max_key.max(segment.fast_fields().u64("key")?.max_value());
+        }
         Ok(ChunkIndex {
             index,
             reader,
             writer: Mutex::new(writer),
             fields,
             dimensions,
+            ann,
+            graphs,
             vectors: RwLock::new(HashMap::new()),
+            vector_writes: Mutex::new(()),
+            next_key: AtomicU64::new(max_key + 1),
         })
     }
 
@@ -158,12 +199,20 @@ impl ChunkIndex {
             }
         }
         let f = &self.fields;
+        let _vectors = self
+            .vector_writes
+            .lock()
+            .map_err(|_| IndexError::Poisoned)?;
+        let first_key = self
+            .next_key
+            .fetch_add(chunks.len() as u64, Ordering::Relaxed);
         {
             let mut writer = self.writer.lock().map_err(|_| IndexError::Poisoned)?;
-            for chunk in chunks {
+            for (chunk, key) in chunks.iter().zip(first_key..) {
                 let mut document = doc!(
                     f.store => chunk.store_id.as_str(),
                     f.file => chunk.file_id.as_str(),
+                    f.key => key,
                     f.generation_key => generation_key(&chunk.file_id, chunk.generation),
                     f.chunk_key => chunk_key(&chunk.file_id, chunk.generation, chunk.chunk_index),
                     f.generation => chunk.generation,
@@ -179,20 +228,79 @@ impl ChunkIndex {
             writer.commit()?;
         }
         self.reader.reload()?;
-        // Keep loaded vector caches in step.
-        let mut cache = self.vectors.write().map_err(|_| IndexError::Poisoned)?;
-        for chunk in chunks {
-            if let Some(entry) = cache.get_mut(&chunk.store_id) {
-                let store = Arc::make_mut(entry);
-                store.keys.push((
-                    Arc::from(chunk.file_id.as_str()),
-                    chunk.generation,
-                    chunk.chunk_index,
-                ));
-                store.data.extend_from_slice(&chunk.vector);
+        // Keep loaded vector structures in step.
+        let mut by_store: HashMap<&str, Vec<(Row, Vec<f32>)>> = HashMap::new();
+        for (chunk, key) in chunks.iter().zip(first_key..) {
+            by_store.entry(&chunk.store_id).or_default().push((
+                Row {
+                    key,
+                    file: Arc::from(chunk.file_id.as_str()),
+                    generation: chunk.generation,
+                },
+                chunk.vector.clone(),
+            ));
+        }
+        for (store_id, rows) in by_store {
+            let Some(shared) = self.loaded(store_id)? else {
+                continue;
+            };
+            let mut store = shared.write().map_err(|_| IndexError::Poisoned)?;
+            store.insert(rows)?;
+            if !store.is_graph() && store.len() >= self.ann.threshold {
+                store.build_graph(self.dimensions, &self.ann)?;
+                store.save(&self.graph_path(store_id), self.dimensions)?;
             }
         }
         Ok(())
+    }
+
+    /// Saves every loaded vector graph, so the next start opens them instead of rebuilding.
+    /// Call at shutdown; chunks added after the last save are re-read from the documents.
+    pub fn persist(&self) -> Result<()> {
+        let _vectors = self
+            .vector_writes
+            .lock()
+            .map_err(|_| IndexError::Poisoned)?;
+        let loaded: Vec<(String, SharedVectors)> = self
+            .vectors
+            .read()
+            .map_err(|_| IndexError::Poisoned)?
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (store_id, shared) in loaded {
+            let store = shared.read().map_err(|_| IndexError::Poisoned)?;
+            store.save(&self.graph_path(&store_id), self.dimensions)?;
+        }
+        Ok(())
+    }
+
+    /// Loads a store's vectors now (building and saving its graph if it is large and has
+    /// none), instead of at its first search.
+    pub fn warm(&self, store_id: &str) -> Result<()> {
+        self.store_vectors(store_id).map(|_| ())
+    }
+
+    /// How a store's vectors are searched right now: `Some(true)` through a graph,
+    /// `Some(false)` exactly, `None` when not loaded yet.
+    pub fn uses_graph(&self, store_id: &str) -> Result<Option<bool>> {
+        Ok(match self.loaded(store_id)? {
+            Some(shared) => Some(shared.read().map_err(|_| IndexError::Poisoned)?.is_graph()),
+            None => None,
+        })
+    }
+
+    fn graph_path(&self, store_id: &str) -> PathBuf {
+        self.graphs.join(format!("{store_id}.usearch"))
+    }
+
+    fn loaded(&self, store_id: &str) -> Result<Option<SharedVectors>> {
+        Ok(self
+            .vectors
+            .read()
+            .map_err(|_| IndexError::Poisoned)?
+            .get(store_id)
+            .cloned())
     }
 
     /// Deletes one generation of a file.
@@ -201,50 +309,88 @@ impl ChunkIndex {
             self.fields.generation_key,
             &generation_key(file_id, generation),
         );
-        self.delete(term, |key| key.0.as_ref() == file_id && key.1 == generation)
+        self.delete(term, |row| {
+            row.file.as_ref() == file_id && row.generation == generation
+        })
     }
 
     /// Deletes every generation of a file.
     pub fn delete_file(&self, file_id: &str) -> Result<()> {
         let term = Term::from_field_text(self.fields.file, file_id);
-        self.delete(term, |key| key.0.as_ref() == file_id)
+        self.delete(term, |row| row.file.as_ref() == file_id)
     }
 
     /// Deletes everything of a store.
     pub fn delete_store(&self, store_id: &str) -> Result<()> {
         let term = Term::from_field_text(self.fields.store, store_id);
         self.delete(term, |_| true)?;
+        let _vectors = self
+            .vector_writes
+            .lock()
+            .map_err(|_| IndexError::Poisoned)?;
         self.vectors
             .write()
             .map_err(|_| IndexError::Poisoned)?
             .remove(store_id);
+        let graph = self.graph_path(store_id);
+        for path in [graph.clone(), graph.with_extension("json")] {
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(e.into());
+            }
+        }
         Ok(())
     }
 
-    fn delete(&self, term: Term, matches: impl Fn(&(Arc<str>, u64, u32)) -> bool) -> Result<()> {
+    fn delete(&self, term: Term, matches: impl Fn(&Row) -> bool) -> Result<()> {
+        let _vectors = self
+            .vector_writes
+            .lock()
+            .map_err(|_| IndexError::Poisoned)?;
         {
             let mut writer = self.writer.lock().map_err(|_| IndexError::Poisoned)?;
             writer.delete_term(term);
             writer.commit()?;
         }
         self.reader.reload()?;
-        let mut cache = self.vectors.write().map_err(|_| IndexError::Poisoned)?;
-        for entry in cache.values_mut() {
-            if !entry.keys.iter().any(&matches) {
-                continue;
-            }
-            let dims = self.dimensions;
-            let mut kept = StoreVectors::default();
-            for (i, key) in entry.keys.iter().enumerate() {
-                if !matches(key) {
-                    kept.keys.push(key.clone());
-                    kept.data
-                        .extend_from_slice(&entry.data[i * dims..(i + 1) * dims]);
-                }
-            }
-            *entry = Arc::new(kept);
+        let loaded: Vec<SharedVectors> = self
+            .vectors
+            .read()
+            .map_err(|_| IndexError::Poisoned)?
+            .values()
+            .cloned()
+            .collect();
+        for shared in loaded {
+            let mut store = shared.write().map_err(|_| IndexError::Poisoned)?;
+            store.remove(self.dimensions, &matches)?;
         }
         Ok(())
+    }
+
+    /// Every chunk in the index, all stores and generations (for tools: benchmarks, exports).
+    pub fn export(&self) -> Result<Vec<ChunkRecord>> {
+        let searcher = self.reader.searcher();
+        let addresses = searcher.search(
+            &tantivy::query::AllQuery,
+            &tantivy::collector::DocSetCollector,
+        )?;
+        let mut chunks = Vec::with_capacity(addresses.len());
+        for address in addresses {
+            let document: TantivyDocument = searcher.doc(address)?;
+            let vector = self.stored_vector(&document);
+            let hit = self.hit(&document, 0.0);
+            chunks.push(ChunkRecord {
+                store_id: hit.store_id,
+                file_id: hit.file_id,
+                generation: hit.generation,
+                chunk_index: hit.chunk_index,
+                text: hit.text,
+                page: hit.page,
+                vector,
+            });
+        }
+        Ok(chunks)
     }
 
     /// Number of chunks stored for a file's generation.
@@ -311,8 +457,9 @@ impl ChunkIndex {
         }
     }
 
-    /// Exact nearest neighbours by dot product (vectors are unit length) among active chunks
-    /// of the scope's stores.
+    /// Nearest neighbours by dot product (vectors are unit length) among active chunks of the
+    /// scope's stores: exact for small stores, through the store's graph for large ones. The
+    /// scores returned are exact (recomputed from the stored f32 vectors).
     pub fn semantic(&self, scope: &Scope<'_>, vector: &[f32], k: usize) -> Result<Vec<Hit>> {
         if vector.len() != self.dimensions {
             return Err(IndexError::Dimensions {
@@ -320,91 +467,184 @@ impl ChunkIndex {
                 got: vector.len(),
             });
         }
-        let dims = self.dimensions;
-        let mut best: Vec<(f32, Arc<StoreVectors>, usize)> = Vec::new();
+        let mut candidates: Vec<(u64, f32)> = Vec::new();
+        let mut approximate = false;
         for store_id in scope.store_ids {
-            let vectors = self.store_vectors(store_id)?;
-            for (row, key) in vectors.keys.iter().enumerate() {
-                if !(scope.active)(&key.0, key.1) {
-                    continue;
-                }
-                let score = dot(vector, &vectors.data[row * dims..(row + 1) * dims]);
-                best.push((score, vectors.clone(), row));
-            }
+            let shared = self.store_vectors(store_id)?;
+            let store = shared.read().map_err(|_| IndexError::Poisoned)?;
+            // A graph's scores are approximate (bf16): take more candidates and keep the
+            // best by their exact scores.
+            let wanted = if store.is_graph() {
+                approximate = true;
+                k * self.ann.rescore_factor.max(1)
+            } else {
+                k
+            };
+            candidates.extend(store.search(self.dimensions, vector, wanted, scope.active)?);
         }
-        best.sort_by(|a, b| b.0.total_cmp(&a.0));
-        best.truncate(k);
+        candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
+        if !approximate {
+            candidates.truncate(k);
+        }
         let searcher = self.reader.searcher();
-        let mut hits = Vec::with_capacity(best.len());
-        for (score, vectors, row) in best {
-            let (file_id, generation, chunk_index) = &vectors.keys[row];
-            let query = TermQuery::new(
-                Term::from_field_text(
-                    self.fields.chunk_key,
-                    &chunk_key(file_id, *generation, *chunk_index),
-                ),
-                IndexRecordOption::Basic,
-            );
-            if let Some((_, address)) = searcher
-                .search(&query, &TopDocs::with_limit(1).order_by_score())?
-                .into_iter()
-                .next()
-            {
-                let document: TantivyDocument = searcher.doc(address)?;
-                hits.push(self.hit(&document, score));
-            }
+        let mut hits = Vec::with_capacity(candidates.len());
+        for (key, _) in candidates {
+            let Some(address) = self.address_of(&searcher, key)? else {
+                continue;
+            };
+            let document: TantivyDocument = searcher.doc(address)?;
+            let exact = dot(vector, &self.stored_vector(&document));
+            hits.push(self.hit(&document, exact));
         }
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+        hits.truncate(k);
         Ok(hits)
     }
 
-    fn store_vectors(&self, store_id: &str) -> Result<Arc<StoreVectors>> {
-        if let Some(v) = self
-            .vectors
-            .read()
-            .map_err(|_| IndexError::Poisoned)?
-            .get(store_id)
-        {
-            return Ok(v.clone());
+    fn address_of(&self, searcher: &Searcher, key: u64) -> Result<Option<DocAddress>> {
+        let query = TermQuery::new(
+            Term::from_field_u64(self.fields.key, key),
+            IndexRecordOption::Basic,
+        );
+        Ok(searcher
+            .search(&query, &TopDocs::with_limit(1).order_by_score())?
+            .into_iter()
+            .next()
+            .map(|(_, address)| address))
+    }
+
+    fn stored_vector(&self, document: &TantivyDocument) -> Vec<f32> {
+        bytes_vector(
+            document
+                .get_first(self.fields.vector)
+                .and_then(|v| v.as_bytes())
+                .unwrap_or(&[]),
+        )
+    }
+
+    /// A store's vector structure, loaded on first use: its live rows are read from the
+    /// documents' fast fields; a large store reopens its saved graph (adding what came after
+    /// the save) or builds one; a small one reads its vectors into memory.
+    fn store_vectors(&self, store_id: &str) -> Result<SharedVectors> {
+        if let Some(v) = self.loaded(store_id)? {
+            return Ok(v);
+        }
+        let _vectors = self
+            .vector_writes
+            .lock()
+            .map_err(|_| IndexError::Poisoned)?;
+        if let Some(v) = self.loaded(store_id)? {
+            return Ok(v);
         }
         let searcher = self.reader.searcher();
+        let rows = self.live_rows(&searcher, store_id)?;
+        let dims = self.dimensions;
+        let path = self.graph_path(store_id);
+        let mut store = StoreVectors::empty();
+        if rows.len() >= self.ann.threshold
+            && let Some((graph, missing)) = StoreVectors::load(
+                &path,
+                dims,
+                &self.ann,
+                rows.iter().map(|(row, _)| row.clone()).collect(),
+            )?
+        {
+            let wanted: std::collections::HashSet<u64> = missing.iter().map(|r| r.key).collect();
+            store = graph;
+            let pending = rows
+                .into_iter()
+                .filter(|(row, _)| wanted.contains(&row.key));
+            store.insert(self.with_vectors(&searcher, pending)?)?;
+        } else {
+            store.insert(self.with_vectors(&searcher, rows.into_iter())?)?;
+            if store.len() >= self.ann.threshold {
+                store.build_graph(dims, &self.ann)?;
+                store.save(&path, dims)?;
+            }
+        }
+        let shared = Arc::new(RwLock::new(store));
+        self.vectors
+            .write()
+            .map_err(|_| IndexError::Poisoned)?
+            .insert(store_id.to_string(), shared.clone());
+        Ok(shared)
+    }
+
+    /// Every chunk of a store with where its document is, from the fast fields (no document
+    /// is read).
+    fn live_rows(&self, searcher: &Searcher, store_id: &str) -> Result<Vec<(Row, DocAddress)>> {
         let query = TermQuery::new(
             Term::from_field_text(self.fields.store, store_id),
             IndexRecordOption::Basic,
         );
-        let addresses = searcher.search(&query, &tantivy::collector::DocSetCollector)?;
-        let mut loaded = StoreVectors::default();
+        let mut addresses: Vec<DocAddress> = searcher
+            .search(&query, &tantivy::collector::DocSetCollector)?
+            .into_iter()
+            .collect();
+        addresses.sort();
+        let mut rows = Vec::with_capacity(addresses.len());
+        let mut segment = None;
         for address in addresses {
-            let document: TantivyDocument = searcher.doc(address)?;
-            let f = &self.fields;
-            let file = document
-                .get_first(f.file)
-                .and_then(|v| v.as_str())
-                .unwrap_or("");
-            let generation = document
-                .get_first(f.generation)
-                .and_then(|v| v.as_u64())
-                .unwrap_or(0);
-            let chunk = document
-                .get_first(f.chunk_index)
-                .and_then(|v| v.as_u64())
-                .unwrap_or(0) as u32;
-            let bytes = document
-                .get_first(f.vector)
-                .and_then(|v| v.as_bytes())
-                .unwrap_or(&[]);
-            let vector = bytes_vector(bytes);
-            if vector.len() != self.dimensions {
-                continue;
+            if segment
+                .as_ref()
+                .is_none_or(|(ord, _)| *ord != address.segment_ord)
+            {
+                let fast = searcher.segment_reader(address.segment_ord).fast_fields();
+                let files = fast
+                    .str("file")?
+                    .ok_or_else(|| IndexError::Vectors("the index has no file column".into()))?;
+                let columns = (
+                    fast.u64("key")?,
+                    fast.u64("generation")?,
+                    files,
+                    HashMap::<u64, Arc<str>>::new(),
+                );
+                segment = Some((address.segment_ord, columns));
             }
-            loaded.keys.push((Arc::from(file), generation, chunk));
-            loaded.data.extend_from_slice(&vector);
+            let Some((_, (keys, generations, files, names))) = segment.as_mut() else {
+                continue;
+            };
+            let doc = address.doc_id;
+            let Some(ord) = files.ords().first(doc) else {
+                continue;
+            };
+            let file = match names.get(&ord) {
+                Some(name) => name.clone(),
+                None => {
+                    let mut name = String::new();
+                    files.ord_to_str(ord, &mut name)?;
+                    let name: Arc<str> = Arc::from(name.as_str());
+                    names.insert(ord, name.clone());
+                    name
+                }
+            };
+            rows.push((
+                Row {
+                    key: keys.first(doc).unwrap_or(0),
+                    file,
+                    generation: generations.first(doc).unwrap_or(0),
+                },
+                address,
+            ));
         }
-        let loaded = Arc::new(loaded);
-        self.vectors
-            .write()
-            .map_err(|_| IndexError::Poisoned)?
-            .insert(store_id.to_string(), loaded.clone());
-        Ok(loaded)
+        Ok(rows)
+    }
+
+    /// Reads the stored vectors of `rows`' documents.
+    fn with_vectors(
+        &self,
+        searcher: &Searcher,
+        rows: impl Iterator<Item = (Row, DocAddress)>,
+    ) -> Result<Vec<(Row, Vec<f32>)>> {
+        let mut out = Vec::new();
+        for (row, address) in rows {
+            let document: TantivyDocument = searcher.doc(address)?;
+            let vector = self.stored_vector(&document);
+            if vector.len() == self.dimensions {
+                out.push((row, vector));
+            }
+        }
+        Ok(out)
     }
 
     fn hit(&self, document: &TantivyDocument, score: f32) -> Hit {
@@ -600,6 +840,119 @@ mod tests {
             index.semantic(&scope, &[1.0], 1),
             Err(IndexError::Dimensions { .. })
         ));
+    }
+
+    /// A store past the threshold is searched through a graph that agrees with the exact
+    /// scan, never answers a superseded generation or a deleted file, and is saved and
+    /// reopened (with chunks added after the save read back from the documents).
+    #[test]
+    fn a_large_store_uses_a_graph_that_agrees_with_exact_search_and_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let dims = 8;
+        let ann = AnnOptions {
+            threshold: 300,
+            ..AnnOptions::default()
+        };
+        let index = ChunkIndex::open_with(dir.path(), dims, ann).unwrap();
+        let records: Vec<ChunkRecord> = (0..400)
+            .map(|i| {
+                let mut record = chunk(
+                    "vs_big",
+                    &format!("f{}", i / 10),
+                    1,
+                    i % 10,
+                    "text",
+                    i as usize,
+                );
+                // Spread the vectors: `unit` repeats with period 17.
+                record.vector[(i % 8) as usize] += (i as f32 * 0.7).sin();
+                let n = record.vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+                record.vector.iter_mut().for_each(|x| *x /= n);
+                record
+            })
+            .collect();
+        index.add(&records[..200]).unwrap();
+        let stores = vec!["vs_big".to_string()];
+        let all = |_: &str, _: u64| true;
+        let scope = Scope {
+            store_ids: &stores,
+            active: &all,
+        };
+        index.warm("vs_big").unwrap();
+        assert_eq!(index.uses_graph("vs_big").unwrap(), Some(false));
+        index.add(&records[200..]).unwrap();
+        assert_eq!(
+            index.uses_graph("vs_big").unwrap(),
+            Some(true),
+            "crossed the threshold"
+        );
+        assert!(dir.path().join("vectors/vs_big.usearch").exists());
+
+        let exact_dir = tempfile::tempdir().unwrap();
+        let exact = ChunkIndex::open_with(
+            exact_dir.path(),
+            dims,
+            AnnOptions {
+                threshold: usize::MAX,
+                ..AnnOptions::default()
+            },
+        )
+        .unwrap();
+        exact.add(&records).unwrap();
+        let keys = |hits: Vec<Hit>| -> Vec<(String, u32)> {
+            hits.into_iter()
+                .map(|h| (h.file_id, h.chunk_index))
+                .collect()
+        };
+        let mut same = 0;
+        for record in records.iter().step_by(10) {
+            let truth = keys(exact.semantic(&scope, &record.vector, 10).unwrap());
+            let found = keys(index.semantic(&scope, &record.vector, 10).unwrap());
+            same += found.iter().filter(|k| truth.contains(k)).count();
+        }
+        assert!(same >= 380, "recall@10 of the graph: {same}/400");
+
+        // A second generation of f3 and the deletion of f4: neither old f3 nor f4 appears.
+        let mut replaced = records[30].clone();
+        replaced.generation = 2;
+        index.add(&[replaced.clone()]).unwrap();
+        index.delete_file("f4").unwrap();
+        let active = |file: &str, generation: u64| file != "f3" || generation == 2;
+        let scope2 = Scope {
+            store_ids: &stores,
+            active: &active,
+        };
+        let hits = index.semantic(&scope2, &records[30].vector, 10).unwrap();
+        assert_eq!((hits[0].file_id.as_str(), hits[0].generation), ("f3", 2));
+        assert!(
+            hits.iter()
+                .all(|h| h.file_id != "f4" && (h.file_id != "f3" || h.generation == 2))
+        );
+
+        // Saved at persist; a chunk added after the save comes back from the documents.
+        index.persist().unwrap();
+        let mut late = records[0].clone();
+        late.file_id = "f-late".into();
+        index.add(&[late.clone()]).unwrap();
+        drop(index);
+        let index = ChunkIndex::open_with(dir.path(), dims, ann).unwrap();
+        let hits = index.semantic(&scope, &late.vector, 2).unwrap();
+        assert_eq!(index.uses_graph("vs_big").unwrap(), Some(true));
+        let files: Vec<&str> = hits.iter().map(|h| h.file_id.as_str()).collect();
+        assert!(
+            files.contains(&"f-late") && files.contains(&"f0"),
+            "{files:?}"
+        );
+        assert!(
+            index
+                .semantic(&scope, &records[45].vector, 400)
+                .unwrap()
+                .iter()
+                .all(|h| h.file_id != "f4")
+        );
+        index.delete_store("vs_big").unwrap();
+        assert!(!dir.path().join("vectors/vs_big.usearch").exists());
+        assert!(index.semantic(&scope, &late.vector, 5).unwrap().is_empty());
     }
 
     #[test]

@@ -9,11 +9,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use kiln_core::config::Config;
-use serde_json::{Value, json};
+use reqwest::Method;
+use serde_json::Value;
 
+use crate::client::ApiClient;
 use crate::server::{Options, Server, load_model};
 
 pub mod extract;
+pub mod search;
 
 /// SciFact-style documents: `(id, title + "\n" + text)`.
 pub fn load_corpus(path: &Path, limit: usize) -> anyhow::Result<Vec<(String, String)>> {
@@ -40,7 +43,7 @@ pub fn load_corpus(path: &Path, limit: usize) -> anyhow::Result<Vec<(String, Str
     Ok(docs)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -116,39 +119,9 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
         .clone()
         .context("a new data dir has a key")?
         .value;
-    let base = server.base_url();
-    let client = reqwest::Client::new();
-    let call = |r: reqwest::RequestBuilder| {
-        let key = key.clone();
-        async move {
-            let response = r.bearer_auth(key).send().await?;
-            anyhow::ensure!(response.status().is_success(), "HTTP {}", response.status());
-            Ok::<Value, anyhow::Error>(response.json().await.unwrap_or(Value::Null))
-        }
-    };
-    let org = call(client.get(format!("{base}/v1/organizations"))).await?["organizations"][0]["id"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    let slice = call(
-        client
-            .post(format!("{base}/v1/organizations/{org}/knowledge/slices"))
-            .json(&json!({"name": "bench"})),
-    )
-    .await?;
-    let store = call(
-        client
-            .post(format!(
-                "{base}/v1/organizations/{org}/knowledge/slices/{}/stores",
-                slice["id"].as_str().unwrap_or("")
-            ))
-            .json(&json!({"name": "bench"})),
-    )
-    .await?["id"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
-    let files = format!("{base}/v1/organizations/{org}/stores/{store}/files");
+    let api = ApiClient::connect(&server.base_url(), &key).await?;
+    let store = api.create_store("bench").await?;
+    let files = format!("/stores/{store}/files");
 
     // Status latency, sampled while ingesting.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -156,13 +129,7 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
     let all_uploaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
         let all_uploaded = all_uploaded.clone();
-        let (stop, known, client, files, key) = (
-            stop.clone(),
-            known.clone(),
-            client.clone(),
-            files.clone(),
-            key.clone(),
-        );
+        let (stop, known, api, files) = (stop.clone(), known.clone(), api.clone(), files.clone());
         tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut n = 0usize;
@@ -173,9 +140,8 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
                     continue;
                 };
                 let started = Instant::now();
-                let ok = client
-                    .get(format!("{files}/{id}/status"))
-                    .bearer_auth(&key)
+                let ok = api
+                    .org_request(Method::GET, &format!("{files}/{id}/status"))
                     .send()
                     .await
                     .map(|r| r.status().is_success());
@@ -194,54 +160,32 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
     let started = Instant::now();
     let mut uploaded_at: HashMap<String, SystemTime> = HashMap::new();
     for (doc_id, text) in &documents {
-        let form = reqwest::multipart::Form::new().part(
-            "file",
-            reqwest::multipart::Part::bytes(text.clone().into_bytes())
-                .file_name(format!("{doc_id}.txt")),
-        );
-        let file = call(client.post(format!("{files}/upload")).multipart(form)).await?;
-        let id = file["id"].as_str().unwrap_or("").to_string();
+        let id = api
+            .upload(&store, &format!("{doc_id}.txt"), text.clone().into_bytes())
+            .await?;
         known.lock().unwrap().push(id.clone());
         uploaded_at.insert(id, SystemTime::now());
     }
     all_uploaded.store(true, std::sync::atomic::Ordering::Relaxed);
     let upload_secs = started.elapsed().as_secs_f64();
     // Wait on the store's file counts, as a dashboard would (cheap, one small answer).
-    let store_url = format!("{base}/v1/organizations/{org}/knowledge/stores/{store}");
-    loop {
-        let figures = call(client.get(&store_url)).await?;
-        let counts = &figures["file_counts"];
-        let settled =
-            counts["completed"].as_u64().unwrap_or(0) + counts["failed"].as_u64().unwrap_or(0);
-        if settled >= documents.len() as u64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let failed = api.wait_settled(&store, documents.len() as u64).await?;
     let total = started.elapsed().as_secs_f64();
     // Then each file's chunks and completion time (the API gives whole seconds).
     let mut done_after: Vec<f64> = Vec::new();
     let mut chunks = 0u64;
-    let mut skip = 0;
-    loop {
-        let page = call(client.get(format!("{files}?limit=100&skip={skip}"))).await?;
-        for f in page["items"].as_array().cloned().unwrap_or_default() {
-            chunks += f["chunk_count"].as_u64().unwrap_or(0);
-            let id = f["id"].as_str().unwrap_or("");
-            let finished = f["completed_at"]
-                .as_str()
-                .and_then(|t| humantime::parse_rfc3339(t).ok());
-            if let (Some(finished), Some(uploaded)) = (finished, uploaded_at.get(id)) {
-                let waited = finished
-                    .duration_since(*uploaded)
-                    .unwrap_or_default()
-                    .as_secs_f64();
-                done_after.push(waited);
-            }
-        }
-        skip += 100;
-        if page["has_more"] != true {
-            break;
+    for f in api.files(&store).await? {
+        chunks += f["chunk_count"].as_u64().unwrap_or(0);
+        let id = f["id"].as_str().unwrap_or("");
+        let finished = f["completed_at"]
+            .as_str()
+            .and_then(|t| humantime::parse_rfc3339(t).ok());
+        if let (Some(finished), Some(uploaded)) = (finished, uploaded_at.get(id)) {
+            let waited = finished
+                .duration_since(*uploaded)
+                .unwrap_or_default()
+                .as_secs_f64();
+            done_after.push(waited);
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -260,9 +204,6 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
     let while_uploading = sorted(&|uploading| uploading);
     let mut waits = done_after;
     waits.sort_by(f64::total_cmp);
-    let failed = call(client.get(format!("{files}?status=failed&limit=1"))).await?["total"]
-        .as_u64()
-        .unwrap_or(0);
     server.shutdown().await?;
 
     let pipeline_rate = chunks as f64 / total;

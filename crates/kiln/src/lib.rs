@@ -3,5 +3,7 @@
 
 pub mod admin;
 pub mod bench;
+pub mod client;
+pub mod eval;
 pub mod server;
 pub mod settings;

@@ -74,6 +74,16 @@ pub struct Model {
     pub tokens: Arc<dyn kiln_pipeline::TokenCounter>,
 }
 
+/// The index's approximate-search settings from the configuration.
+pub fn ann_options(config: &kiln_core::config::IndexConfig) -> kiln_index::AnnOptions {
+    kiln_index::AnnOptions {
+        threshold: config.ann_threshold,
+        expansion_search: config.ann_expansion_search,
+        rescore_factor: config.ann_rescore_factor,
+        ..kiln_index::AnnOptions::default()
+    }
+}
+
 /// Loads the configured embedding model, fetching the local one if it is missing.
 pub async fn load_model(config: &Config) -> anyhow::Result<Model> {
     let embedding = config.embedding.clone();
@@ -137,6 +147,8 @@ pub struct Server {
     pipeline: Pipeline,
     grace: Duration,
     catalog: Catalog,
+    /// The chunk index (benchmarks write straight into it).
+    pub index: Arc<ChunkIndex>,
 }
 
 impl Server {
@@ -154,11 +166,12 @@ impl Server {
         let (catalog, blobs) = open_storage(&config).await?;
         let index_dir = config.data_dir.join("index");
         let dims = model.embedder.dimensions();
+        let ann = ann_options(&config.index);
         let index = Arc::new(
             // Opened on a background-priority thread: the index's own indexing and merge
             // threads inherit that priority, so merges never delay a request.
             kiln_embed::lane::background_thread("kiln-index-open", move || {
-                ChunkIndex::open(&index_dir, dims)
+                ChunkIndex::open_with(&index_dir, dims, ann)
             })
             .await
             .map_err(anyhow::Error::msg)?
@@ -200,7 +213,7 @@ impl Server {
             upload_signer: Arc::new(kiln_api::UploadSigner::new(&upload_secret)),
             catalog: catalog.clone(),
             blobs,
-            index,
+            index: index.clone(),
             embedder: model.embedder.clone(),
             waker: pipeline.waker(),
             metrics: Arc::new(Metrics::new()),
@@ -234,6 +247,7 @@ impl Server {
             pipeline,
             grace,
             catalog,
+            index,
         })
     }
 
@@ -247,6 +261,11 @@ impl Server {
         let _ = self.shutdown.send(true);
         let served = self.task.await.context("server task failed")?;
         self.pipeline.shutdown(self.grace).await;
+        // Vector graphs saved now reopen at the next start without being rebuilt.
+        let index = self.index.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || index.persist()).await? {
+            tracing::warn!(error = %e, "could not save the vector graphs");
+        }
         self.catalog.close().await;
         served
     }

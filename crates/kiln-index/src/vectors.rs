@@ -1,0 +1,446 @@
+//! One store's vectors, searched exactly while the store is small and through an HNSW graph
+//! (usearch, vectors kept as bf16) once it holds `AnnOptions::threshold` chunks or more.
+//!
+//! The chunk documents in tantivy stay the source of truth (each keeps its f32 vector); this
+//! is a derived structure. A graph is saved next to the index (`{store}.usearch`, with the
+//! highest chunk key it holds in `{store}.json`) and loaded on first use; chunks added after
+//! the save (a crash, or no shutdown yet) are read back from the documents, and chunks
+//! deleted after it are never answered because every answer is checked against the live rows.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{IndexError, Result, dot};
+
+/// When a store switches to an approximate graph, and how the graph is built and searched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnnOptions {
+    /// Stores with at least this many chunks are searched through the graph.
+    pub threshold: usize,
+    /// HNSW neighbours per node (usearch `connectivity`).
+    pub connectivity: usize,
+    /// Candidate list size while inserting (`ef_construction`).
+    pub expansion_add: usize,
+    /// Candidate list size while searching (`ef_search`); at least the `k` asked for.
+    pub expansion_search: usize,
+    /// A graph search takes `k × rescore_factor` candidates, rescored with exact vectors.
+    pub rescore_factor: usize,
+}
+
+impl Default for AnnOptions {
+    fn default() -> Self {
+        AnnOptions {
+            threshold: 20_000,
+            connectivity: 16,
+            expansion_add: 128,
+            expansion_search: 128,
+            rescore_factor: 3,
+        }
+    }
+}
+
+/// Which chunk a vector belongs to.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub key: u64,
+    pub file: Arc<str>,
+    pub generation: u64,
+}
+
+pub(crate) enum StoreVectors {
+    /// Rows and their vectors side by side (row `i` is `data[i * dims..(i + 1) * dims]`).
+    Exact { rows: Vec<Row>, data: Vec<f32> },
+    /// The live rows by key, and the graph over their vectors.
+    Graph {
+        rows: HashMap<u64, Row>,
+        graph: usearch::Index,
+    },
+}
+
+/// What is saved beside a graph.
+#[derive(Serialize, Deserialize)]
+struct GraphMeta {
+    /// Every chunk with a key up to this one was in the graph when it was saved.
+    through_key: u64,
+    dimensions: usize,
+}
+
+/// Searches and inserts a graph serves at once. usearch gives each a per-thread context and
+/// fails a call that finds none free, so calls beyond this wait for a permit instead.
+const GRAPH_THREADS: usize = 64;
+
+/// A counting semaphore for blocking threads.
+struct Permits {
+    free: std::sync::Mutex<usize>,
+    returned: std::sync::Condvar,
+}
+
+static PERMITS: Permits = Permits {
+    free: std::sync::Mutex::new(GRAPH_THREADS),
+    returned: std::sync::Condvar::new(),
+};
+
+/// Runs `f` holding one of the graph permits.
+fn with_permit<T>(f: impl FnOnce() -> T) -> T {
+    {
+        let mut free = PERMITS.free.lock().unwrap_or_else(|e| e.into_inner());
+        while *free == 0 {
+            free = PERMITS
+                .returned
+                .wait(free)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        *free -= 1;
+    }
+    struct Release;
+    impl Drop for Release {
+        fn drop(&mut self) {
+            *PERMITS.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            PERMITS.returned.notify_one();
+        }
+    }
+    let _release = Release;
+    f()
+}
+
+fn ann_error(e: impl std::fmt::Display) -> IndexError {
+    IndexError::Vectors(e.to_string())
+}
+
+fn new_graph(dims: usize, options: &AnnOptions, capacity: usize) -> Result<usearch::Index> {
+    let graph = usearch::Index::new(&usearch::IndexOptions {
+        dimensions: dims,
+        metric: usearch::MetricKind::IP,
+        quantization: usearch::ScalarKind::BF16,
+        connectivity: options.connectivity,
+        expansion_add: options.expansion_add,
+        expansion_search: options.expansion_search,
+        multi: false,
+    })
+    .map_err(ann_error)?;
+    reserve(&graph, capacity)?;
+    Ok(graph)
+}
+
+/// Makes room for `needed` vectors, growing by half again to keep reallocations rare.
+fn reserve(graph: &usearch::Index, needed: usize) -> Result<()> {
+    if needed > graph.capacity() {
+        graph
+            .reserve_capacity_and_threads(needed.max(1024) * 3 / 2, GRAPH_THREADS)
+            .map_err(ann_error)?;
+    }
+    Ok(())
+}
+
+impl StoreVectors {
+    pub fn empty() -> StoreVectors {
+        StoreVectors::Exact {
+            rows: Vec::new(),
+            data: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            StoreVectors::Exact { rows, .. } => rows.len(),
+            StoreVectors::Graph { rows, .. } => rows.len(),
+        }
+    }
+
+    pub fn is_graph(&self) -> bool {
+        matches!(self, StoreVectors::Graph { .. })
+    }
+
+    /// Adds rows with their vectors (each `dims` long).
+    pub fn insert(&mut self, new: Vec<(Row, Vec<f32>)>) -> Result<()> {
+        match self {
+            StoreVectors::Exact { rows, data } => {
+                for (row, vector) in new {
+                    rows.push(row);
+                    data.extend_from_slice(&vector);
+                }
+            }
+            StoreVectors::Graph { rows, graph } => {
+                reserve(graph, graph.size() + new.len())?;
+                add_parallel(graph, &new)?;
+                for (row, _) in new {
+                    rows.insert(row.key, row);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the rows `matches` selects; returns how many.
+    pub fn remove(&mut self, dims: usize, matches: impl Fn(&Row) -> bool) -> Result<usize> {
+        match self {
+            StoreVectors::Exact { rows, data } => {
+                let before = rows.len();
+                if !rows.iter().any(&matches) {
+                    return Ok(0);
+                }
+                let mut kept_rows = Vec::with_capacity(rows.len());
+                let mut kept_data = Vec::with_capacity(data.len());
+                for (i, row) in rows.drain(..).enumerate() {
+                    if !matches(&row) {
+                        kept_data.extend_from_slice(&data[i * dims..(i + 1) * dims]);
+                        kept_rows.push(row);
+                    }
+                }
+                *rows = kept_rows;
+                *data = kept_data;
+                Ok(before - rows.len())
+            }
+            StoreVectors::Graph { rows, graph } => {
+                let gone: Vec<u64> = rows
+                    .values()
+                    .filter(|r| matches(r))
+                    .map(|r| r.key)
+                    .collect();
+                for key in &gone {
+                    rows.remove(key);
+                    with_permit(|| graph.remove(*key)).map_err(ann_error)?;
+                }
+                Ok(gone.len())
+            }
+        }
+    }
+
+    /// The `k` best rows for `query` among those `active` accepts: `(key, score)`, best
+    /// first. Exact stores give exact dot products; graph scores are from bf16 vectors (the
+    /// caller rescores what it keeps).
+    pub fn search(
+        &self,
+        dims: usize,
+        query: &[f32],
+        k: usize,
+        active: &(dyn Fn(&str, u64) -> bool + Sync),
+    ) -> Result<Vec<(u64, f32)>> {
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        match self {
+            StoreVectors::Exact { rows, data } => {
+                let mut scored: Vec<(u64, f32)> = rows
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| active(&r.file, r.generation))
+                    .map(|(i, r)| (r.key, dot(query, &data[i * dims..(i + 1) * dims])))
+                    .collect();
+                let by_score = |a: &(u64, f32), b: &(u64, f32)| b.1.total_cmp(&a.1);
+                if scored.len() > k {
+                    scored.select_nth_unstable_by(k - 1, by_score);
+                    scored.truncate(k);
+                }
+                scored.sort_by(by_score);
+                Ok(scored)
+            }
+            StoreVectors::Graph { rows, graph } => {
+                let matches = with_permit(|| {
+                    graph.filtered_search(query, k, |key| {
+                        rows.get(&key)
+                            .is_some_and(|r| active(&r.file, r.generation))
+                    })
+                })
+                .map_err(ann_error)?;
+                Ok(matches
+                    .keys
+                    .into_iter()
+                    .zip(matches.distances)
+                    .map(|(key, distance)| (key, 1.0 - distance))
+                    .collect())
+            }
+        }
+    }
+
+    /// Turns an exact store into a graph over the same rows.
+    pub fn build_graph(&mut self, dims: usize, options: &AnnOptions) -> Result<()> {
+        let StoreVectors::Exact { rows, data } = self else {
+            return Ok(());
+        };
+        let graph = new_graph(dims, options, rows.len())?;
+        let pairs: Vec<(Row, Vec<f32>)> = rows
+            .drain(..)
+            .enumerate()
+            .map(|(i, row)| (row, data[i * dims..(i + 1) * dims].to_vec()))
+            .collect();
+        add_parallel(&graph, &pairs)?;
+        *self = StoreVectors::Graph {
+            rows: pairs.into_iter().map(|(row, _)| (row.key, row)).collect(),
+            graph,
+        };
+        Ok(())
+    }
+
+    /// Saves a graph to `path` (and its meta beside it); exact stores save nothing.
+    pub fn save(&self, path: &Path, dims: usize) -> Result<()> {
+        let StoreVectors::Graph { rows, graph } = self else {
+            return Ok(());
+        };
+        let meta = GraphMeta {
+            through_key: rows.keys().copied().max().unwrap_or(0),
+            dimensions: dims,
+        };
+        let partial = path.with_extension("usearch.partial");
+        graph
+            .save(partial.to_str().ok_or_else(|| ann_error("path"))?)
+            .map_err(ann_error)?;
+        std::fs::rename(&partial, path)?;
+        std::fs::write(
+            path.with_extension("json"),
+            serde_json::to_vec(&meta).map_err(ann_error)?,
+        )?;
+        Ok(())
+    }
+
+    /// Loads a saved graph for `rows` (every live row of the store). Rows with keys past
+    /// what the graph holds are returned so the caller can add their vectors; `None` when
+    /// there is no usable saved graph.
+    pub fn load(
+        path: &Path,
+        dims: usize,
+        options: &AnnOptions,
+        rows: Vec<Row>,
+    ) -> Result<Option<(StoreVectors, Vec<Row>)>> {
+        let Ok(meta) = std::fs::read(path.with_extension("json")) else {
+            return Ok(None);
+        };
+        let Ok(meta) = serde_json::from_slice::<GraphMeta>(&meta) else {
+            return Ok(None);
+        };
+        if meta.dimensions != dims || !path.exists() {
+            return Ok(None);
+        }
+        let graph = new_graph(dims, options, 0)?;
+        if let Err(e) = graph.load(path.to_str().ok_or_else(|| ann_error("path"))?) {
+            tracing::warn!(path = %path.display(), error = %e, "a saved vector graph is unreadable; rebuilding it");
+            return Ok(None);
+        }
+        graph.change_expansion_search(options.expansion_search);
+        // Loading sizes the graph to the file; thread contexts are set here.
+        graph
+            .reserve_capacity_and_threads(graph.size().max(1024) * 3 / 2, GRAPH_THREADS)
+            .map_err(ann_error)?;
+        let (held, missing): (Vec<Row>, Vec<Row>) =
+            rows.into_iter().partition(|r| r.key <= meta.through_key);
+        // A row at or below the mark that the graph lacks was added during a save; rare.
+        let (held, lost): (Vec<Row>, Vec<Row>) =
+            held.into_iter().partition(|r| graph.contains(r.key));
+        let mut missing = missing;
+        missing.extend(lost);
+        let rows = held.into_iter().map(|r| (r.key, r)).collect();
+        Ok(Some((StoreVectors::Graph { rows, graph }, missing)))
+    }
+}
+
+/// Adds vectors to a graph from one thread per core (usearch's add is thread-safe).
+fn add_parallel(graph: &usearch::Index, pairs: &[(Row, Vec<f32>)]) -> Result<()> {
+    use rayon::prelude::*;
+    pairs
+        .par_iter()
+        .try_for_each(|(row, vector)| with_permit(|| graph.add(row.key, vector)).map_err(ann_error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` unit vectors from a fixed xorshift sequence, spread over ten files.
+    fn rows(n: usize, dims: usize) -> Vec<(Row, Vec<f32>)> {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
+        (0..n)
+            .map(|i| {
+                let mut v: Vec<f32> = (0..dims).map(|_| next()).collect();
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.iter_mut().for_each(|x| *x /= n);
+                let row = Row {
+                    key: i as u64 + 1,
+                    file: Arc::from(format!("f{}", i % 10).as_str()),
+                    generation: 1,
+                };
+                (row, v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn graph_and_exact_agree_and_a_saved_graph_comes_back() {
+        let dims = 16;
+        let data = rows(600, dims);
+        let mut exact = StoreVectors::empty();
+        exact.insert(data.clone()).unwrap();
+        let mut graph = StoreVectors::empty();
+        graph.insert(data.clone()).unwrap();
+        let options = AnnOptions::default();
+        graph.build_graph(dims, &options).unwrap();
+        assert!(graph.is_graph() && graph.len() == 600);
+
+        let all = |_: &str, _: u64| true;
+        let mut agree = 0;
+        for (_, query) in data.iter().step_by(20) {
+            let truth = exact.search(dims, query, 10, &all).unwrap();
+            let found = graph.search(dims, query, 10, &all).unwrap();
+            assert_eq!(found[0].0, truth[0].0, "a vector finds itself first");
+            agree += found
+                .iter()
+                .filter(|(k, _)| truth.iter().any(|t| t.0 == *k))
+                .count();
+        }
+        assert!(agree as f64 / 300.0 >= 0.95, "recall@10 {agree}/300");
+
+        // Filters apply inside the graph search.
+        let only_f3 = |f: &str, _: u64| f == "f3";
+        let found = graph.search(dims, &data[3].1, 10, &only_f3).unwrap();
+        assert_eq!(found.len(), 10);
+        assert!(found.iter().all(|(k, _)| (k - 1) % 10 == 3));
+
+        // Removed rows are never answered.
+        assert_eq!(graph.remove(dims, |r| r.key == 4).unwrap(), 1);
+        assert!(
+            graph
+                .search(dims, &data[3].1, 10, &all)
+                .unwrap()
+                .iter()
+                .all(|(k, _)| *k != 4)
+        );
+
+        // Saved and loaded: rows added after the save come back as missing.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vs_a.usearch");
+        graph.save(&path, dims).unwrap();
+        let mut live: Vec<Row> = data
+            .iter()
+            .map(|(r, _)| r.clone())
+            .filter(|r| r.key != 4)
+            .collect();
+        live.push(Row {
+            key: 10_000,
+            file: Arc::from("f-new"),
+            generation: 1,
+        });
+        let (loaded, missing) = StoreVectors::load(&path, dims, &options, live)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            missing.iter().map(|r| r.key).collect::<Vec<_>>(),
+            vec![10_000]
+        );
+        assert_eq!(loaded.len(), 599);
+        assert_eq!(loaded.search(dims, &data[7].1, 1, &all).unwrap()[0].0, 8);
+        // No graph of another width.
+        assert!(
+            StoreVectors::load(&path, 8, &options, Vec::new())
+                .unwrap()
+                .is_none()
+        );
+    }
+}

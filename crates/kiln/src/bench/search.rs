@@ -1,0 +1,484 @@
+//! `kiln bench search`: search speed at scale, over HTTP.
+//!
+//! Embedding a million chunks with the model would take days on a small machine, so the
+//! bench writes chunks straight into a store's index (and their files into the catalog, as
+//! completed files, the way the pipeline would): texts recombined from SciFact sentences, and
+//! vectors that keep the real distribution — real SciFact chunk embeddings (read from a
+//! Kiln data dir that ingested SciFact, e.g. `kiln eval --work-dir`, or embedded here) plus
+//! small Gaussian noise, re-normalised. Queries are real SciFact queries, embedded once.
+//!
+//! Then a server is started on the data dir and measured over HTTP: time to open and answer
+//! the first search, QPS at concurrency 1 and 16, p50/p99 latency for semantic and hybrid
+//! searches with the vector supplied and for hybrid with text to embed, the approximate
+//! search's recall@10 against an exact scan, and the process's RSS while serving.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures::{StreamExt, TryStreamExt};
+use kiln_catalog::{Claimed, Completion, NewFile};
+use kiln_core::IdKind;
+use kiln_core::config::Config;
+use kiln_index::{ChunkIndex, ChunkRecord, Scope};
+use reqwest::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{load_corpus, peak_rss_mib, percentile};
+use crate::client::ApiClient;
+use crate::eval::load_queries;
+use crate::server::{Options, Server, load_model, open_storage};
+use crate::settings::initial_key_path;
+
+pub struct SearchBenchOptions {
+    /// Chunks in the store.
+    pub chunks: usize,
+    pub chunks_per_file: usize,
+    /// A Kiln data dir whose index holds real chunk embeddings (e.g. `kiln eval --work-dir`).
+    pub vectors_from: Option<PathBuf>,
+    /// Without `vectors_from`: how many SciFact documents to embed for base vectors.
+    pub base_docs: usize,
+    /// SciFact (corpus and queries).
+    pub dataset: PathBuf,
+    /// The data dir; kept, so a second run with the same `chunks` skips building.
+    pub work_dir: Option<PathBuf>,
+    pub queries: usize,
+    /// Standard deviation of the noise added to each vector component.
+    pub noise: f32,
+}
+
+/// What a built data dir holds (`bench-search.json`).
+#[derive(Serialize, Deserialize, PartialEq)]
+struct Built {
+    chunks: usize,
+    store_id: String,
+}
+
+/// xorshift64* with Box–Muller: reproducible data without a dependency.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn unit(&mut self) -> f32 {
+        ((self.next() >> 40) as f32 + 0.5) / (1u64 << 24) as f32
+    }
+    fn gaussian(&mut self) -> f32 {
+        let (u, v) = (self.unit(), self.unit());
+        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+    }
+}
+
+pub async fn run(options: &SearchBenchOptions, settings: &Config) -> anyhow::Result<()> {
+    let temporary = tempfile::tempdir()?;
+    let data_dir = options
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| temporary.path().to_path_buf());
+    let mut config = Config {
+        data_dir: data_dir.clone(),
+        listen: "127.0.0.1:0".into(),
+        embedding: settings.embedding.clone(),
+        index: settings.index.clone(),
+        ..Config::default()
+    };
+    config.embedding.models_dir = Some(settings.models_dir());
+    let model = load_model(&config).await?;
+
+    let marker = data_dir.join("bench-search.json");
+    let built: Option<Built> = std::fs::read(&marker)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(|b: &Built| b.chunks == options.chunks);
+    let store_id = match built {
+        Some(built) => {
+            eprintln!("reusing {} chunks in {}", built.chunks, data_dir.display());
+            built.store_id
+        }
+        None => {
+            let store_id = build(options, &config, &model).await?;
+            std::fs::write(
+                &marker,
+                serde_json::to_vec(&Built {
+                    chunks: options.chunks,
+                    store_id: store_id.clone(),
+                })?,
+            )?;
+            store_id
+        }
+    };
+
+    // Queries: real SciFact queries, embedded once here.
+    let mut texts: Vec<(String, String)> = load_queries(&options.dataset.join("queries.jsonl"))?
+        .into_iter()
+        .collect();
+    texts.sort();
+    texts.truncate(options.queries);
+    let query_texts: Vec<String> = texts.into_iter().map(|(_, t)| t).collect();
+    let query_vectors = model.embedder.embed(&query_texts).await?;
+
+    // Measure over HTTP, sampling RSS meanwhile.
+    let sampling = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let sampling = sampling.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0.0f64;
+            while sampling.load(Ordering::Relaxed) {
+                peak = peak.max(current_rss_mib());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            peak
+        })
+    };
+    let rss_before = current_rss_mib();
+    let opened = Instant::now();
+    let server = Server::start_with(
+        config.clone(),
+        Options {
+            model: Some(model),
+            ..Options::default()
+        },
+    )
+    .await?;
+    let start_secs = opened.elapsed().as_secs_f64();
+    let key = std::fs::read_to_string(initial_key_path(&data_dir))?
+        .trim()
+        .to_string();
+    let api = ApiClient::connect(&server.base_url(), &key).await?;
+    let search_path = format!("/stores/{store_id}/search");
+    let first = Instant::now();
+    api.call(
+        api.org_request(Method::POST, &search_path)
+            .json(&json!({"query_vector": query_vectors[0], "mode": "semantic"})),
+    )
+    .await?;
+    let first_secs = first.elapsed().as_secs_f64();
+    println!("chunks             {}", options.chunks);
+    println!("server start       {start_secs:.2} s (model, catalog, index open)");
+    println!(
+        "first search       {first_secs:.2} s (loads the store's vectors: reopen {:.2} s in all)",
+        start_secs + first_secs
+    );
+    println!("mode / input                 conc   QPS    p50 ms  p99 ms");
+    let mut approximate: Vec<Vec<(String, u64)>> = Vec::new();
+    for (label, mode, with_vector, with_text) in [
+        ("semantic, vector given", "semantic", true, false),
+        ("hybrid, vector given", "hybrid", true, true),
+        ("hybrid, text embedded", "hybrid", false, true),
+    ] {
+        for concurrency in [1usize, 16] {
+            let bodies: Vec<Value> = query_texts
+                .iter()
+                .zip(&query_vectors)
+                .map(|(text, vector)| {
+                    let mut body = json!({"mode": mode, "top_k": 10});
+                    if with_vector {
+                        body["query_vector"] = json!(vector);
+                    }
+                    if with_text {
+                        body["query"] = json!(text);
+                    }
+                    body
+                })
+                .collect();
+            let started = Instant::now();
+            let answers: Vec<(Value, f64)> = futures::stream::iter(bodies)
+                .map(|body| {
+                    let (api, path) = (&api, &search_path);
+                    async move {
+                        let asked = Instant::now();
+                        let answer = api
+                            .call(api.org_request(Method::POST, path).json(&body))
+                            .await?;
+                        Ok::<_, anyhow::Error>((answer, asked.elapsed().as_secs_f64() * 1000.0))
+                    }
+                })
+                .buffered(concurrency)
+                .try_collect()
+                .await?;
+            let wall = started.elapsed().as_secs_f64();
+            let mut latencies: Vec<f64> = answers.iter().map(|(_, ms)| *ms).collect();
+            latencies.sort_by(f64::total_cmp);
+            println!(
+                "{label:<28} {concurrency:>4} {:>6.1}  {:>6.2}  {:>6.2}",
+                answers.len() as f64 / wall,
+                percentile(&latencies, 50.0),
+                percentile(&latencies, 99.0)
+            );
+            if mode == "semantic" && concurrency == 1 {
+                approximate = answers.iter().map(|(a, _)| result_keys(a)).collect();
+            }
+        }
+    }
+    sampling.store(false, Ordering::Relaxed);
+    let serving_peak = sampler.join().unwrap_or(0.0);
+    server.shutdown().await?;
+    println!(
+        "RSS while serving  peak {serving_peak:.0} MiB (sampled every 50 ms; {rss_before:.0} MiB before the server started)"
+    );
+
+    // Recall@10 of what was answered against an exact scan of the same store.
+    let exact_started = Instant::now();
+    let exact_index = ChunkIndex::open_with(
+        &data_dir.join("index"),
+        query_vectors[0].len(),
+        kiln_index::AnnOptions {
+            threshold: usize::MAX,
+            ..kiln_index::AnnOptions::default()
+        },
+    )?;
+    let stores = vec![store_id.clone()];
+    let all = |_: &str, _: u64| true;
+    let scope = Scope {
+        store_ids: &stores,
+        active: &all,
+    };
+    let mut found = 0usize;
+    let mut wanted = 0usize;
+    for (vector, answered) in query_vectors.iter().zip(&approximate) {
+        let truth: HashSet<(String, u64)> = exact_index
+            .semantic(&scope, vector, 10)?
+            .into_iter()
+            .map(|h| (h.file_id, u64::from(h.chunk_index)))
+            .collect();
+        wanted += truth.len();
+        found += answered.iter().filter(|k| truth.contains(k)).count();
+    }
+    println!(
+        "recall@10          {:.4} (approximate vs exact, {} queries; exact pass {:.0} s)",
+        found as f64 / wanted.max(1) as f64,
+        approximate.len(),
+        exact_started.elapsed().as_secs_f64()
+    );
+    println!("peak RSS (process) {:.0} MiB", peak_rss_mib());
+    Ok(())
+}
+
+fn result_keys(answer: &Value) -> Vec<(String, u64)> {
+    answer["results"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            (
+                r["file_id"].as_str().unwrap_or("").to_string(),
+                r["chunk_index"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+fn current_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Real chunk embeddings: from a Kiln data dir's index, or by embedding SciFact documents.
+async fn base_vectors(
+    options: &SearchBenchOptions,
+    model: &crate::server::Model,
+) -> anyhow::Result<Vec<Vec<f32>>> {
+    if let Some(dir) = &options.vectors_from {
+        let index = ChunkIndex::open(&dir.join("index"), model.embedder.dimensions())
+            .with_context(|| format!("cannot open the index in {}", dir.display()))?;
+        let vectors: Vec<Vec<f32>> = index.export()?.into_iter().map(|c| c.vector).collect();
+        anyhow::ensure!(!vectors.is_empty(), "no chunks in {}", dir.display());
+        eprintln!(
+            "{} real chunk vectors from {}",
+            vectors.len(),
+            dir.display()
+        );
+        return Ok(vectors);
+    }
+    let docs = load_corpus(&corpus_path(&options.dataset), options.base_docs)?;
+    let texts: Vec<String> = docs.into_iter().map(|(_, text)| text).collect();
+    eprintln!(
+        "embedding {} SciFact documents for base vectors",
+        texts.len()
+    );
+    Ok(model.embedder.embed(&texts).await?)
+}
+
+fn corpus_path(dataset: &Path) -> PathBuf {
+    let gz = dataset.join("corpus.jsonl.gz");
+    if gz.exists() {
+        gz
+    } else {
+        dataset.join("corpus.jsonl")
+    }
+}
+
+/// Creates the store (through a short-lived server, which also bootstraps the data dir) and
+/// writes the chunks and their completed files; returns the store's ID.
+async fn build(
+    options: &SearchBenchOptions,
+    config: &Config,
+    model: &crate::server::Model,
+) -> anyhow::Result<String> {
+    let bases = base_vectors(options, model).await?;
+    let sentences: Vec<String> = load_corpus(&corpus_path(&options.dataset), usize::MAX)?
+        .into_iter()
+        .flat_map(|(_, text)| {
+            text.split(". ")
+                .filter(|s| s.len() > 20)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+
+    let server = Server::start_with(
+        config.clone(),
+        Options {
+            model: Some(model.clone()),
+            ..Options::default()
+        },
+    )
+    .await?;
+    let key = std::fs::read_to_string(initial_key_path(&config.data_dir))?
+        .trim()
+        .to_string();
+    let api = ApiClient::connect(&server.base_url(), &key).await?;
+    let store_id = api.create_store("bench-search").await?;
+    let organization_id = api.org.clone();
+    server.shutdown().await?;
+
+    let (catalog, _blobs) = open_storage(config).await?;
+    let index = ChunkIndex::open_with(
+        &config.data_dir.join("index"),
+        model.embedder.dimensions(),
+        kiln_index::AnnOptions {
+            // The graph is built when the store is first searched, not while filling it.
+            threshold: usize::MAX,
+            ..kiln_index::AnnOptions::default()
+        },
+    )?;
+    let started = Instant::now();
+    let mut random = Random(0x005E_ED0F_C4A1_u64);
+    let files = options.chunks.div_ceil(options.chunks_per_file);
+    // Files are registered and claimed one by one, their chunks indexed in one commit per
+    // batch, then completed: what the pipeline does, minus extraction and embedding.
+    const FILES_PER_COMMIT: usize = 100;
+    let mut written = 0usize;
+    let mut n = 0usize;
+    while n < files {
+        let mut jobs: Vec<(Claimed, usize, usize)> = Vec::new();
+        let mut records: Vec<ChunkRecord> = Vec::new();
+        for _ in 0..FILES_PER_COMMIT.min(files - n) {
+            let file_id = IdKind::File.generate();
+            let count = options.chunks_per_file.min(options.chunks - written);
+            let first = records.len();
+            for chunk_index in 0..count {
+                let text = (0..4)
+                    .map(|_| sentences[random.below(sentences.len())].as_str())
+                    .collect::<Vec<_>>()
+                    .join(". ");
+                let base = &bases[random.below(bases.len())];
+                let mut vector: Vec<f32> = base
+                    .iter()
+                    .map(|x| x + options.noise * random.gaussian())
+                    .collect();
+                kiln_embed::normalize(&mut vector);
+                records.push(ChunkRecord {
+                    store_id: store_id.clone(),
+                    file_id: file_id.clone(),
+                    generation: 0,
+                    chunk_index: chunk_index as u32,
+                    text,
+                    page: None,
+                    vector,
+                });
+            }
+            let text_bytes: usize = records[first..].iter().map(|c| c.text.len()).sum();
+            catalog
+                .create_file(NewFile {
+                    id: file_id.clone(),
+                    organization_id: organization_id.clone(),
+                    store_id: store_id.clone(),
+                    file_name: format!("bench-{n:06}.txt"),
+                    relative_path: None,
+                    mime_type: "text/plain".into(),
+                    file_size: text_bytes as i64,
+                    sha256: None,
+                    created_by: "bench".into(),
+                })
+                .await?;
+            let job = catalog
+                .claim("bench", Duration::from_secs(3600))
+                .await?
+                .context("the file's job is claimable")?;
+            let generation = job
+                .file
+                .as_ref()
+                .context("a process job carries its file")?
+                .generation as u64;
+            records[first..]
+                .iter_mut()
+                .for_each(|c| c.generation = generation);
+            jobs.push((job, count, text_bytes));
+            written += count;
+            n += 1;
+        }
+        let index = &index;
+        tokio::task::block_in_place(move || index.add(&records))?;
+        for (job, count, text_bytes) in jobs {
+            catalog
+                .complete(
+                    &job,
+                    "bench",
+                    Completion {
+                        chunk_count: count as i64,
+                        extracted_text_bytes: text_bytes as i64,
+                        vector_bytes: (count * bases[0].len() * 4) as i64,
+                        index_bytes: 0,
+                        embedding_model: model.embedder.model().to_string(),
+                        data: json!({"bench": true}),
+                    },
+                )
+                .await?
+                .map_err(|state| anyhow::anyhow!("the bench job was taken away: {state:?}"))?;
+        }
+        eprintln!(
+            "built {written} chunks in {n} files, {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    catalog.close().await;
+    drop(index);
+    // Open as the server will and build the store's vector structure now (a graph above
+    // the threshold, saved beside the index), so the measured start is a reopen.
+    let warm = Instant::now();
+    let index = ChunkIndex::open_with(
+        &config.data_dir.join("index"),
+        model.embedder.dimensions(),
+        crate::server::ann_options(&config.index),
+    )?;
+    tokio::task::block_in_place(|| index.warm(&store_id))?;
+    eprintln!(
+        "vectors loaded ({}) in {:.1} s",
+        if index.uses_graph(&store_id)? == Some(true) {
+            "HNSW graph built and saved"
+        } else {
+            "exact"
+        },
+        warm.elapsed().as_secs_f64()
+    );
+    Ok(store_id)
+}
