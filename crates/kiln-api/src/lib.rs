@@ -42,6 +42,8 @@ pub struct AppState {
     pub http: Arc<HttpConfig>,
     /// Signs and checks upload URLs.
     pub upload_signer: Arc<UploadSigner>,
+    /// Each store's searchable files, reused until the store's search version moves.
+    pub searchable: Arc<search::SearchableCache>,
 }
 
 /// The whole API.

@@ -3,9 +3,10 @@
 //! searchable.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use kiln_catalog::{SearchStore, SearchableFile};
 use kiln_core::ErrorCode;
 use kiln_index::{Hit, Scope};
 use serde::{Deserialize, Serialize};
@@ -85,11 +86,52 @@ const FUSION_DEPTH: usize = 50;
 /// Reciprocal-rank fusion constant.
 const RRF_K: f32 = 60.0;
 
-/// Searches `stores` (`(id, name)`, already checked to be the organization's).
+/// A store's searchable files by ID.
+type Files = Arc<HashMap<String, SearchableFile>>;
+
+/// Each store's searchable files as of a search version. A search asks the catalog only for
+/// the store's version (with its name) and reads its files again when the version moved, so
+/// a store of many files costs no per-search file scan. Several servers sharing a catalog
+/// stay right: the version lives in the catalog, raised in the transactions that change
+/// what is searchable.
+#[derive(Default)]
+pub struct SearchableCache {
+    stores: Mutex<HashMap<String, (i64, Files)>>,
+}
+
+impl SearchableCache {
+    async fn files(
+        &self,
+        app: &AppState,
+        organization_id: &str,
+        store: &SearchStore,
+    ) -> Result<Files, ApiError> {
+        if let Some((version, files)) = self.lock().get(&store.id)
+            && *version == store.search_version
+        {
+            return Ok(files.clone());
+        }
+        // Read after the version: files at least as new as it, so keeping them is safe.
+        let files: Files = Arc::new(
+            app.catalog
+                .searchable_files(organization_id, std::slice::from_ref(&store.id))
+                .await?,
+        );
+        self.lock()
+            .insert(store.id.clone(), (store.search_version, files.clone()));
+        Ok(files)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, Files)>> {
+        self.stores.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Searches `stores` (already checked to be the organization's).
 pub async fn search(
     app: &AppState,
     organization_id: &str,
-    stores: Vec<(String, String)>,
+    stores: Vec<SearchStore>,
     request: SearchRequest,
 ) -> Result<SearchResponse, ApiError> {
     let started = Instant::now();
@@ -128,18 +170,26 @@ pub async fn search(
         return Err(ApiError::validation(problems));
     }
     let top_k = top_k as usize;
-    let store_names: HashMap<String, String> = stores.into_iter().collect();
-    let store_ids: Vec<String> = store_names.keys().cloned().collect();
-
-    let files = app
-        .catalog
-        .searchable_files(organization_id, &store_ids)
-        .await?;
-    let filters = request.filters.unwrap_or_default();
-    let allowed: HashMap<String, u64> = files
+    let mut catalogs: Vec<Files> = Vec::with_capacity(stores.len());
+    for store in &stores {
+        catalogs.push(app.searchable.files(app, organization_id, store).await?);
+    }
+    let store_names: HashMap<String, String> = stores
         .iter()
-        .filter(|(id, f)| {
-            filters.file_ids.as_ref().is_none_or(|ids| ids.contains(id))
+        .map(|s| (s.id.clone(), s.name.clone()))
+        .collect();
+    let store_ids: Vec<String> = stores.into_iter().map(|s| s.id).collect();
+    let filters = request.filters.unwrap_or_default();
+    let catalogs = Arc::new(catalogs);
+    let lookup = catalogs.clone();
+    // Which chunks may be answered: the file's active generation, within the filters.
+    let active = move |id: &str, generation: u64| {
+        find_file(&lookup, id).is_some_and(|f| {
+            f.active_generation == generation
+                && filters
+                    .file_ids
+                    .as_ref()
+                    .is_none_or(|ids| ids.iter().any(|i| i == id))
                 && filters.relative_path_prefix.as_ref().is_none_or(|prefix| {
                     f.relative_path
                         .as_deref()
@@ -151,8 +201,7 @@ pub async fn search(
                     .as_ref()
                     .is_none_or(|m| m.contains(&f.mime_type))
         })
-        .map(|(id, f)| (id.clone(), f.active_generation))
-        .collect();
+    };
 
     let vector = match (mode, request.query_vector) {
         (Mode::Keyword, _) => None,
@@ -176,9 +225,7 @@ pub async fn search(
     } else {
         top_k
     };
-    let allowed = Arc::new(allowed);
-    let (keyword, semantic) = tokio::task::spawn_blocking(move || {
-        let active = |file: &str, generation: u64| allowed.get(file) == Some(&generation);
+    let (keyword, semantic, files) = tokio::task::spawn_blocking(move || {
         let scope = Scope {
             store_ids: &store_ids,
             active: &active,
@@ -191,7 +238,19 @@ pub async fn search(
             Some(v) => index.semantic(&scope, &v, depth)?,
             None => Vec::new(),
         };
-        Ok::<_, kiln_index::IndexError>((keyword, semantic))
+        // The answered files' names, while the catalog copies are at hand.
+        let files: HashMap<String, (String, Option<String>)> = keyword
+            .iter()
+            .chain(&semantic)
+            .filter_map(|hit| {
+                let file = find_file(&catalogs, &hit.file_id)?;
+                Some((
+                    hit.file_id.clone(),
+                    (file.file_name.clone(), file.relative_path.clone()),
+                ))
+            })
+            .collect();
+        Ok::<_, kiln_index::IndexError>((keyword, semantic, files))
     })
     .await
     .map_err(|_| ApiError::internal())?
@@ -210,12 +269,12 @@ pub async fn search(
         .filter(|hit| request.score_threshold.is_none_or(|t| hit.score >= t))
         .take(top_k)
         .filter_map(|hit| {
-            let file = files.get(&hit.file_id)?;
+            let (file_name, relative_path) = files.get(&hit.file_id)?.clone();
             Some(SearchResult {
                 store_name: store_names.get(&hit.store_id).cloned().unwrap_or_default(),
                 store_id: hit.store_id,
-                file_name: file.file_name.clone(),
-                relative_path: file.relative_path.clone(),
+                file_name,
+                relative_path,
                 file_id: hit.file_id,
                 chunk_index: hit.chunk_index,
                 text: hit.text,
@@ -230,6 +289,10 @@ pub async fn search(
         results,
         took_ms: started.elapsed().as_millis() as u64,
     })
+}
+
+fn find_file<'a>(catalogs: &'a [Files], id: &str) -> Option<&'a SearchableFile> {
+    catalogs.iter().find_map(|files| files.get(id))
 }
 
 /// Reciprocal-rank fusion: each list contributes 1 / (60 + rank).

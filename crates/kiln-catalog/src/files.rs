@@ -440,6 +440,7 @@ impl Catalog {
             if n == 0 {
                 continue;
             }
+            crate::stores::bump_search_version(&mut tx, store_id).await?;
             sqlx::query(
                 "UPDATE jobs SET state = 'cancelled', updated_at = $1 \
                  WHERE file_id = $2 AND kind = 'process' AND state = 'queued'",

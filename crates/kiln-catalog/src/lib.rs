@@ -24,7 +24,7 @@ pub use files::{FileFilter, NewFile, RetryOutcome};
 pub use keys::NewApiKey;
 pub use queue::{Claimed, Completion, FailOutcome, JobKind, Liveness, LogLine, SearchableFile};
 pub use slices::{NewSlice, SliceFilter, SlicePatch};
-pub use stores::{NewStore, StorePatch};
+pub use stores::{NewStore, SearchStore, StorePatch};
 pub use uploads::{NewUpload, Upload, UploadPart};
 
 /// Everything that can go wrong in the catalog.

@@ -12,6 +12,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0001_foundation.sql"),
     ),
     (2, "uploads", include_str!("../migrations/0002_uploads.sql")),
+    (
+        3,
+        "search_version",
+        include_str!("../migrations/0003_search_version.sql"),
+    ),
 ];
 
 pub(crate) async fn run(pool: &AnyPool) -> Result<()> {

@@ -356,6 +356,7 @@ impl Catalog {
         .bind(&file.id)
         .execute(&mut *tx)
         .await?;
+        crate::stores::bump_search_version(&mut tx, &file.store_id).await?;
         sqlx::query(
             "UPDATE jobs SET state = 'done', lease_owner = NULL, updated_at = $1 WHERE id = $2",
         )

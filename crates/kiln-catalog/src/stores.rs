@@ -25,8 +25,26 @@ pub struct StorePatch {
     pub slice_id: Option<String>,
 }
 
+/// A store as search sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchStore {
+    pub id: String,
+    pub name: String,
+    /// Moves whenever the store's searchable files change.
+    pub search_version: i64,
+}
+
 fn store_sql(tail: &'static str) -> AssertSqlSafe<String> {
     AssertSqlSafe(format!("{STORE_SELECT} {tail}"))
+}
+
+/// Tells searches that the store's searchable files changed (in the caller's transaction).
+pub(crate) async fn bump_search_version(conn: &mut AnyConnection, store_id: &str) -> Result<()> {
+    sqlx::query("UPDATE stores SET search_version = search_version + 1 WHERE id = $1")
+        .bind(store_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Fails unless the slice exists in the organization and is active.
@@ -113,34 +131,48 @@ impl Catalog {
         Ok(Page::new(items, total, window))
     }
 
-    /// The name of one of the organization's stores (`NotFound` otherwise): a light lookup
-    /// for search, without the store's file figures.
-    pub async fn store_name(&self, organization_id: &str, id: &str) -> Result<String> {
-        sqlx::query_scalar("SELECT name FROM stores WHERE organization_id = $1 AND id = $2")
-            .bind(organization_id)
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?
-            .ok_or(CatalogError::NotFound(Resource::Store))
+    /// One of the organization's stores as search needs it (`NotFound` otherwise): a light
+    /// lookup, without the store's file figures.
+    pub async fn search_store(&self, organization_id: &str, id: &str) -> Result<SearchStore> {
+        let row: Option<(String, i64)> = sqlx::query_as(
+            "SELECT name, search_version FROM stores WHERE organization_id = $1 AND id = $2",
+        )
+        .bind(organization_id)
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
+        let (name, search_version) = row.ok_or(CatalogError::NotFound(Resource::Store))?;
+        Ok(SearchStore {
+            id: id.to_string(),
+            name,
+            search_version,
+        })
     }
 
-    /// `(id, name)` of every store in one of the organization's slices, oldest first
+    /// Every store of one of the organization's slices as search needs it, oldest first
     /// (`NotFound` for a slice that is not the organization's).
-    pub async fn slice_store_names(
+    pub async fn slice_search_stores(
         &self,
         organization_id: &str,
         slice_id: &str,
-    ) -> Result<Vec<(String, String)>> {
+    ) -> Result<Vec<SearchStore>> {
         self.get_slice(organization_id, slice_id).await?;
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT id, name FROM stores WHERE organization_id = $1 AND slice_id = $2 \
-             ORDER BY created_at, id",
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT id, name, search_version FROM stores WHERE organization_id = $1 \
+             AND slice_id = $2 ORDER BY created_at, id",
         )
         .bind(organization_id)
         .bind(slice_id)
         .fetch_all(&self.read)
         .await?;
-        Ok(rows)
+        Ok(rows
+            .into_iter()
+            .map(|(id, name, search_version)| SearchStore {
+                id,
+                name,
+                search_version,
+            })
+            .collect())
     }
 
     pub async fn get_store(&self, organization_id: &str, id: &str) -> Result<Store> {

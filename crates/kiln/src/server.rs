@@ -218,6 +218,7 @@ impl Server {
             waker: pipeline.waker(),
             metrics: Arc::new(Metrics::new()),
             http: Arc::new(config.http.clone()),
+            searchable: Arc::default(),
         };
         let app = kiln_api::router_with(state, options.extra);
         let (shutdown, mut stop) = watch::channel(false);

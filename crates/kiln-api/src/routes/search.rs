@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
+use kiln_catalog::SearchStore;
 
 use super::StoreRef;
 use crate::AppState;
@@ -22,8 +23,8 @@ pub(crate) async fn search_store(
     ApiJson(body): ApiJson<SearchRequest>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     let org = auth.organization_id();
-    let name = store_name(&app, org, &store_id).await?;
-    Ok(Json(search(&app, org, vec![(store_id, name)], body).await?))
+    let store = checked_store(&app, org, &store_id).await?;
+    Ok(Json(search(&app, org, vec![store], body).await?))
 }
 
 /// Search several stores of the organization at once: those named in `store_ids`, or every
@@ -40,13 +41,11 @@ pub(crate) async fn search_knowledge(
     let org = auth.organization_id();
     let stores = match (body.store_ids, body.slice_id) {
         (Some(ids), None) if (1..=MAX_STORES).contains(&ids.len()) => {
-            let mut stores = Vec::with_capacity(ids.len());
+            let mut stores: Vec<SearchStore> = Vec::with_capacity(ids.len());
             for id in ids {
-                if stores.iter().any(|(known, _)| *known == id) {
-                    continue;
+                if !stores.iter().any(|known| known.id == id) {
+                    stores.push(checked_store(&app, org, &id).await?);
                 }
-                let name = store_name(&app, org, &id).await?;
-                stores.push((id, name));
             }
             stores
         }
@@ -58,7 +57,7 @@ pub(crate) async fn search_knowledge(
         }
         (None, Some(slice_id)) => app
             .catalog
-            .slice_store_names(org, &slice_id)
+            .slice_search_stores(org, &slice_id)
             .await
             .map_err(|e| ApiError::from(e).detail_if_not_found("slice_id", &slice_id))?,
         (store_ids, _) => {
@@ -76,9 +75,9 @@ pub(crate) async fn search_knowledge(
     Ok(Json(search(&app, org, stores, body.search).await?))
 }
 
-async fn store_name(app: &AppState, org: &str, store_id: &str) -> Result<String, ApiError> {
+async fn checked_store(app: &AppState, org: &str, store_id: &str) -> Result<SearchStore, ApiError> {
     app.catalog
-        .store_name(org, store_id)
+        .search_store(org, store_id)
         .await
         .map_err(|e| ApiError::from(e).detail_if_not_found("store_id", store_id))
 }
