@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use kiln_catalog::{SearchStore, SearchableFile};
 use kiln_core::ErrorCode;
-use kiln_index::{Hit, Scope};
+use kiln_index::{Candidate, Hit, Scope};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -225,23 +225,36 @@ pub async fn search(
     } else {
         top_k
     };
-    let (keyword, semantic, files) = tokio::task::spawn_blocking(move || {
+    let threshold = request.score_threshold;
+    let (hits, files) = tokio::task::spawn_blocking(move || {
         let scope = Scope {
             store_ids: &store_ids,
             active: &active,
         };
         let keyword = match keyword_query {
-            Some(q) => index.keyword(&scope, &q, depth)?,
+            Some(q) => index.keyword_candidates(&scope, &q, depth)?,
             None => Vec::new(),
         };
-        let semantic = match vector {
-            Some(v) => index.semantic(&scope, &v, depth)?,
+        let semantic = match &vector {
+            Some(v) => index.semantic_candidates(&scope, v, depth)?,
             None => Vec::new(),
         };
+        // Only the answer's chunks are read from the index; semantic scores made exact.
+        let hits = match mode {
+            Mode::Keyword => index.hydrate(&keyword, None, top_k)?,
+            Mode::Semantic => index.hydrate(&semantic, vector.as_deref(), top_k)?,
+            Mode::Hybrid => {
+                let semantic = &semantic[..depth.min(semantic.len())];
+                index.hydrate(&fuse(&keyword, semantic), None, top_k)?
+            }
+        };
+        let hits: Vec<Hit> = hits
+            .into_iter()
+            .filter(|hit| threshold.is_none_or(|t| hit.score >= t))
+            .collect();
         // The answered files' names, while the catalog copies are at hand.
-        let files: HashMap<String, (String, Option<String>)> = keyword
+        let files: HashMap<String, (String, Option<String>)> = hits
             .iter()
-            .chain(&semantic)
             .filter_map(|hit| {
                 let file = find_file(&catalogs, &hit.file_id)?;
                 Some((
@@ -250,7 +263,7 @@ pub async fn search(
                 ))
             })
             .collect();
-        Ok::<_, kiln_index::IndexError>((keyword, semantic, files))
+        Ok::<_, kiln_index::IndexError>((hits, files))
     })
     .await
     .map_err(|_| ApiError::internal())?
@@ -259,15 +272,8 @@ pub async fn search(
         ApiError::new(ErrorCode::ServiceUnavailable, "The index is not available")
     })?;
 
-    let ranked: Vec<Hit> = match mode {
-        Mode::Keyword => keyword,
-        Mode::Semantic => semantic,
-        Mode::Hybrid => fuse(keyword, semantic),
-    };
-    let results = ranked
+    let results = hits
         .into_iter()
-        .filter(|hit| request.score_threshold.is_none_or(|t| hit.score >= t))
-        .take(top_k)
         .filter_map(|hit| {
             let (file_name, relative_path) = files.get(&hit.file_id)?.clone();
             Some(SearchResult {
@@ -296,29 +302,17 @@ fn find_file<'a>(catalogs: &'a [Files], id: &str) -> Option<&'a SearchableFile> 
 }
 
 /// Reciprocal-rank fusion: each list contributes 1 / (60 + rank).
-fn fuse(keyword: Vec<Hit>, semantic: Vec<Hit>) -> Vec<Hit> {
-    let mut fused: HashMap<(String, u32), (f32, Hit)> = HashMap::new();
+fn fuse(keyword: &[Candidate], semantic: &[Candidate]) -> Vec<Candidate> {
+    let mut fused: HashMap<u64, f32> = HashMap::new();
     for list in [keyword, semantic] {
-        for (rank, hit) in list.into_iter().enumerate() {
-            let contribution = 1.0 / (RRF_K + rank as f32 + 1.0);
-            fused
-                .entry((hit.file_id.clone(), hit.chunk_index))
-                .and_modify(|(score, _)| *score += contribution)
-                .or_insert((contribution, hit));
+        for (rank, candidate) in list.iter().enumerate() {
+            *fused.entry(candidate.key).or_default() += 1.0 / (RRF_K + rank as f32 + 1.0);
         }
     }
-    let mut hits: Vec<Hit> = fused
-        .into_values()
-        .map(|(score, mut hit)| {
-            hit.score = score;
-            hit
-        })
+    let mut candidates: Vec<Candidate> = fused
+        .into_iter()
+        .map(|(key, score)| Candidate { key, score })
         .collect();
-    hits.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then_with(|| a.file_id.cmp(&b.file_id))
-            .then(a.chunk_index.cmp(&b.chunk_index))
-    });
-    hits
+    candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.key.cmp(&b.key)));
+    candidates
 }

@@ -224,7 +224,7 @@ impl Default for IndexConfig {
         IndexConfig {
             ann_threshold: 20_000,
             ann_expansion_search: 128,
-            ann_rescore_factor: 3,
+            ann_rescore_factor: 2,
         }
     }
 }

@@ -59,12 +59,22 @@ pub struct ChunkRecord {
 /// A search result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
+    /// The chunk's key in this index.
+    pub key: u64,
     pub store_id: String,
     pub file_id: String,
     pub generation: u64,
     pub chunk_index: u32,
     pub text: String,
     pub page: Option<u32>,
+    pub score: f32,
+}
+
+/// A chunk found by a search, before its document is read: its key and score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    /// The chunk's key in this index.
+    pub key: u64,
     pub score: f32,
 }
 
@@ -379,7 +389,11 @@ impl ChunkIndex {
         for address in addresses {
             let document: TantivyDocument = searcher.doc(address)?;
             let vector = self.stored_vector(&document);
-            let hit = self.hit(&document, 0.0);
+            let key = document
+                .get_first(self.fields.key)
+                .and_then(|v| v.as_u64())
+                .unwrap_or(0);
+            let hit = self.hit(&document, key, 0.0);
             chunks.push(ChunkRecord {
                 store_id: hit.store_id,
                 file_id: hit.file_id,
@@ -416,8 +430,27 @@ impl ChunkIndex {
         Ok(searcher.search(&query, &tantivy::collector::Count)?)
     }
 
-    /// BM25 top-`k` among active chunks of the scope's stores.
+    /// BM25 top-`k` among active chunks of the scope's stores, with their documents.
     pub fn keyword(&self, scope: &Scope<'_>, query: &str, k: usize) -> Result<Vec<Hit>> {
+        let candidates = self.keyword_candidates(scope, query, k)?;
+        self.hydrate(&candidates, None, k)
+    }
+
+    /// Nearest neighbours by dot product among active chunks of the scope's stores, with
+    /// their documents and exact scores.
+    pub fn semantic(&self, scope: &Scope<'_>, vector: &[f32], k: usize) -> Result<Vec<Hit>> {
+        let candidates = self.semantic_candidates(scope, vector, k)?;
+        self.hydrate(&candidates, Some(vector), k)
+    }
+
+    /// BM25 top-`k` among active chunks of the scope's stores. Whether a chunk is active is
+    /// read from the fast fields; no document is loaded.
+    pub fn keyword_candidates(
+        &self,
+        scope: &Scope<'_>,
+        query: &str,
+        k: usize,
+    ) -> Result<Vec<Candidate>> {
         if k == 0 || scope.store_ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -439,65 +472,90 @@ impl ChunkIndex {
         loop {
             let top = searcher.search(&combined, &TopDocs::with_limit(limit).order_by_score())?;
             let exhausted = top.len() < limit;
-            let mut hits = Vec::with_capacity(k);
+            let mut found = Vec::with_capacity(k);
+            let mut columns = SegmentColumns::default();
             for (score, address) in top {
-                let document: TantivyDocument = searcher.doc(address)?;
-                let hit = self.hit(&document, score);
-                if (scope.active)(&hit.file_id, hit.generation) {
-                    hits.push(hit);
-                    if hits.len() == k {
+                let (key, file, generation) = columns.read(&searcher, address)?;
+                if (scope.active)(&file, generation) {
+                    found.push(Candidate { key, score });
+                    if found.len() == k {
                         break;
                     }
                 }
             }
-            if hits.len() == k || exhausted || limit > 100_000 {
-                return Ok(hits);
+            if found.len() == k || exhausted || limit > 100_000 {
+                return Ok(found);
             }
             limit *= 4;
         }
     }
 
     /// Nearest neighbours by dot product (vectors are unit length) among active chunks of the
-    /// scope's stores: exact for small stores, through the store's graph for large ones. The
-    /// scores returned are exact (recomputed from the stored f32 vectors).
-    pub fn semantic(&self, scope: &Scope<'_>, vector: &[f32], k: usize) -> Result<Vec<Hit>> {
+    /// scope's stores: exact for small stores, through the store's graph for large ones
+    /// (scores then from bf16 vectors; `hydrate` with the query gives exact ones).
+    pub fn semantic_candidates(
+        &self,
+        scope: &Scope<'_>,
+        vector: &[f32],
+        k: usize,
+    ) -> Result<Vec<Candidate>> {
         if vector.len() != self.dimensions {
             return Err(IndexError::Dimensions {
                 expected: self.dimensions,
                 got: vector.len(),
             });
         }
-        let mut candidates: Vec<(u64, f32)> = Vec::new();
-        let mut approximate = false;
+        let mut candidates: Vec<Candidate> = Vec::new();
         for store_id in scope.store_ids {
             let shared = self.store_vectors(store_id)?;
             let store = shared.read().map_err(|_| IndexError::Poisoned)?;
-            // A graph's scores are approximate (bf16): take more candidates and keep the
-            // best by their exact scores.
             let wanted = if store.is_graph() {
-                approximate = true;
                 k * self.ann.rescore_factor.max(1)
             } else {
                 k
             };
-            candidates.extend(store.search(self.dimensions, vector, wanted, scope.active)?);
+            candidates.extend(
+                store
+                    .search(self.dimensions, vector, wanted, scope.active)?
+                    .into_iter()
+                    .map(|(key, score)| Candidate { key, score }),
+            );
         }
-        candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
-        if !approximate {
-            candidates.truncate(k);
-        }
+        candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
+        candidates.truncate(k * self.ann.rescore_factor.max(1));
+        Ok(candidates)
+    }
+
+    /// The documents of the first `limit` candidates, in their order with their scores. With
+    /// `rescore`, every candidate's score is the exact dot product of that vector and the
+    /// chunk's stored vector instead, and the best `limit` by it are kept.
+    pub fn hydrate(
+        &self,
+        candidates: &[Candidate],
+        rescore: Option<&[f32]>,
+        limit: usize,
+    ) -> Result<Vec<Hit>> {
+        let candidates = match rescore {
+            Some(_) => candidates,
+            None => &candidates[..limit.min(candidates.len())],
+        };
         let searcher = self.reader.searcher();
         let mut hits = Vec::with_capacity(candidates.len());
-        for (key, _) in candidates {
-            let Some(address) = self.address_of(&searcher, key)? else {
+        for candidate in candidates {
+            let Some(address) = self.address_of(&searcher, candidate.key)? else {
                 continue;
             };
             let document: TantivyDocument = searcher.doc(address)?;
-            let exact = dot(vector, &self.stored_vector(&document));
-            hits.push(self.hit(&document, exact));
+            let score = match rescore {
+                Some(vector) => dot(vector, &self.stored_vector(&document)),
+                None => candidate.score,
+            };
+            hits.push(self.hit(&document, candidate.key, score));
         }
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score));
-        hits.truncate(k);
+        if rescore.is_some() {
+            hits.sort_by(|a, b| b.score.total_cmp(&a.score));
+            hits.truncate(limit);
+        }
         Ok(hits)
     }
 
@@ -647,7 +705,7 @@ impl ChunkIndex {
         Ok(out)
     }
 
-    fn hit(&self, document: &TantivyDocument, score: f32) -> Hit {
+    fn hit(&self, document: &TantivyDocument, key: u64, score: f32) -> Hit {
         let f = &self.fields;
         let text = |field| {
             document
@@ -657,6 +715,7 @@ impl ChunkIndex {
                 .to_string()
         };
         Hit {
+            key,
             store_id: text(f.store),
             file_id: text(f.file),
             generation: document
@@ -674,6 +733,41 @@ impl ChunkIndex {
                 .map(|p| p as u32),
             score,
         }
+    }
+}
+
+/// Reads chunks' key, file and generation from the fast fields, segment by segment.
+#[derive(Default)]
+struct SegmentColumns {
+    segment: Option<u32>,
+    keys: Option<tantivy::columnar::Column<u64>>,
+    generations: Option<tantivy::columnar::Column<u64>>,
+    files: Option<tantivy::columnar::StrColumn>,
+}
+
+impl SegmentColumns {
+    fn read(&mut self, searcher: &Searcher, address: DocAddress) -> Result<(u64, String, u64)> {
+        if self.segment != Some(address.segment_ord) {
+            let fast = searcher.segment_reader(address.segment_ord).fast_fields();
+            self.keys = Some(fast.u64("key")?);
+            self.generations = Some(fast.u64("generation")?);
+            self.files = fast.str("file")?;
+            self.segment = Some(address.segment_ord);
+        }
+        let doc = address.doc_id;
+        let key = self.keys.as_ref().and_then(|c| c.first(doc)).unwrap_or(0);
+        let generation = self
+            .generations
+            .as_ref()
+            .and_then(|c| c.first(doc))
+            .unwrap_or(0);
+        let mut file = String::new();
+        if let Some(files) = &self.files
+            && let Some(ord) = files.ords().first(doc)
+        {
+            files.ord_to_str(ord, &mut file)?;
+        }
+        Ok((key, file, generation))
     }
 }
 

@@ -37,7 +37,7 @@ impl Default for AnnOptions {
             connectivity: 16,
             expansion_add: 128,
             expansion_search: 128,
-            rescore_factor: 3,
+            rescore_factor: 2,
         }
     }
 }
