@@ -136,8 +136,7 @@ impl ChunkIndex {
 
     /// Opens with explicit approximate-search settings.
     pub fn open_with(dir: &Path, dimensions: usize, ann: AnnOptions) -> Result<ChunkIndex> {
-        let graphs = dir.join("vectors");
-        std::fs::create_dir_all(&graphs)?;
+        std::fs::create_dir_all(dir)?;
         let mut builder = Schema::builder();
         let text_options = TextOptions::default().set_stored().set_indexing_options(
             TextFieldIndexing::default()
@@ -145,7 +144,7 @@ impl ChunkIndex {
                 .set_index_option(IndexRecordOption::WithFreqsAndPositions),
         );
         let fields = Fields {
-            store: builder.add_text_field("store", STRING | STORED),
+            store: builder.add_text_field("store", STRING | STORED | FAST),
             file: builder.add_text_field("file", STRING | STORED | FAST),
             key: builder.add_u64_field("key", INDEXED | STORED | FAST),
             generation_key: builder.add_text_field("generation_key", STRING),
@@ -157,18 +156,22 @@ impl ChunkIndex {
             vector: builder.add_bytes_field("vector", STORED),
         };
         let schema = builder.build();
-        let directory = tantivy::directory::MmapDirectory::open(dir)
+        let open_dir = |dir: &Path| {
+            tantivy::directory::MmapDirectory::open(dir)
+                .map_err(|e| IndexError::Io(std::io::Error::other(e.to_string())))
+        };
+        let exists = Index::exists(&open_dir(dir)?)
             .map_err(|e| IndexError::Io(std::io::Error::other(e.to_string())))?;
-        let index = Index::open_or_create(directory, schema).map_err(|e| match e {
-            tantivy::TantivyError::SchemaError(_) => {
-                IndexError::Io(std::io::Error::other(format!(
-                    "the index in {} was written by an older Kiln ({e}); it is derived data: move \
-                 that folder away and re-process the files (retry with force=true)",
-                    dir.display()
-                )))
+        if exists {
+            let existing = Index::open(open_dir(dir)?)?;
+            if existing.schema() != schema {
+                drop(existing);
+                migrate(dir, &schema)?;
             }
-            other => IndexError::Tantivy(other),
-        })?;
+        }
+        let index = Index::open_or_create(open_dir(dir)?, schema)?;
+        let graphs = dir.join("vectors");
+        std::fs::create_dir_all(&graphs)?;
         let writer = index.writer(WRITER_HEAP)?;
         let reader = index
             .reader_builder()
@@ -463,20 +466,35 @@ impl ChunkIndex {
                 .iter()
                 .map(|s| Term::from_field_text(self.fields.store, s)),
         );
-        let combined = BooleanQuery::new(vec![
-            (Occur::Must, text_query),
-            (Occur::Must, Box::new(stores) as Box<dyn Query>),
-        ]);
+        // When the stores asked for hold most of the index, the plain text query (which
+        // tantivy answers with block-max WAND, skipping most postings) with the store checked
+        // afterwards beats intersecting every posting with the store filter.
+        let in_scope: u64 = scope
+            .store_ids
+            .iter()
+            .map(|s| searcher.doc_freq(&Term::from_field_text(self.fields.store, s)))
+            .sum::<tantivy::Result<u64>>()?;
+        let post_filter = in_scope * 2 >= searcher.num_docs();
+        let query: Box<dyn Query> = if post_filter {
+            text_query
+        } else {
+            Box::new(BooleanQuery::new(vec![
+                (Occur::Must, text_query),
+                (Occur::Must, Box::new(stores) as Box<dyn Query>),
+            ]))
+        };
         // Stale generations are few (deleted right after a flip); over-fetch to cover them.
         let mut limit = k * 2 + 10;
         loop {
-            let top = searcher.search(&combined, &TopDocs::with_limit(limit).order_by_score())?;
+            let top = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score())?;
             let exhausted = top.len() < limit;
             let mut found = Vec::with_capacity(k);
             let mut columns = SegmentColumns::default();
             for (score, address) in top {
-                let (key, file, generation) = columns.read(&searcher, address)?;
-                if (scope.active)(&file, generation) {
+                let (key, store, file, generation) = columns.read(&searcher, address)?;
+                if (!post_filter || scope.store_ids.iter().any(|s| *s == store))
+                    && (scope.active)(&file, generation)
+                {
                     found.push(Candidate { key, score });
                     if found.len() == k {
                         break;
@@ -736,6 +754,66 @@ impl ChunkIndex {
     }
 }
 
+/// Rewrites an index written with an older schema into the current one, in place: every
+/// chunk is copied (a new key each), then the folders are swapped. Vector graphs, derived
+/// from keys, are dropped and rebuilt on first use.
+fn migrate(dir: &Path, schema: &Schema) -> Result<()> {
+    let started = std::time::Instant::now();
+    let old = Index::open_in_dir(dir)?;
+    let old_schema = old.schema();
+    let field = |name: &str| old_schema.get_field(name).ok();
+    let target = dir.with_extension("migrating");
+    if target.exists() {
+        std::fs::remove_dir_all(&target)?;
+    }
+    std::fs::create_dir_all(&target)?;
+    let new = Index::create_in_dir(&target, schema.clone())?;
+    let mut writer: IndexWriter = new.writer(WRITER_HEAP)?;
+    let reader = old.reader()?;
+    let searcher = reader.searcher();
+    let addresses = searcher.search(
+        &tantivy::query::AllQuery,
+        &tantivy::collector::DocSetCollector,
+    )?;
+    let mut next_key = 1u64;
+    for address in &addresses {
+        let document: TantivyDocument = searcher.doc(*address)?;
+        let mut copy = TantivyDocument::default();
+        for (name, new_field) in schema.fields().map(|(f, entry)| (entry.name(), f)) {
+            if name == "key" {
+                copy.add_u64(new_field, next_key);
+                next_key += 1;
+                continue;
+            }
+            let Some(old_field) = field(name) else {
+                continue;
+            };
+            for value in document.get_all(old_field) {
+                let value: tantivy::schema::OwnedValue = value.into();
+                copy.add_field_value(new_field, &value);
+            }
+        }
+        writer.add_document(copy)?;
+    }
+    writer.commit()?;
+    writer.wait_merging_threads()?;
+    drop(reader);
+    drop(old);
+    let previous = dir.with_extension("previous");
+    if previous.exists() {
+        std::fs::remove_dir_all(&previous)?;
+    }
+    std::fs::rename(dir, &previous)?;
+    std::fs::rename(&target, dir)?;
+    std::fs::remove_dir_all(&previous)?;
+    tracing::info!(
+        chunks = addresses.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "the index was rewritten in the current format"
+    );
+    Ok(())
+}
+
 /// Reads chunks' key, file and generation from the fast fields, segment by segment.
 #[derive(Default)]
 struct SegmentColumns {
@@ -743,15 +821,22 @@ struct SegmentColumns {
     keys: Option<tantivy::columnar::Column<u64>>,
     generations: Option<tantivy::columnar::Column<u64>>,
     files: Option<tantivy::columnar::StrColumn>,
+    stores: Option<tantivy::columnar::StrColumn>,
 }
 
 impl SegmentColumns {
-    fn read(&mut self, searcher: &Searcher, address: DocAddress) -> Result<(u64, String, u64)> {
+    /// `(key, store, file, generation)` of a document.
+    fn read(
+        &mut self,
+        searcher: &Searcher,
+        address: DocAddress,
+    ) -> Result<(u64, String, String, u64)> {
         if self.segment != Some(address.segment_ord) {
             let fast = searcher.segment_reader(address.segment_ord).fast_fields();
             self.keys = Some(fast.u64("key")?);
             self.generations = Some(fast.u64("generation")?);
             self.files = fast.str("file")?;
+            self.stores = fast.str("store")?;
             self.segment = Some(address.segment_ord);
         }
         let doc = address.doc_id;
@@ -761,18 +846,45 @@ impl SegmentColumns {
             .as_ref()
             .and_then(|c| c.first(doc))
             .unwrap_or(0);
-        let mut file = String::new();
-        if let Some(files) = &self.files
-            && let Some(ord) = files.ords().first(doc)
-        {
-            files.ord_to_str(ord, &mut file)?;
-        }
-        Ok((key, file, generation))
+        let text = |column: &Option<tantivy::columnar::StrColumn>| -> Result<String> {
+            let mut value = String::new();
+            if let Some(column) = column
+                && let Some(ord) = column.ords().first(doc)
+            {
+                column.ord_to_str(ord, &mut value)?;
+            }
+            Ok(value)
+        };
+        Ok((key, text(&self.stores)?, text(&self.files)?, generation))
     }
 }
 
-/// Keeps words; drops query syntax a user did not mean (quotes, colons, brackets, operators).
+/// English stop words (Lucene's default set, as Anserini's BM25 baselines use), dropped from
+/// keyword queries: they match nearly every chunk and add cost, not relevance. Documents keep
+/// them, so lengths and BM25 normalisation are unchanged.
+const STOP_WORDS: [&str; 33] = [
+    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it",
+    "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these",
+    "they", "this", "to", "was", "will", "with",
+];
+
+/// Keeps words; drops query syntax a user did not mean (quotes, colons, brackets, operators)
+/// and stop words (unless nothing else is left).
 fn sanitize(query: &str) -> String {
+    let words = words(query);
+    let kept: Vec<&str> = words
+        .iter()
+        .map(String::as_str)
+        .filter(|w| !STOP_WORDS.contains(&w.to_lowercase().as_str()))
+        .collect();
+    if kept.is_empty() {
+        words.join(" ")
+    } else {
+        kept.join(" ")
+    }
+}
+
+fn words(query: &str) -> Vec<String> {
     query
         .chars()
         .map(|c| {
@@ -785,8 +897,8 @@ fn sanitize(query: &str) -> String {
         .collect::<String>()
         .split_whitespace()
         .filter(|w| !matches!(*w, "AND" | "OR" | "NOT" | "IN"))
-        .collect::<Vec<_>>()
-        .join(" ")
+        .map(str::to_string)
+        .collect()
 }
 
 fn vector_bytes(vector: &[f32]) -> Vec<u8> {
@@ -1047,6 +1159,60 @@ mod tests {
         index.delete_store("vs_big").unwrap();
         assert!(!dir.path().join("vectors/vs_big.usearch").exists());
         assert!(index.semantic(&scope, &late.vector, 5).unwrap().is_empty());
+    }
+
+    /// An index written with an older schema (here: without keys) is rewritten on open, and
+    /// everything in it stays searchable.
+    #[test]
+    fn an_index_in_an_older_format_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut builder = Schema::builder();
+            let store = builder.add_text_field("store", STRING | STORED);
+            let file = builder.add_text_field("file", STRING | STORED);
+            let generation = builder.add_u64_field("generation", INDEXED | STORED | FAST);
+            let chunk_index = builder.add_u64_field("chunk_index", STORED);
+            let text = builder.add_text_field("text", tantivy::schema::TEXT | STORED);
+            let vector = builder.add_bytes_field("vector", STORED);
+            let old = Index::create_in_dir(dir.path(), builder.build()).unwrap();
+            let mut writer: IndexWriter = old.writer(15_000_000).unwrap();
+            for i in 0..3u64 {
+                writer
+                    .add_document(doc!(
+                        store => "vs_a", file => format!("f{i}"), generation => 1u64,
+                        chunk_index => 0u64, text => format!("old text number {i} about yeast"),
+                        vector => vector_bytes(&unit(i as usize, 8)),
+                    ))
+                    .unwrap();
+            }
+            writer.commit().unwrap();
+        }
+        let index = ChunkIndex::open(dir.path(), 8).unwrap();
+        let stores = vec!["vs_a".to_string()];
+        let all = |_: &str, _: u64| true;
+        let scope = Scope {
+            store_ids: &stores,
+            active: &all,
+        };
+        assert_eq!(index.keyword(&scope, "yeast", 10).unwrap().len(), 3);
+        let hit = &index.semantic(&scope, &unit(2, 8), 1).unwrap()[0];
+        assert_eq!((hit.file_id.as_str(), hit.generation), ("f2", 1));
+        // New chunks get keys after the migrated ones.
+        index
+            .add(&[chunk("vs_a", "f9", 1, 0, "new yeast text", 9)])
+            .unwrap();
+        assert_eq!(index.keyword(&scope, "yeast", 10).unwrap().len(), 4);
+        assert!(index.export().unwrap().iter().all(|c| c.vector.len() == 8));
+    }
+
+    #[test]
+    fn keyword_queries_lose_syntax_and_stop_words_but_never_everything() {
+        assert_eq!(
+            sanitize("The effect of vitamin D: \"on\" (bones) AND -fractures"),
+            "effect vitamin D bones fractures"
+        );
+        assert_eq!(sanitize("to be or not to be"), "to be or not to be");
+        assert_eq!(sanitize("?!"), "");
     }
 
     #[test]
