@@ -492,7 +492,7 @@ impl ChunkIndex {
             let mut columns = SegmentColumns::default();
             for (score, address) in top {
                 let (key, store, file, generation) = columns.read(&searcher, address)?;
-                if (!post_filter || scope.store_ids.iter().any(|s| *s == store))
+                if (!post_filter || scope.store_ids.contains(&store))
                     && (scope.active)(&file, generation)
                 {
                     found.push(Candidate { key, score });
