@@ -1,6 +1,6 @@
-//! Search over stores (contract §11): keyword (BM25), semantic (vectors) or hybrid
-//! (reciprocal-rank fusion of both). Only completed, undeleted files' active generations are
-//! searchable.
+//! Search over stores (contract §11): keyword (BM25), semantic (vectors) or hybrid (a
+//! weighted sum of both lists' normalised scores). Only completed, undeleted files' active
+//! generations are searchable.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -81,10 +81,12 @@ pub struct SearchResponse {
 /// The most stores one search may name in `store_ids`.
 pub const MAX_STORES: usize = 100;
 
-/// Candidates taken from each list before fusion.
+/// Candidates taken from each list before fusion (at least `top_k`).
 const FUSION_DEPTH: usize = 50;
-/// Reciprocal-rank fusion constant.
-const RRF_K: f32 = 60.0;
+/// The semantic list's weight in hybrid search; the keyword list has the rest. Chosen on
+/// SciFact's training queries (`kiln eval`): nDCG@10 0.734–0.736 for weights 0.4–0.5 over
+/// min-max-normalised scores, against 0.723 for reciprocal-rank fusion (k = 60).
+const SEMANTIC_WEIGHT: f32 = 0.45;
 
 /// A store's searchable files by ID.
 type Files = Arc<HashMap<String, SearchableFile>>;
@@ -301,12 +303,27 @@ fn find_file<'a>(catalogs: &'a [Files], id: &str) -> Option<&'a SearchableFile> 
     catalogs.iter().find_map(|files| files.get(id))
 }
 
-/// Reciprocal-rank fusion: each list contributes 1 / (60 + rank).
+/// Hybrid fusion: a weighted sum of each list's scores normalised to [0, 1] over that list
+/// (min-max); a chunk missing from a list scores 0 there. BM25 and cosine scores live on
+/// different scales, so they are compared by where they fall within their own list.
 fn fuse(keyword: &[Candidate], semantic: &[Candidate]) -> Vec<Candidate> {
     let mut fused: HashMap<u64, f32> = HashMap::new();
-    for list in [keyword, semantic] {
-        for (rank, candidate) in list.iter().enumerate() {
-            *fused.entry(candidate.key).or_default() += 1.0 / (RRF_K + rank as f32 + 1.0);
+    for (weight, list) in [
+        (1.0 - SEMANTIC_WEIGHT, keyword),
+        (SEMANTIC_WEIGHT, semantic),
+    ] {
+        let low = list.iter().map(|c| c.score).fold(f32::INFINITY, f32::min);
+        let high = list
+            .iter()
+            .map(|c| c.score)
+            .fold(f32::NEG_INFINITY, f32::max);
+        for candidate in list {
+            let normalised = if high > low {
+                (candidate.score - low) / (high - low)
+            } else {
+                1.0
+            };
+            *fused.entry(candidate.key).or_default() += weight * normalised;
         }
     }
     let mut candidates: Vec<Candidate> = fused
@@ -315,4 +332,40 @@ fn fuse(keyword: &[Candidate], semantic: &[Candidate]) -> Vec<Candidate> {
         .collect();
     candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.key.cmp(&b.key)));
     candidates
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(pairs: &[(u64, f32)]) -> Vec<Candidate> {
+        pairs
+            .iter()
+            .map(|&(key, score)| Candidate { key, score })
+            .collect()
+    }
+
+    /// Worked by hand with weights 0.55 (keyword) and 0.45 (semantic):
+    /// keyword 12, 8, 2 → 1, 0.6, 0; semantic 0.9, 0.7, 0.5 → 1, 0.5, 0.
+    #[test]
+    fn fusion_weighs_normalised_scores() {
+        let keyword = list(&[(1, 12.0), (2, 8.0), (3, 2.0)]);
+        let semantic = list(&[(2, 0.9), (4, 0.7), (1, 0.5)]);
+        let fused = fuse(&keyword, &semantic);
+        let got: Vec<(u64, f32)> = fused.iter().map(|c| (c.key, c.score)).collect();
+        // 2: 0.55·0.6 + 0.45·1 = 0.78; 1: 0.55·1 + 0 = 0.55; 4: 0.45·0.5 = 0.225; 3: 0.
+        let want = [(2, 0.78), (1, 0.55), (4, 0.225), (3, 0.0)];
+        assert_eq!(got.len(), want.len());
+        for ((key, score), (want_key, want_score)) in got.iter().zip(want) {
+            assert_eq!(*key, want_key);
+            assert!((score - want_score).abs() < 1e-6, "{got:?}");
+        }
+        // One list alone keeps its order; a list of one scores as its best.
+        let alone = fuse(&keyword, &[]);
+        assert_eq!(
+            alone.iter().map(|c| c.key).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(fuse(&[], &list(&[(9, 0.3)]))[0].score, SEMANTIC_WEIGHT);
+    }
 }
