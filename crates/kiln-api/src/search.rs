@@ -233,22 +233,37 @@ pub async fn search(
             store_ids: &store_ids,
             active: &active,
         };
-        let keyword = match keyword_query {
-            Some(q) => index.keyword_candidates(&scope, &q, depth)?,
-            None => Vec::new(),
+        let keyword = || match &keyword_query {
+            Some(q) => index.keyword_candidates(&scope, q, depth),
+            None => Ok(Vec::new()),
         };
-        let semantic = match &vector {
-            Some(v) => index.semantic_candidates(&scope, v, depth)?,
-            None => Vec::new(),
+        let semantic = || match (&vector, mode) {
+            // Semantic answers are rescored exactly: take more candidates to choose from.
+            (Some(v), Mode::Semantic) => {
+                index.semantic_candidates(&scope, v, index.rescore_depth(depth))
+            }
+            (Some(v), _) => index.semantic_candidates(&scope, v, depth),
+            (None, _) => Ok(Vec::new()),
         };
+        // Hybrid runs both lists at once, on this thread and one more.
+        let (keyword, semantic) = if mode == Mode::Hybrid {
+            std::thread::scope(|threads| {
+                let semantic = threads.spawn(semantic);
+                let keyword = keyword();
+                let semantic = semantic
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (keyword, semantic)
+            })
+        } else {
+            (keyword(), semantic())
+        };
+        let (keyword, semantic) = (keyword?, semantic?);
         // Only the answer's chunks are read from the index; semantic scores made exact.
         let hits = match mode {
             Mode::Keyword => index.hydrate(&keyword, None, top_k)?,
             Mode::Semantic => index.hydrate(&semantic, vector.as_deref(), top_k)?,
-            Mode::Hybrid => {
-                let semantic = &semantic[..depth.min(semantic.len())];
-                index.hydrate(&fuse(&keyword, semantic), None, top_k)?
-            }
+            Mode::Hybrid => index.hydrate(&fuse(&keyword, &semantic), None, top_k)?,
         };
         let hits: Vec<Hit> = hits
             .into_iter()

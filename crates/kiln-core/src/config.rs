@@ -223,7 +223,7 @@ impl Default for IndexConfig {
     fn default() -> Self {
         IndexConfig {
             ann_threshold: 20_000,
-            ann_expansion_search: 128,
+            ann_expansion_search: 256,
             ann_rescore_factor: 2,
         }
     }

@@ -442,7 +442,7 @@ impl ChunkIndex {
     /// Nearest neighbours by dot product among active chunks of the scope's stores, with
     /// their documents and exact scores.
     pub fn semantic(&self, scope: &Scope<'_>, vector: &[f32], k: usize) -> Result<Vec<Hit>> {
-        let candidates = self.semantic_candidates(scope, vector, k)?;
+        let candidates = self.semantic_candidates(scope, vector, self.rescore_depth(k))?;
         self.hydrate(&candidates, Some(vector), k)
     }
 
@@ -508,6 +508,12 @@ impl ChunkIndex {
         }
     }
 
+    /// How many semantic candidates to take so that rescoring them exactly yields a good
+    /// top `k` (graph scores are approximate).
+    pub fn rescore_depth(&self, k: usize) -> usize {
+        k * self.ann.rescore_factor.max(1)
+    }
+
     /// Nearest neighbours by dot product (vectors are unit length) among active chunks of the
     /// scope's stores: exact for small stores, through the store's graph for large ones
     /// (scores then from bf16 vectors; `hydrate` with the query gives exact ones).
@@ -527,20 +533,15 @@ impl ChunkIndex {
         for store_id in scope.store_ids {
             let shared = self.store_vectors(store_id)?;
             let store = shared.read().map_err(|_| IndexError::Poisoned)?;
-            let wanted = if store.is_graph() {
-                k * self.ann.rescore_factor.max(1)
-            } else {
-                k
-            };
             candidates.extend(
                 store
-                    .search(self.dimensions, vector, wanted, scope.active)?
+                    .search(self.dimensions, vector, k, scope.active)?
                     .into_iter()
                     .map(|(key, score)| Candidate { key, score }),
             );
         }
         candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
-        candidates.truncate(k * self.ann.rescore_factor.max(1));
+        candidates.truncate(k);
         Ok(candidates)
     }
 
@@ -814,14 +815,19 @@ fn migrate(dir: &Path, schema: &Schema) -> Result<()> {
     Ok(())
 }
 
-/// Reads chunks' key, file and generation from the fast fields, segment by segment.
-#[derive(Default)]
-struct SegmentColumns {
-    segment: Option<u32>,
-    keys: Option<tantivy::columnar::Column<u64>>,
-    generations: Option<tantivy::columnar::Column<u64>>,
+/// One segment's fast-field columns.
+struct Columns {
+    keys: tantivy::columnar::Column<u64>,
+    generations: tantivy::columnar::Column<u64>,
     files: Option<tantivy::columnar::StrColumn>,
     stores: Option<tantivy::columnar::StrColumn>,
+}
+
+/// Reads chunks' key, store, file and generation from the fast fields, opening each
+/// segment's columns once (candidates come in score order, from any segment).
+#[derive(Default)]
+struct SegmentColumns {
+    segments: HashMap<u32, Columns>,
 }
 
 impl SegmentColumns {
@@ -831,21 +837,19 @@ impl SegmentColumns {
         searcher: &Searcher,
         address: DocAddress,
     ) -> Result<(u64, String, String, u64)> {
-        if self.segment != Some(address.segment_ord) {
-            let fast = searcher.segment_reader(address.segment_ord).fast_fields();
-            self.keys = Some(fast.u64("key")?);
-            self.generations = Some(fast.u64("generation")?);
-            self.files = fast.str("file")?;
-            self.stores = fast.str("store")?;
-            self.segment = Some(address.segment_ord);
-        }
+        let columns = match self.segments.entry(address.segment_ord) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let fast = searcher.segment_reader(address.segment_ord).fast_fields();
+                entry.insert(Columns {
+                    keys: fast.u64("key")?,
+                    generations: fast.u64("generation")?,
+                    files: fast.str("file")?,
+                    stores: fast.str("store")?,
+                })
+            }
+        };
         let doc = address.doc_id;
-        let key = self.keys.as_ref().and_then(|c| c.first(doc)).unwrap_or(0);
-        let generation = self
-            .generations
-            .as_ref()
-            .and_then(|c| c.first(doc))
-            .unwrap_or(0);
         let text = |column: &Option<tantivy::columnar::StrColumn>| -> Result<String> {
             let mut value = String::new();
             if let Some(column) = column
@@ -855,7 +859,12 @@ impl SegmentColumns {
             }
             Ok(value)
         };
-        Ok((key, text(&self.stores)?, text(&self.files)?, generation))
+        Ok((
+            columns.keys.first(doc).unwrap_or(0),
+            text(&columns.stores)?,
+            text(&columns.files)?,
+            columns.generations.first(doc).unwrap_or(0),
+        ))
     }
 }
 

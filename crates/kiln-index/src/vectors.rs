@@ -36,7 +36,7 @@ impl Default for AnnOptions {
             threshold: 20_000,
             connectivity: 16,
             expansion_add: 128,
-            expansion_search: 128,
+            expansion_search: 256,
             rescore_factor: 2,
         }
     }
