@@ -178,7 +178,9 @@ impl ChunkIndex {
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
         let searcher = reader.searcher();
-        let mut max_key = 0;
+        // Keys never go back, even when the newest chunks were deleted: a saved graph may
+        // still hold a deleted chunk's key, which must not come to mean another chunk.
+        let mut max_key = vectors::highest_saved_key(&graphs);
         for segment in searcher.segment_readers() {
             max_key = max_key.max(segment.fast_fields().u64("key")?.max_value());
         }

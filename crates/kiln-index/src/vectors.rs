@@ -68,6 +68,21 @@ struct GraphMeta {
     dimensions: usize,
 }
 
+/// The highest key any graph saved in `dir` holds (0 when none).
+pub(crate) fn highest_saved_key(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| std::fs::read(e.path()).ok())
+        .filter_map(|bytes| serde_json::from_slice::<GraphMeta>(&bytes).ok())
+        .map(|meta| meta.through_key)
+        .max()
+        .unwrap_or(0)
+}
+
 /// Searches and inserts a graph serves at once. usearch gives each a per-thread context and
 /// fails a call that finds none free, so calls beyond this wait for a permit instead.
 const GRAPH_THREADS: usize = 64;
@@ -417,6 +432,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vs_a.usearch");
         graph.save(&path, dims).unwrap();
+        assert_eq!(
+            highest_saved_key(dir.path()),
+            600,
+            "keys never go back below a saved graph's"
+        );
         let mut live: Vec<Row> = data
             .iter()
             .map(|(r, _)| r.clone())
