@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -62,6 +62,22 @@ pub(crate) fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The configuration of a server a measuring command starts: `settings`' embedding, worker
+/// and index settings, on `data_dir`, listening on a free loopback port. Models stay where
+/// the settings keep them, not in that data dir.
+pub(crate) fn loopback_config(settings: &Config, data_dir: PathBuf) -> Config {
+    let mut config = Config {
+        data_dir,
+        listen: "127.0.0.1:0".into(),
+        embedding: settings.embedding.clone(),
+        workers: settings.workers.clone(),
+        index: settings.index.clone(),
+        ..Config::default()
+    };
+    config.embedding.models_dir = Some(settings.models_dir());
+    config
+}
+
 /// Runs the ingest benchmark with `settings`' embedding and worker settings (its data dir and
 /// listen address are replaced by a temporary folder and a loopback port).
 pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Result<()> {
@@ -72,15 +88,7 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
         corpus.display()
     );
     let dir = tempfile::tempdir()?;
-    let mut config = Config {
-        data_dir: dir.path().to_path_buf(),
-        listen: "127.0.0.1:0".into(),
-        embedding: settings.embedding.clone(),
-        workers: settings.workers.clone(),
-        ..Config::default()
-    };
-    // Models stay where the settings keep them, not in the temporary data dir.
-    config.embedding.models_dir = Some(settings.models_dir());
+    let config = loopback_config(settings, dir.path().to_path_buf());
     let model = load_model(&config).await?;
 
     // The model alone, on the very chunks the pipeline will make (default chunking).

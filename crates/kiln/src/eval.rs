@@ -143,21 +143,33 @@ pub fn load_queries(path: &Path) -> anyhow::Result<HashMap<String, String>> {
     Ok(queries)
 }
 
-/// What `kiln eval` runs.
+/// What `kiln eval` runs (its command-line arguments).
+#[derive(Debug, clap::Args)]
 pub struct EvalOptions {
-    /// A BEIR folder: `corpus.jsonl[.gz]`, `queries.jsonl`, `qrels/{split}.tsv`.
+    /// A BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/SPLIT.tsv.
+    #[arg(long, default_value = "../shared/evaldata/retrieval/scifact")]
     pub dataset: PathBuf,
+    /// Which judgments to score (tune on `train` only).
+    #[arg(long, default_value = "train")]
     pub split: String,
-    /// The server's data dir, kept so a second run skips ingestion; else a temporary one.
+    /// Keep the server's data here; a second run reuses what is already ingested.
+    #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    /// Only the first `docs` documents (a smoke run; scores are then not comparable).
+    /// Only the first N documents (a smoke run: scores are then not comparable).
+    #[arg(long)]
     pub docs: Option<usize>,
-    /// Only the first `queries` judged queries (by ID order).
+    /// Only the first N judged queries (by ID).
+    #[arg(long)]
     pub queries: Option<usize>,
+    /// Modes to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = MODES.map(String::from))]
     pub modes: Vec<String>,
     /// Searches in flight at once.
+    #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
-    /// Writes one TREC run file per mode here (`{mode}.trec`), for `pytrec_eval` or trec_eval.
+    /// Write a TREC run file per mode (MODE.trec) into this folder, for pytrec_eval or
+    /// trec_eval.
+    #[arg(long)]
     pub run_files: Option<PathBuf>,
 }
 
@@ -190,14 +202,7 @@ pub async fn run(options: &EvalOptions, settings: &Config) -> anyhow::Result<()>
         .work_dir
         .clone()
         .unwrap_or_else(|| temporary.path().to_path_buf());
-    let mut config = Config {
-        data_dir: data_dir.clone(),
-        listen: "127.0.0.1:0".into(),
-        embedding: settings.embedding.clone(),
-        workers: settings.workers.clone(),
-        ..Config::default()
-    };
-    config.embedding.models_dir = Some(settings.models_dir());
+    let config = crate::bench::loopback_config(settings, data_dir.clone());
     let server = Server::start_with(config, Options::default()).await?;
     let key = match &server.initial_key {
         Some(key) => key.value.clone(),

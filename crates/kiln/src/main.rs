@@ -50,32 +50,7 @@ enum Command {
     },
     /// Measure search quality on a BEIR dataset through the HTTP API of a loopback server:
     /// nDCG@10 and Recall@100 per mode (pytrec_eval's definitions).
-    Eval {
-        /// A BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/SPLIT.tsv.
-        #[arg(long, default_value = "../shared/evaldata/retrieval/scifact")]
-        dataset: PathBuf,
-        /// Which judgments to score (tune on `train` only).
-        #[arg(long, default_value = "train")]
-        split: String,
-        /// Keep the server's data here; a second run reuses what is already ingested.
-        #[arg(long)]
-        work_dir: Option<PathBuf>,
-        /// Only the first N documents (a smoke run: scores are then not comparable).
-        #[arg(long)]
-        docs: Option<usize>,
-        /// Only the first N judged queries.
-        #[arg(long)]
-        queries: Option<usize>,
-        /// Modes to run, comma-separated.
-        #[arg(long, value_delimiter = ',', default_values_t = kiln::eval::MODES.map(String::from))]
-        modes: Vec<String>,
-        /// Searches in flight at once.
-        #[arg(long, default_value_t = 4)]
-        concurrency: usize,
-        /// Write a TREC run file per mode into this folder.
-        #[arg(long)]
-        run_files: Option<PathBuf>,
-    },
+    Eval(kiln::eval::EvalOptions),
     /// Show or fetch the embedding model.
     Model {
         #[command(subcommand)]
@@ -115,30 +90,7 @@ enum BenchCommand {
     /// Build a store of N chunks straight into the index (SciFact sentences, real SciFact
     /// vectors plus noise) and measure searches over HTTP: QPS, latency, recall@10 of the
     /// approximate search against exact, RSS, time to reopen.
-    Search {
-        /// Chunks in the store.
-        #[arg(long, default_value_t = 100_000)]
-        chunks: usize,
-        #[arg(long, default_value_t = 100)]
-        chunks_per_file: usize,
-        /// A Kiln data dir that ingested SciFact (e.g. `kiln eval --work-dir DIR`): its chunk
-        /// vectors are the base vectors. Without it, --base-docs documents are embedded.
-        #[arg(long)]
-        vectors_from: Option<PathBuf>,
-        #[arg(long, default_value_t = 500)]
-        base_docs: usize,
-        #[arg(long, default_value = "../shared/evaldata/retrieval/scifact")]
-        dataset: PathBuf,
-        /// Keep the built store here; a second run with the same --chunks reuses it.
-        #[arg(long)]
-        work_dir: Option<PathBuf>,
-        /// How many SciFact queries (each run at concurrency 1 and 16).
-        #[arg(long, default_value_t = 200)]
-        queries: usize,
-        /// Standard deviation of the Gaussian noise per vector component.
-        #[arg(long, default_value_t = 0.02)]
-        noise: f32,
-    },
+    Search(kiln::bench::search::SearchBenchOptions),
     /// Extract every file under DIR (or one file) in this process and report pages/s and MB/s
     /// per format; PDFs also through poppler's `pdftotext`, with the texts' agreement.
     Extract {
@@ -281,55 +233,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             kiln::bench::ingest(&corpus, docs, &config).await
         }
         Command::Bench {
-            command:
-                BenchCommand::Search {
-                    chunks,
-                    chunks_per_file,
-                    vectors_from,
-                    base_docs,
-                    dataset,
-                    work_dir,
-                    queries,
-                    noise,
-                },
+            command: BenchCommand::Search(options),
         } => {
             let config = settings::load(&overrides)?;
-            let options = kiln::bench::search::SearchBenchOptions {
-                chunks,
-                chunks_per_file,
-                vectors_from,
-                base_docs,
-                dataset,
-                work_dir,
-                queries,
-                noise,
-            };
             kiln::bench::search::run(&options, &config).await
         }
         Command::Bench {
             command: BenchCommand::Extract { dir },
         } => kiln::bench::extract::extract(&dir),
-        Command::Eval {
-            dataset,
-            split,
-            work_dir,
-            docs,
-            queries,
-            modes,
-            concurrency,
-            run_files,
-        } => {
+        Command::Eval(options) => {
             let config = settings::load(&overrides)?;
-            let options = kiln::eval::EvalOptions {
-                dataset,
-                split,
-                work_dir,
-                docs,
-                queries,
-                modes,
-                concurrency,
-                run_files,
-            };
             kiln::eval::run(&options, &config).await
         }
         Command::Model { command } => {

@@ -34,20 +34,31 @@ use crate::eval::load_queries;
 use crate::server::{Options, Server, load_model, open_storage};
 use crate::settings::initial_key_path;
 
+/// What `kiln bench search` runs (its command-line arguments).
+#[derive(Debug, clap::Args)]
 pub struct SearchBenchOptions {
     /// Chunks in the store.
+    #[arg(long, default_value_t = 100_000)]
     pub chunks: usize,
+    #[arg(long, default_value_t = 100)]
     pub chunks_per_file: usize,
-    /// A Kiln data dir whose index holds real chunk embeddings (e.g. `kiln eval --work-dir`).
+    /// A Kiln data dir that ingested SciFact (e.g. `kiln eval --work-dir DIR`): its chunk
+    /// vectors are the base vectors. Without it, --base-docs documents are embedded.
+    #[arg(long)]
     pub vectors_from: Option<PathBuf>,
-    /// Without `vectors_from`: how many SciFact documents to embed for base vectors.
+    #[arg(long, default_value_t = 500)]
     pub base_docs: usize,
     /// SciFact (corpus and queries).
+    #[arg(long, default_value = "../shared/evaldata/retrieval/scifact")]
     pub dataset: PathBuf,
-    /// The data dir; kept, so a second run with the same `chunks` skips building.
+    /// Keep the built store here; a second run with the same --chunks reuses it.
+    #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// How many SciFact queries (each run at concurrency 1 and 16).
+    #[arg(long, default_value_t = 200)]
     pub queries: usize,
-    /// Standard deviation of the noise added to each vector component.
+    /// Standard deviation of the Gaussian noise per vector component.
+    #[arg(long, default_value_t = 0.02)]
     pub noise: f32,
 }
 
@@ -86,14 +97,7 @@ pub async fn run(options: &SearchBenchOptions, settings: &Config) -> anyhow::Res
         .work_dir
         .clone()
         .unwrap_or_else(|| temporary.path().to_path_buf());
-    let mut config = Config {
-        data_dir: data_dir.clone(),
-        listen: "127.0.0.1:0".into(),
-        embedding: settings.embedding.clone(),
-        index: settings.index.clone(),
-        ..Config::default()
-    };
-    config.embedding.models_dir = Some(settings.models_dir());
+    let config = super::loopback_config(settings, data_dir.clone());
     let model = load_model(&config).await?;
 
     let marker = data_dir.join("bench-search.json");
