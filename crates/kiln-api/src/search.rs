@@ -237,13 +237,10 @@ pub async fn search(
             Some(q) => index.keyword_candidates(&scope, q, depth),
             None => Ok(Vec::new()),
         };
-        let semantic = || match (&vector, mode) {
-            // Semantic answers are rescored exactly: take more candidates to choose from.
-            (Some(v), Mode::Semantic) => {
-                index.semantic_candidates(&scope, v, index.rescore_depth(depth))
-            }
-            (Some(v), _) => index.semantic_candidates(&scope, v, depth),
-            (None, _) => Ok(Vec::new()),
+        // Semantic answers are rescored exactly, so they take more candidates from a graph.
+        let semantic = || match &vector {
+            Some(v) => index.semantic_candidates(&scope, v, depth, mode == Mode::Semantic),
+            None => Ok(Vec::new()),
         };
         // Hybrid runs both lists at once, on this thread and one more.
         let (keyword, semantic) = if mode == Mode::Hybrid {

@@ -444,7 +444,7 @@ impl ChunkIndex {
     /// Nearest neighbours by dot product among active chunks of the scope's stores, with
     /// their documents and exact scores.
     pub fn semantic(&self, scope: &Scope<'_>, vector: &[f32], k: usize) -> Result<Vec<Hit>> {
-        let candidates = self.semantic_candidates(scope, vector, self.rescore_depth(k))?;
+        let candidates = self.semantic_candidates(scope, vector, k, true)?;
         self.hydrate(&candidates, Some(vector), k)
     }
 
@@ -510,20 +510,17 @@ impl ChunkIndex {
         }
     }
 
-    /// How many semantic candidates to take so that rescoring them exactly yields a good
-    /// top `k` (graph scores are approximate).
-    pub fn rescore_depth(&self, k: usize) -> usize {
-        k * self.ann.rescore_factor.max(1)
-    }
-
     /// Nearest neighbours by dot product (vectors are unit length) among active chunks of the
     /// scope's stores: exact for small stores, through the store's graph for large ones
-    /// (scores then from bf16 vectors; `hydrate` with the query gives exact ones).
+    /// (scores then from bf16 vectors; `hydrate` with the query gives exact ones). With
+    /// `for_rescoring`, a graph gives `k × rescore_factor` candidates, so that rescoring them
+    /// exactly yields a good top `k`; exact stores always give `k`.
     pub fn semantic_candidates(
         &self,
         scope: &Scope<'_>,
         vector: &[f32],
         k: usize,
+        for_rescoring: bool,
     ) -> Result<Vec<Candidate>> {
         if vector.len() != self.dimensions {
             return Err(IndexError::Dimensions {
@@ -532,18 +529,25 @@ impl ChunkIndex {
             });
         }
         let mut candidates: Vec<Candidate> = Vec::new();
+        let mut wanted_in_all = k;
         for store_id in scope.store_ids {
             let shared = self.store_vectors(store_id)?;
             let store = shared.read().map_err(|_| IndexError::Poisoned)?;
+            let wanted = if for_rescoring && store.is_graph() {
+                k * self.ann.rescore_factor.max(1)
+            } else {
+                k
+            };
+            wanted_in_all = wanted_in_all.max(wanted);
             candidates.extend(
                 store
-                    .search(self.dimensions, vector, k, scope.active)?
+                    .search(self.dimensions, vector, wanted, scope.active)?
                     .into_iter()
                     .map(|(key, score)| Candidate { key, score }),
             );
         }
         candidates.sort_by(|a, b| b.score.total_cmp(&a.score));
-        candidates.truncate(k);
+        candidates.truncate(wanted_in_all);
         Ok(candidates)
     }
 
