@@ -232,8 +232,11 @@ impl Default for IndexConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// Workers inside `kiln serve` (0: one per CPU core).
+    /// Workers inside `kiln serve` (0: one per CPU core); also how many files are parsed at once.
     pub count: usize,
+    /// Jobs each worker holds at once (0: 8). Their embedding requests share the model's
+    /// forward passes, so more than one per core keeps the batches full.
+    pub jobs_per_worker: usize,
     /// Lease on a claimed job, in seconds; a heartbeat renews it.
     pub lease_secs: u64,
     /// First automatic-retry delay in milliseconds (doubles per try, with jitter).
@@ -248,6 +251,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             count: 0,
+            jobs_per_worker: 0,
             lease_secs: 60,
             retry_base_ms: 2000,
             extract_timeout_secs: 120,

@@ -8,6 +8,7 @@
 //! two forward passes from contending for the same cores and caches, and lets requests that
 //! queue up together share one batch.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Once};
 
@@ -113,11 +114,33 @@ pub(crate) struct Lane {
     jobs: mpsc::Sender<(Vec<String>, Reply)>,
 }
 
+static PASSES: AtomicU64 = AtomicU64::new(0);
+static TEXTS: AtomicU64 = AtomicU64::new(0);
+static BUSY_MICROS: AtomicU64 = AtomicU64::new(0);
+
+/// What the lanes of this process have done so far: forward passes, texts embedded, and the
+/// time spent in them (for the ingest benchmark: how full the batches were, how busy the lane).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LaneStats {
+    pub passes: u64,
+    pub texts: u64,
+    pub busy: std::time::Duration,
+}
+
+pub fn stats() -> LaneStats {
+    LaneStats {
+        passes: PASSES.load(Ordering::Relaxed),
+        texts: TEXTS.load(Ordering::Relaxed),
+        busy: std::time::Duration::from_micros(BUSY_MICROS.load(Ordering::Relaxed)),
+    }
+}
+
 /// Embeds the texts of several requests in one call and hands each its own vectors.
 fn run(model: &LocalModel, jobs: Vec<(Vec<String>, Reply)>) {
     if jobs.is_empty() {
         return;
     }
+    let started = std::time::Instant::now();
     let all: Vec<&str> = jobs
         .iter()
         .flat_map(|(texts, _)| texts.iter().map(String::as_str))
@@ -129,6 +152,12 @@ fn run(model: &LocalModel, jobs: Vec<(Vec<String>, Reply)>) {
                 "the model failed on this batch".into(),
             ))
         });
+    PASSES.fetch_add(
+        all.len().div_ceil(model.batch_size()) as u64,
+        Ordering::Relaxed,
+    );
+    TEXTS.fetch_add(all.len() as u64, Ordering::Relaxed);
+    BUSY_MICROS.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     match result {
         Ok(vectors) => {
             let mut vectors = vectors.into_iter();

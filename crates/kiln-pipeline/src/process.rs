@@ -276,6 +276,9 @@ async fn extract(
     let services = &worker.services;
     let config = &worker.config;
     let step = Step::Extracting;
+    // Held until the document is stored: the original and the parser's memory stay bounded
+    // by the number of slots, not by the number of jobs held.
+    let _slot = worker.parsing.acquire().await;
     let original: Bytes = match services.blobs.get(&original_path(file)).await {
         Ok(bytes) => bytes,
         Err(kiln_blobs::BlobError::NotFound(_)) => {
@@ -399,8 +402,11 @@ async fn steps(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<Comp
             .await
             .map_err(|err| embed_failure(step, err))?;
         vectors.extend(embedded);
-        let percent = 20 + (70 * vectors.len() / total) as i64;
-        progress(worker, job, step, percent, Vec::new()).await?;
+        // Between batches only: after the last, the next step's entry says as much.
+        if vectors.len() < total {
+            let percent = 20 + (70 * vectors.len() / total) as i64;
+            progress(worker, job, step, percent, Vec::new()).await?;
+        }
     }
     let seconds = clock.elapsed().as_secs_f64();
     progress(worker, job, Step::Indexing, 90, vec![

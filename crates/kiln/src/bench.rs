@@ -105,14 +105,11 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
                 .map(|c| c.text),
         );
     }
-    let raw_started = Instant::now();
-    model.embedder.embed(&chunk_texts).await?;
-    let raw_secs = raw_started.elapsed().as_secs_f64();
-    let raw_rate = chunk_texts.len() as f64 / raw_secs;
-    eprintln!(
-        "model alone: {} chunks in {raw_secs:.1} s = {raw_rate:.1} chunks/s",
-        chunk_texts.len()
-    );
+    // The model alone, before and after the pipeline's run (this machine's speed drifts by
+    // ±10 % over minutes; the mean of the two brackets the pipeline's run), each time through
+    // the embedding lane the pipeline uses.
+    let embedder = model.embedder.clone();
+    let before = model_alone(embedder.as_ref(), &chunk_texts, "before").await?;
 
     let server = Server::start_with(
         config,
@@ -166,6 +163,8 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
     };
 
     let started = Instant::now();
+    let cpu_before_pipeline = process_cpu_seconds();
+    let lane_before = kiln_embed::lane::stats();
     let mut uploaded_at: HashMap<String, SystemTime> = HashMap::new();
     for (doc_id, text) in &documents {
         let id = api
@@ -179,12 +178,27 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
     // Wait on the store's file counts, as a dashboard would (cheap, one small answer).
     let failed = api.wait_settled(&store, documents.len() as u64).await?;
     let total = started.elapsed().as_secs_f64();
+    let pipeline_cpu = process_cpu_seconds() - cpu_before_pipeline;
+    let lane = kiln_embed::lane::stats();
     // Then each file's chunks and completion time (the API gives whole seconds).
     let mut done_after: Vec<f64> = Vec::new();
     let mut chunks = 0u64;
+    // Where a file's processing time went: each step's `duration_ms`, summed over files.
+    let mut step_ms: std::collections::BTreeMap<String, f64> = Default::default();
     for f in api.files(&store).await? {
         chunks += f["chunk_count"].as_u64().unwrap_or(0);
         let id = f["id"].as_str().unwrap_or("");
+        let logs = api
+            .call(api.org_request(Method::GET, &format!("{files}/{id}/logs?limit=100")))
+            .await?;
+        for entry in logs["items"].as_array().into_iter().flatten() {
+            if let (Some(step), Some(ms)) = (
+                entry["step"].as_str(),
+                entry["data"]["duration_ms"].as_f64(),
+            ) {
+                *step_ms.entry(step.to_string()).or_default() += ms;
+            }
+        }
         let finished = f["completed_at"]
             .as_str()
             .and_then(|t| humantime::parse_rfc3339(t).ok());
@@ -212,7 +226,12 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
     let while_uploading = sorted(&|uploading| uploading);
     let mut waits = done_after;
     waits.sort_by(f64::total_cmp);
+    let threads = cpu_by_thread();
     server.shutdown().await?;
+    let after = model_alone(embedder.as_ref(), &chunk_texts, "after").await?;
+    let raw_secs = (before.0 + after.0) / 2.0;
+    let raw_cpu = (before.1 + after.1) / 2.0;
+    let raw_rate = chunk_texts.len() as f64 / raw_secs;
 
     let pipeline_rate = chunks as f64 / total;
     println!("documents          {}", documents.len());
@@ -221,7 +240,11 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
     println!("wall time          {total:.1} s");
     println!("files/s            {:.2}", documents.len() as f64 / total);
     println!("chunks/s           {pipeline_rate:.1}");
-    println!("model raw chunks/s {raw_rate:.1} (batched, alone, same chunks)");
+    println!(
+        "model raw chunks/s {raw_rate:.1} (batched, alone, same chunks; {:.1} before, {:.1} after)",
+        chunk_texts.len() as f64 / before.0,
+        chunk_texts.len() as f64 / after.0
+    );
     println!(
         "pipeline / raw     {:.0} %",
         100.0 * pipeline_rate / raw_rate
@@ -249,19 +272,73 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
         percentile(&while_processing, 99.0),
         while_processing.len()
     );
+    let (passes, texts) = (
+        lane.passes - lane_before.passes,
+        lane.texts - lane_before.texts,
+    );
+    println!(
+        "model lane         {passes} passes, {:.1} texts each, busy {:.0} % of the wall time",
+        texts as f64 / passes.max(1) as f64,
+        100.0 * (lane.busy - lane_before.busy).as_secs_f64() / total
+    );
+    println!("step time, mean per file (from the logs' duration_ms):");
+    for (step, ms) in &step_ms {
+        println!("  {step:<28} {:>8.1} ms", ms / documents.len() as f64);
+    }
     println!("peak RSS           {:.0} MiB", peak_rss_mib());
-    println!("CPU seconds by thread (this process):");
-    for (name, seconds) in cpu_by_thread() {
+    println!(
+        "CPU (all threads)  model alone {raw_cpu:.1} s ({:.0} % of a core), pipeline {pipeline_cpu:.1} s ({:.0} %)",
+        100.0 * raw_cpu / raw_secs,
+        100.0 * pipeline_cpu / total
+    );
+    println!("CPU seconds by live thread (this process, before shutdown):");
+    for (name, seconds) in threads {
         println!("  {name:<28} {seconds:>8.1}");
     }
     Ok(())
 }
 
-/// CPU time (user + system) of this process's threads, grouped by name with digits removed,
-/// largest first. Linux only; empty elsewhere.
+/// Embeds `texts` alone; returns the wall and CPU seconds it took.
+async fn model_alone(
+    embedder: &dyn kiln_embed::Embedder,
+    texts: &[String],
+    when: &str,
+) -> anyhow::Result<(f64, f64)> {
+    let started = Instant::now();
+    let cpu_before = process_cpu_seconds();
+    embedder.embed(texts).await?;
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "model alone, {when}: {} chunks in {secs:.1} s = {:.1} chunks/s",
+        texts.len(),
+        texts.len() as f64 / secs
+    );
+    Ok((secs, process_cpu_seconds() - cpu_before))
+}
+
+/// A `/proc/…/stat` line's command name and its CPU time (user + system) in seconds. The
+/// name sits in parentheses and may hold spaces; the fields after it are fixed: utime and
+/// stime (fields 14 and 15) are the 12th and 13th after it.
+fn stat_cpu(stat: &str) -> Option<(&str, f64)> {
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+    let cpu = |i: usize| -> f64 { fields.get(i).and_then(|f| f.parse().ok()).unwrap_or(0.0) };
+    const USER_HZ: f64 = 100.0;
+    Some((&stat[open + 1..close], (cpu(11) + cpu(12)) / USER_HZ))
+}
+
+/// CPU time of this whole process so far, ended threads included. Linux only (else 0).
+fn process_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| stat_cpu(&stat).map(|(_, seconds)| seconds))
+        .unwrap_or(0.0)
+}
+
+/// CPU time of this process's live threads, grouped by name with digits removed, largest
+/// first. Linux only; empty elsewhere.
 fn cpu_by_thread() -> Vec<(String, f64)> {
     let mut groups: HashMap<String, f64> = HashMap::new();
-    let ticks = 100.0; // USER_HZ on Linux
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Vec::new();
     };
@@ -269,23 +346,11 @@ fn cpu_by_thread() -> Vec<(String, f64)> {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
-        // `pid (comm) state ...`: comm may hold spaces; fields after it are fixed.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        let Some((name, seconds)) = stat_cpu(&stat) else {
             continue;
         };
-        let name: String = stat[open + 1..close]
-            .chars()
-            .filter(|c| !c.is_ascii_digit())
-            .collect();
-        let fields: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        let cpu = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the comm.
-        *groups.entry(name).or_default() += (cpu(11) + cpu(12)) / ticks;
+        let name: String = name.chars().filter(|c| !c.is_ascii_digit()).collect();
+        *groups.entry(name).or_default() += seconds;
     }
     let mut sorted: Vec<(String, f64)> = groups.into_iter().filter(|(_, s)| *s >= 0.1).collect();
     sorted.sort_by(|a, b| b.1.total_cmp(&a.1));

@@ -198,6 +198,11 @@ impl Server {
                 } else {
                     workers.count
                 },
+                jobs_per_worker: if workers.jobs_per_worker == 0 {
+                    PipelineConfig::default().jobs_per_worker
+                } else {
+                    workers.jobs_per_worker
+                },
                 lease: Duration::from_secs(workers.lease_secs.max(1)),
                 reap_every: Duration::from_secs(workers.reap_every_secs.max(1)),
                 retry_base: Duration::from_millis(workers.retry_base_ms),

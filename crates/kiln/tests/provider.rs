@@ -30,6 +30,10 @@ struct Script {
     /// What to answer once the script is used up.
     then: Arc<Mutex<Option<Reply>>>,
     calls: Arc<Mutex<usize>>,
+    /// Requests being answered now, and the most there were at once.
+    in_flight: Arc<Mutex<(usize, usize)>>,
+    /// When set, a request waits (up to 10 s) until this many are in flight, then all answer.
+    gather: Arc<Mutex<Option<usize>>>,
 }
 
 /// Deterministic unit vectors: enough to exercise the queue, not a model.
@@ -52,6 +56,26 @@ fn fake_vector(text: &str) -> Vec<f32> {
 
 async fn embeddings(State(script): State<Script>, Json(body): Json<Value>) -> Response {
     *script.calls.lock().unwrap() += 1;
+    {
+        let mut in_flight = script.in_flight.lock().unwrap();
+        in_flight.0 += 1;
+        in_flight.1 = in_flight.1.max(in_flight.0);
+    }
+    let gather = *script.gather.lock().unwrap();
+    if let Some(wanted) = gather {
+        let waited = std::time::Instant::now();
+        while script.in_flight.lock().unwrap().1 < wanted
+            && waited.elapsed() < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let response = answer(&script, body).await;
+    script.in_flight.lock().unwrap().0 -= 1;
+    response
+}
+
+async fn answer(script: &Script, body: Value) -> Response {
     let next = script.replies.lock().unwrap().pop_front();
     let reply = next.or(*script.then.lock().unwrap()).unwrap_or(Reply::Ok);
     match reply {
@@ -93,6 +117,13 @@ async fn provider(replies: Vec<Reply>, then: Option<Reply>) -> (String, Script) 
 }
 
 async fn server_with(url: String) -> TestServer {
+    server_configured(url, |_| {}).await
+}
+
+async fn server_configured(
+    url: String,
+    tune: impl Fn(&mut kiln_core::config::Config) + Send + Sync + 'static,
+) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let configure = move |path: &std::path::Path| {
         let mut config = common::config_for(path);
@@ -100,6 +131,7 @@ async fn server_with(url: String) -> TestServer {
         config.embedding.openai.base_url = url.clone();
         config.embedding.openai.model = "fake-384".into();
         config.embedding.openai.timeout_secs = 1;
+        tune(&mut config);
         config
     };
     // No shared model: the server builds its HTTP embedder from the configuration.
@@ -187,4 +219,34 @@ async fn a_provider_timeout_is_retried_then_fails_with_timeout() {
     assert_eq!(done["error_code"], "TIMEOUT");
     assert_eq!(done["retryable"], true);
     assert_eq!(*script.calls.lock().unwrap(), 3);
+}
+
+#[tokio::test]
+async fn a_worker_holds_several_jobs_at_once_so_their_embedding_requests_overlap() {
+    let (url, script) = provider(vec![], None).await;
+    // Each request waits until four are in flight: with one worker, that happens only if the
+    // worker holds four jobs at once (else every request waits out the 10 s and answers alone).
+    *script.gather.lock().unwrap() = Some(4);
+    let t = server_configured(url, |config| {
+        config.workers.count = 1;
+        config.workers.jobs_per_worker = 4;
+        config.embedding.openai.timeout_secs = 30;
+    })
+    .await;
+    let store = t.store().await;
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let text = format!("Document number {n} has some text worth embedding.");
+        ids.push(t.upload_ok(&store, &format!("{n}.txt"), &text).await);
+    }
+    for id in &ids {
+        let done = t.settle(&store, id).await;
+        assert_eq!(done["status"], "completed", "{done}");
+    }
+    assert_eq!(
+        script.in_flight.lock().unwrap().1,
+        4,
+        "four jobs embedded at once"
+    );
+    assert_eq!(*script.calls.lock().unwrap(), 4);
 }
