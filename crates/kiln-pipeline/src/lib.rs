@@ -35,7 +35,7 @@ pub struct PipelineConfig {
     pub workers: usize,
     /// Jobs each worker holds at once. A job spends most of its life waiting for the shared
     /// embedding lane; holding several lets the lane batch texts from many files into one
-    /// forward pass (a pass of one text does 70 % of the work per text a pass of eight does).
+    /// forward pass (passes of one text embed 70–75 % as many texts a second as passes of 8).
     /// The CPU-heavy steps stay bounded by the cores: the model runs on its one lane,
     /// chunking and indexing on the core-sized work pool, parsing in `workers` slots.
     pub jobs_per_worker: usize,
