@@ -266,7 +266,7 @@ pub(crate) async fn insert_file(tx: &mut AnyConnection, new: &NewFile) -> Result
 impl Catalog {
     /// Registers an uploaded file with its first job, in one transaction.
     pub async fn create_file(&self, new: NewFile) -> Result<FileRecord> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let file = insert_file(&mut tx, &new).await?;
         tx.commit().await?;
         Ok(file)
@@ -365,7 +365,7 @@ impl Catalog {
         force: bool,
         by: &str,
     ) -> Result<RetryOutcome> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let file = fetch_file(&mut tx, organization_id, store_id, file_id).await?;
         match file.status {
             FileStatus::Pending | FileStatus::Processing => {
@@ -421,7 +421,7 @@ impl Catalog {
         file_ids: &[String],
         by: &str,
     ) -> Result<Vec<String>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         require_store(&mut tx, organization_id, store_id).await?;
         let now = Timestamp::now().millis();
         let mut deleted = Vec::new();

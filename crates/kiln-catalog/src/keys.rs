@@ -118,7 +118,7 @@ impl Catalog {
     /// On a catalog without organizations, creates organization `name` with an admin key and
     /// returns both; otherwise does nothing and returns `None`.
     pub async fn bootstrap(&self, name: &str) -> Result<Option<(Organization, NewApiKey)>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
             .fetch_one(&mut *tx)
             .await?;
@@ -137,7 +137,7 @@ impl Catalog {
         role: Role,
         name: Option<&str>,
     ) -> Result<NewApiKey> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let exists: Option<String> =
             sqlx::query_scalar("SELECT id FROM organizations WHERE id = $1")
                 .bind(organization_id)
@@ -220,6 +220,33 @@ fn const_format_key(tail: &'static str) -> sqlx::AssertSqlSafe<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_second_process_writing_while_the_server_writes_waits_its_turn() {
+        let (dir, server, org, _) = crate::test_catalog().await;
+        // `kiln admin` on the same file, as a second process would open it.
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
+        let admin = Catalog::open(&url, 1).await.unwrap();
+        // The server is in the middle of a write when the admin starts creating a key (which
+        // reads the organization, then inserts): it must wait for the server, not fail.
+        let mut busy = server.write_tx().await.unwrap();
+        sqlx::query("UPDATE organizations SET updated_at = updated_at + 1")
+            .execute(&mut *busy)
+            .await
+            .unwrap();
+        let creating =
+            tokio::spawn(
+                async move { admin.create_api_key(&org, Role::Reader, Some("late")).await },
+            );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        busy.commit().await.unwrap();
+        let key = creating
+            .await
+            .unwrap()
+            .expect("the admin's write waited, then went in");
+        assert_eq!(key.info.name.as_deref(), Some("late"));
+        assert!(server.authenticate(&key.value).await.unwrap().is_some());
+    }
 
     #[test]
     fn key_hash_is_sha256_hex() {

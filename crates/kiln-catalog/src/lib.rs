@@ -110,6 +110,14 @@ impl Catalog {
         Ok(Catalog { write, read })
     }
 
+    /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`): a
+    /// deferred transaction that reads and then writes fails at once with "database is
+    /// locked", whatever the busy timeout, when another process sharing the file (`kiln admin`
+    /// on a served data dir) committed in between; an immediate one waits its turn.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     /// Checks that the catalog answers.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;

@@ -27,7 +27,8 @@ pub(crate) async fn run(pool: &AnyPool) -> Result<()> {
     .execute(pool)
     .await?;
     for &(version, name, sql) in MIGRATIONS {
-        let mut tx = pool.begin().await?;
+        // Immediate: two processes opening a new catalog at once take turns (see `write_tx`).
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         let applied: Option<i64> =
             sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
                 .bind(version)

@@ -150,7 +150,7 @@ impl Catalog {
     /// Claims the next due job for `worker` with a lease of `lease`.
     pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Claimed>> {
         loop {
-            let mut tx = self.write.begin().await?;
+            let mut tx = self.write_tx().await?;
             let now = Timestamp::now().millis();
             let row = sqlx::query(
                 "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
@@ -281,7 +281,7 @@ impl Catalog {
         percent: i64,
         logs: Vec<LogLine>,
     ) -> Result<Liveness> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let state = liveness(&mut tx, &job.job_id, worker).await?;
         if state != Liveness::Alive {
             return Ok(state);
@@ -326,7 +326,7 @@ impl Catalog {
         done: Completion,
     ) -> Result<Result<i64, Liveness>> {
         let file = job.file.as_ref().expect("a process job carries its file");
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let state = liveness(&mut tx, &job.job_id, worker).await?;
         if state != Liveness::Alive {
             return Ok(Err(state));
@@ -405,7 +405,7 @@ impl Catalog {
         transient: bool,
         retry_delay: Duration,
     ) -> Result<FailOutcome> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         if liveness(&mut tx, &job.job_id, worker).await? != Liveness::Alive {
             return Ok(FailOutcome::Stale);
         }
@@ -529,7 +529,7 @@ impl Catalog {
 
     /// After a file's purge: forgets the file, its logs and its finished jobs.
     pub async fn forget_file(&self, job_id: &str, file_id: &str) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM file_logs WHERE file_id = $1")
             .bind(file_id)
             .execute(&mut *tx)
@@ -553,7 +553,7 @@ impl Catalog {
 
     /// After a store's purge: forgets its files, their logs and jobs.
     pub async fn forget_store(&self, job_id: &str, store_id: &str) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "DELETE FROM file_logs WHERE file_id IN (SELECT id FROM files WHERE store_id = $1)",
         )
@@ -592,7 +592,7 @@ impl Catalog {
             let file_id: String = row.try_get("file_id")?;
             let owner: Option<String> = row.try_get("lease_owner")?;
             let losses: i64 = row.try_get::<i64, _>("lease_losses")? + 1;
-            let mut tx = self.write.begin().await?;
+            let mut tx = self.write_tx().await?;
             let give_up = kind == "process" && losses >= MAX_LEASE_LOSSES;
             let n = sqlx::query(
                 "UPDATE jobs SET state = $1, lease_owner = NULL, lease_expires_at = NULL, run_after = $2, \

@@ -126,7 +126,7 @@ impl Catalog {
         id: &str,
         patch: SlicePatch,
     ) -> Result<Slice> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let current = self.fetch_slice(&mut *tx, organization_id, id).await?;
         if current.status == SliceStatus::Archived {
             return Err(CatalogError::SliceArchived);

@@ -74,7 +74,7 @@ impl Catalog {
         new: NewStore,
         created_by: &str,
     ) -> Result<Store> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         require_active_slice(&mut tx, organization_id, slice_id).await?;
         let id = IdKind::Store.generate();
         let now = Timestamp::created().millis();
@@ -205,7 +205,7 @@ impl Catalog {
         id: &str,
         patch: StorePatch,
     ) -> Result<Store> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let current = self.fetch_store(&mut *tx, organization_id, id).await?;
         if let Some(slice_id) = patch.slice_id.as_deref()
             && slice_id != current.slice_id
@@ -233,7 +233,7 @@ impl Catalog {
     /// Deletes a store: it and its files disappear at once; queued work is cancelled; a
     /// durable purge job removes chunks, vectors, blobs and the files' records.
     pub async fn delete_store(&self, organization_id: &str, id: &str) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let deleted = sqlx::query("DELETE FROM stores WHERE organization_id = $1 AND id = $2")
             .bind(organization_id)
             .bind(id)

@@ -101,7 +101,7 @@ impl Catalog {
 
     /// Records a new upload in a store.
     pub async fn create_upload(&self, new: NewUpload) -> Result<Upload> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         require_store(&mut tx, &new.organization_id, &new.store_id).await?;
         let now = Timestamp::now().millis();
         sqlx::query(
@@ -150,7 +150,7 @@ impl Catalog {
         length: i64,
         blob_name: &str,
     ) -> Result<Option<i64>> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now = Timestamp::now().millis();
         let moved = sqlx::query(
             "UPDATE uploads SET received_bytes = $1, updated_at = $2 \
@@ -204,7 +204,7 @@ impl Catalog {
     /// the parts that were dropped, for the caller to delete.
     pub async fn reset_upload(&self, id: &str) -> Result<Vec<UploadPart>> {
         let parts = self.upload_parts(id).await?;
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM upload_parts WHERE upload_id = $1")
             .bind(id)
             .execute(&mut *tx)
@@ -222,7 +222,7 @@ impl Catalog {
     /// with `NotFound(Upload)` if the upload is gone, expired, incomplete or already
     /// registered (only one of two concurrent registrations wins).
     pub async fn register_upload(&self, new: NewFile) -> Result<FileRecord> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         require_store(&mut tx, &new.organization_id, &new.store_id).await?;
         sqlx::query("DELETE FROM upload_parts WHERE upload_id = $1")
             .bind(&new.id)
@@ -249,7 +249,7 @@ impl Catalog {
 
     /// Deletes an upload and its part rows (not its blobs).
     pub async fn discard_upload(&self, id: &str) -> Result<()> {
-        let mut tx = self.write.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("DELETE FROM upload_parts WHERE upload_id = $1")
             .bind(id)
             .execute(&mut *tx)
