@@ -217,6 +217,8 @@ pub struct IndexConfig {
     pub ann_expansion_search: usize,
     /// A graph search takes `top_k × this` candidates and keeps the best by exact score.
     pub ann_rescore_factor: usize,
+    /// Keyword queries keep at most this many words, the rarest in the index (0: all).
+    pub keyword_max_terms: usize,
 }
 
 impl Default for IndexConfig {
@@ -225,6 +227,7 @@ impl Default for IndexConfig {
             ann_threshold: 20_000,
             ann_expansion_search: 256,
             ann_rescore_factor: 2,
+            keyword_max_terms: 10,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! One store's vectors, searched exactly while the store is small and through an HNSW graph
-//! (usearch, vectors kept as bf16) once it holds `AnnOptions::threshold` chunks or more.
+//! (usearch, vectors kept as int8) once it holds `AnnOptions::threshold` chunks or more.
 //!
 //! The chunk documents in tantivy stay the source of truth (each keeps its f32 vector); this
 //! is a derived structure. A graph is saved next to the index (`{store}.usearch`, with the
@@ -60,12 +60,26 @@ pub(crate) enum StoreVectors {
     },
 }
 
+/// How a graph keeps its vectors: int8 (usearch scales each unit vector by 127), a quarter
+/// of f32 and half of bf16 — at a million chunks 366 MiB instead of 732. The graph only picks
+/// candidates; semantic answers are rescored with the stored f32 vectors. At 100k chunks
+/// recall@10 against exact was 0.9955 with int8 and 0.9985 with bf16 (`kiln bench search`).
+const GRAPH_SCALAR: usearch::ScalarKind = usearch::ScalarKind::I8;
+const GRAPH_SCALAR_NAME: &str = "i8";
+
 /// What is saved beside a graph.
 #[derive(Serialize, Deserialize)]
 struct GraphMeta {
     /// Every chunk with a key up to this one was in the graph when it was saved.
     through_key: u64,
     dimensions: usize,
+    /// How its vectors are kept; graphs saved before this was recorded kept bf16.
+    #[serde(default = "older_scalar")]
+    scalar: String,
+}
+
+fn older_scalar() -> String {
+    "bf16".into()
 }
 
 /// The highest key any graph saved in `dir` holds (0 when none).
@@ -129,7 +143,7 @@ fn new_graph(dims: usize, options: &AnnOptions, capacity: usize) -> Result<usear
     let graph = usearch::Index::new(&usearch::IndexOptions {
         dimensions: dims,
         metric: usearch::MetricKind::IP,
-        quantization: usearch::ScalarKind::BF16,
+        quantization: GRAPH_SCALAR,
         connectivity: options.connectivity,
         expansion_add: options.expansion_add,
         expansion_search: options.expansion_search,
@@ -225,7 +239,7 @@ impl StoreVectors {
     }
 
     /// The `k` best rows for `query` among those `active` accepts: `(key, score)`, best
-    /// first. Exact stores give exact dot products; graph scores are from bf16 vectors (the
+    /// first. Exact stores give exact dot products; graph scores are from int8 vectors (the
     /// caller rescores what it keeps).
     pub fn search(
         &self,
@@ -298,6 +312,7 @@ impl StoreVectors {
         let meta = GraphMeta {
             through_key: rows.keys().copied().max().unwrap_or(0),
             dimensions: dims,
+            scalar: GRAPH_SCALAR_NAME.into(),
         };
         let partial = path.with_extension("usearch.partial");
         graph
@@ -327,6 +342,11 @@ impl StoreVectors {
             return Ok(None);
         };
         if meta.dimensions != dims || !path.exists() {
+            return Ok(None);
+        }
+        if meta.scalar != GRAPH_SCALAR_NAME {
+            tracing::info!(path = %path.display(), saved = %meta.scalar, now = GRAPH_SCALAR_NAME,
+                "a saved vector graph keeps its vectors in another form; rebuilding it");
             return Ok(None);
         }
         let graph = new_graph(dims, options, 0)?;
@@ -462,5 +482,17 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+        // A graph saved before the scalar kind was recorded kept bf16: rebuilt, not reused.
+        std::fs::write(
+            path.with_extension("json"),
+            format!(r#"{{"through_key":600,"dimensions":{dims}}}"#),
+        )
+        .unwrap();
+        assert!(
+            StoreVectors::load(&path, dims, &options, Vec::new())
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(highest_saved_key(dir.path()), 600);
     }
 }

@@ -172,7 +172,11 @@ pub async fn run(options: &SearchBenchOptions, settings: &Config) -> anyhow::Res
     )
     .await?;
     let first_secs = first.elapsed().as_secs_f64();
-    println!("chunks             {}", options.chunks);
+    println!(
+        "chunks             {} (index segments: {})",
+        options.chunks,
+        server.index.segments()
+    );
     println!("server start       {start_secs:.2} s (model, catalog, index open)");
     println!(
         "first search       {first_secs:.2} s (loads the store's vectors: reopen {:.2} s in all)",
@@ -478,7 +482,13 @@ async fn build(
         );
     }
     catalog.close().await;
-    drop(index);
+    let merging = Instant::now();
+    let segments = index.segments();
+    tokio::task::block_in_place(move || index.finish_merges())?;
+    eprintln!(
+        "segment merges finished in {:.1} s ({segments} segments before)",
+        merging.elapsed().as_secs_f64()
+    );
     // Open as the server will and build the store's vector structure now (a graph above
     // the threshold, saved beside the index), so the measured start is a reopen.
     let warm = Instant::now();
