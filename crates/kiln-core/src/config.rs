@@ -214,6 +214,7 @@ pub struct IndexConfig {
     /// ones exactly.
     pub ann_threshold: usize,
     /// HNSW candidate list while searching (`ef_search`): higher is slower and more exact.
+    /// 0: by the store's size (256 up to 100k chunks, about 1,600 at 1M).
     pub ann_expansion_search: usize,
     /// A graph search takes `top_k × this` candidates and keeps the best by exact score.
     pub ann_rescore_factor: usize,
@@ -225,7 +226,7 @@ impl Default for IndexConfig {
     fn default() -> Self {
         IndexConfig {
             ann_threshold: 20_000,
-            ann_expansion_search: 256,
+            ann_expansion_search: 0,
             ann_rescore_factor: 2,
             keyword_max_terms: 10,
         }

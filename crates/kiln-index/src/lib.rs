@@ -296,6 +296,7 @@ impl ChunkIndex {
                 store.build_graph(self.dimensions, &self.ann)?;
                 store.save(&self.graph_path(store_id), self.dimensions)?;
             }
+            store.tune(&self.ann);
         }
         Ok(())
     }
@@ -716,6 +717,7 @@ impl ChunkIndex {
                 store.save(&path, dims)?;
             }
         }
+        store.tune(&self.ann);
         let shared = Arc::new(RwLock::new(store));
         self.vectors
             .write()
