@@ -9,6 +9,7 @@
 mod process;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kiln_blobs::Blobs;
@@ -87,6 +88,50 @@ pub struct Pipeline {
     waker: Waker,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    parsing: Arc<ParseSlots>,
+}
+
+/// Slots for reading and parsing originals, shared by a process's workers: however many jobs
+/// are held, at most `workers` originals are in memory being parsed. Keeps the most ever
+/// taken at once.
+pub(crate) struct ParseSlots {
+    slots: Semaphore,
+    busy: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+/// A taken parse slot; given back when dropped.
+pub(crate) struct ParseSlot<'a> {
+    slots: &'a ParseSlots,
+    _permit: Option<tokio::sync::SemaphorePermit<'a>>,
+}
+
+impl ParseSlots {
+    fn new(slots: usize) -> ParseSlots {
+        ParseSlots {
+            slots: Semaphore::new(slots),
+            busy: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits for a free slot.
+    pub(crate) async fn take(&self) -> ParseSlot<'_> {
+        // The semaphore is never closed, so acquiring only waits.
+        let permit = self.slots.acquire().await.ok();
+        let now = self.busy.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        ParseSlot {
+            slots: self,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for ParseSlot<'_> {
+    fn drop(&mut self) {
+        self.slots.busy.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Pipeline {
@@ -95,7 +140,7 @@ impl Pipeline {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
         let config = Arc::new(config);
-        let parsing = Arc::new(Semaphore::new(config.workers.max(1)));
+        let parsing = Arc::new(ParseSlots::new(config.workers.max(1)));
         for n in 0..config.workers.max(1) {
             let worker = Worker {
                 name: format!("{}-w{n}", config.name),
@@ -113,7 +158,17 @@ impl Pipeline {
             stopped,
         ));
         waker.wake();
-        Pipeline { waker, stop, tasks }
+        Pipeline {
+            waker,
+            stop,
+            tasks,
+            parsing,
+        }
+    }
+
+    /// The most originals this pipeline has had read and being parsed at once.
+    pub fn parsing_peak(&self) -> usize {
+        self.parsing.peak.load(Ordering::SeqCst)
     }
 
     pub fn waker(&self) -> Waker {
@@ -190,9 +245,8 @@ struct Worker {
     services: Services,
     config: Arc<PipelineConfig>,
     waker: Waker,
-    /// Slots for reading and parsing originals, shared by the process's workers: however
-    /// many jobs are held, at most `workers` originals are in memory being parsed.
-    parsing: Arc<Semaphore>,
+    /// Slots for reading and parsing originals, shared by the process's workers.
+    parsing: Arc<ParseSlots>,
 }
 
 impl Worker {

@@ -278,7 +278,7 @@ async fn extract(
     let step = Step::Extracting;
     // Held until the document is stored: the original and the parser's memory stay bounded
     // by the number of slots, not by the number of jobs held.
-    let _slot = worker.parsing.acquire().await;
+    let _slot = worker.parsing.take().await;
     let original: Bytes = match services.blobs.get(&original_path(file)).await {
         Ok(bytes) => bytes,
         Err(kiln_blobs::BlobError::NotFound(_)) => {

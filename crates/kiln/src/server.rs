@@ -260,6 +260,11 @@ impl Server {
     }
 
     /// `http://ADDR`.
+    /// The most originals this server's pipeline has had read and being parsed at once.
+    pub fn parsing_peak(&self) -> usize {
+        self.pipeline.parsing_peak()
+    }
+
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }

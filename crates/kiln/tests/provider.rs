@@ -250,3 +250,33 @@ async fn a_worker_holds_several_jobs_at_once_so_their_embedding_requests_overlap
     );
     assert_eq!(*script.calls.lock().unwrap(), 4);
 }
+
+#[tokio::test]
+async fn however_many_jobs_a_worker_holds_it_parses_one_original_at_a_time() {
+    let (url, _script) = provider(vec![], None).await;
+    let t = server_configured(url, |config| {
+        config.workers.count = 1;
+        config.workers.jobs_per_worker = 4;
+    })
+    .await;
+    let store = t.store().await;
+    // Four large originals arriving together, each long enough to parse (whitespace only,
+    // so each fails NO_TEXT_EXTRACTED without reaching the embedder): the worker claims all
+    // four at once, and only the parse slot keeps them from being read and parsed together.
+    let original = " \n\t ".repeat(2 << 20).into_bytes();
+    let names: Vec<String> = (0..4).map(|n| format!("blank-{n}.txt")).collect();
+    let uploads = names
+        .iter()
+        .map(|name| t.upload(&store, name, original.clone(), None));
+    let mut ids = Vec::new();
+    for (status, body) in futures::future::join_all(uploads).await {
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        let done = t.settle(&store, id).await;
+        assert_eq!(done["status"], "failed", "{done}");
+        assert_eq!(done["error_code"], "NO_TEXT_EXTRACTED", "{done}");
+    }
+    assert_eq!(t.server.parsing_peak(), 1, "one worker, one parse slot");
+}
