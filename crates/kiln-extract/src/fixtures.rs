@@ -1,7 +1,7 @@
 //! Test fixtures written by code, for this crate's tests and the server's (feature
 //! `fixtures`): ZIP packages (the container of Office files), and small PDFs with text pages,
 //! pages without text, and the standard security handler (RC4, 40-bit) with a user and an
-//! owner password.
+//! owner password; legacy Excel workbooks (BIFF8 in a compound file).
 
 use std::io::{Cursor, Write};
 
@@ -160,4 +160,52 @@ pub fn pdf(pages: &[PdfPage], passwords: Option<(&str, &str)>) -> Vec<u8> {
         format!("trailer\n<< {trailer} >>\nstartxref\n{xref}\n%%EOF\n").as_bytes(),
     );
     out
+}
+
+/// A BIFF8 record: type, length, data.
+pub fn biff(typ: u16, data: &[u8]) -> Vec<u8> {
+    let mut record = typ.to_le_bytes().to_vec();
+    record.extend((data.len() as u16).to_le_bytes());
+    record.extend(data);
+    record
+}
+
+/// A BOF record (BIFF8) for a substream of type `dt` (0x0005 globals, 0x0010 worksheet).
+pub fn biff_bof(dt: u16) -> Vec<u8> {
+    let mut data = 0x0600u16.to_le_bytes().to_vec();
+    data.extend(dt.to_le_bytes());
+    data.extend([0u8; 12]);
+    biff(0x0809, &data)
+}
+
+/// An Excel 97-2003 workbook (BIFF8 in a compound file) with one sheet named `sheet` holding
+/// numbers at `(row, column, value)`.
+pub fn xls_of(sheet: &str, numbers: &[(u16, u16, f64)]) -> Vec<u8> {
+    use std::io::Write;
+    let sheet_record = |position: u32| {
+        let mut data = position.to_le_bytes().to_vec();
+        data.extend([0u8, 0u8, sheet.len() as u8, 0u8]);
+        data.extend(sheet.as_bytes());
+        biff(0x0085, &data)
+    };
+    let globals_len = biff_bof(0x0005).len() + sheet_record(0).len() + biff(0x000A, &[]).len();
+    let mut stream = biff_bof(0x0005);
+    stream.extend(sheet_record(globals_len as u32));
+    stream.extend(biff(0x000A, &[]));
+    stream.extend(biff_bof(0x0010));
+    for &(row, col, value) in numbers {
+        let mut data = row.to_le_bytes().to_vec();
+        data.extend(col.to_le_bytes());
+        data.extend(0u16.to_le_bytes());
+        data.extend(value.to_le_bytes());
+        stream.extend(biff(0x0203, &data));
+    }
+    stream.extend(biff(0x000A, &[]));
+    let mut file = cfb::CompoundFile::create(std::io::Cursor::new(Vec::new()))
+        .expect("a compound file in memory");
+    file.create_stream("/Workbook")
+        .and_then(|mut s| s.write_all(&stream))
+        .expect("the workbook stream");
+    file.flush().expect("flushed");
+    file.into_inner().into_inner()
 }

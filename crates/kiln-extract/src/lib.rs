@@ -10,6 +10,7 @@ mod formats;
 mod office;
 mod pdf;
 mod types;
+mod xls;
 
 pub use decode::decode_text;
 pub use types::{FileType, Format, SUPPORTED_TYPES, detect};

@@ -383,7 +383,17 @@ fn cell_text(cell: &calamine::Data) -> String {
     }
 }
 
+/// A non-empty spreadsheet cell: row, column, text.
+type UsedCell = (u32, u32, String);
+
+/// Most columns a row is padded across so that its cells stay under their header's; a row
+/// spanning more lists its cells without the empty ones between them.
+const MAX_PADDED_COLUMNS: u32 = 64;
+
 /// Excel: sheet by sheet (the sheet name is the section title), rows under their first row.
+/// XLSX sheets are read cell by cell, never as a whole grid: the grid of a sheet holding only
+/// A1 and XFD1048576 would be 17 billion cells (calamine's `worksheet_range` allocates it and
+/// the process aborts).
 pub(crate) fn spreadsheet(bytes: &[u8], legacy: bool) -> Result<Document, ExtractError> {
     use calamine::Reader;
     let what = if legacy { "Excel 97-2003" } else { "Excel" };
@@ -392,31 +402,80 @@ pub(crate) fn spreadsheet(bytes: &[u8], legacy: bool) -> Result<Document, Extrac
     } else if is_encrypted_package(bytes) {
         return Err(ExtractError::Encrypted);
     }
-    let mut workbook = calamine::open_workbook_auto_from_rs(Cursor::new(bytes)).map_err(|e| {
-        let message = e.to_string();
+    let unreadable = |message: String| {
         if message.to_ascii_lowercase().contains("password") {
             ExtractError::Encrypted
         } else {
             corrupt(format!("The {what} workbook cannot be read ({message})."))
         }
-    })?;
-    let mut sections = Vec::new();
-    for name in workbook.sheet_names() {
-        let range = workbook
-            .worksheet_range(&name)
-            .map_err(|e| corrupt(format!("Sheet '{name}' cannot be read ({e}).")))?;
-        let lines = range.rows().filter_map(|row| {
-            let cells: Vec<String> = row.iter().map(cell_text).collect();
-            let used = cells.iter().rposition(|c| !c.is_empty())?;
-            Some(cells[..=used].join(" | "))
-        });
-        sections.extend(table_section(Some(name.clone()), lines.collect()));
+    };
+    let mut sheets: Vec<(String, Vec<UsedCell>)> = Vec::new();
+    if legacy {
+        crate::xls::check_extent(bytes)?;
+        let mut workbook =
+            calamine::Xls::new(Cursor::new(bytes)).map_err(|e| unreadable(e.to_string()))?;
+        for name in workbook.sheet_names() {
+            let range = workbook
+                .worksheet_range(&name)
+                .map_err(|e| corrupt(format!("Sheet '{name}' cannot be read ({e}).")))?;
+            let cells = range
+                .used_cells()
+                .map(|(row, col, cell)| (row as u32, col as u32, cell_text(cell)))
+                .collect();
+            sheets.push((name, cells));
+        }
+    } else {
+        let mut workbook =
+            calamine::Xlsx::new(Cursor::new(bytes)).map_err(|e| unreadable(e.to_string()))?;
+        for name in workbook.sheet_names() {
+            let sheet_error =
+                |e: calamine::XlsxError| corrupt(format!("Sheet '{name}' cannot be read ({e})."));
+            let mut reader = workbook
+                .worksheet_cells_reader(&name)
+                .map_err(sheet_error)?;
+            let mut cells = Vec::new();
+            while let Some(cell) = reader.next_cell().map_err(sheet_error)? {
+                let (row, col) = cell.get_position();
+                cells.push((row, col, cell_text(&cell.get_value().clone().into())));
+            }
+            drop(reader);
+            sheets.push((name, cells));
+        }
     }
+    let sections = sheets
+        .into_iter()
+        .filter_map(|(name, cells)| table_section(Some(name), sheet_lines(cells)))
+        .collect();
     Ok(Document {
         sections,
         pages: None,
         extractor: 0,
     })
+}
+
+/// A sheet's rows as lines (`a | b | c`) from its used cells: from the sheet's first used
+/// column to each row's last non-empty cell, empty cells kept (up to `MAX_PADDED_COLUMNS`).
+fn sheet_lines(mut cells: Vec<UsedCell>) -> Vec<String> {
+    cells.retain(|(_, _, text)| !text.is_empty());
+    cells.sort_by_key(|&(row, col, _)| (row, col));
+    let Some(first_col) = cells.iter().map(|&(_, col, _)| col).min() else {
+        return Vec::new();
+    };
+    cells
+        .chunk_by(|a, b| a.0 == b.0)
+        .map(|row| {
+            let last = row[row.len() - 1].1;
+            if last - first_col >= MAX_PADDED_COLUMNS {
+                let texts: Vec<&str> = row.iter().map(|(_, _, t)| t.as_str()).collect();
+                return texts.join(" | ");
+            }
+            let mut line = vec![""; (last - first_col + 1) as usize];
+            for (_, col, text) in row {
+                line[(col - first_col) as usize] = text;
+            }
+            line.join(" | ")
+        })
+        .collect()
 }
 
 /// A table as a section: its rows under the first one, or, with a single row, that row as
@@ -736,6 +795,11 @@ pub(crate) mod tests {
             .enumerate()
             .map(|(r, row)| format!(r#"<row r="{}">{}</row>"#, r + 1, cells(r, row)))
             .collect();
+        xlsx_with_sheet_data(sheet, &data)
+    }
+
+    /// A workbook with one sheet whose `<sheetData>` holds `data`.
+    pub(crate) fn xlsx_with_sheet_data(sheet: &str, data: &str) -> Vec<u8> {
         let main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main";
         let rel = "http://schemas.openxmlformats.org/officeDocument/2006/relationships";
         package(&[
@@ -766,6 +830,22 @@ pub(crate) mod tests {
                 &format!(r#"<worksheet xmlns="{main}"><sheetData>{data}</sheetData></worksheet>"#),
             ),
         ])
+    }
+
+    #[test]
+    fn a_sheet_with_cells_at_opposite_corners_is_read_in_memory_of_its_cells() {
+        // A1 and XFD1048576: a dense grid of the sheet would be 17 billion cells.
+        let data = r#"<row r="1"><c r="A1" t="inlineStr"><is><t>Corner</t></is></c><c r="B1" t="inlineStr"><is><t>Next</t></is></c></row><row r="2"><c r="A2"><v>7</v></c><c r="C2"><v>9</v></c></row><row r="1048576"><c r="XFD1048576" t="inlineStr"><is><t>Far away</t></is></c></row>"#;
+        let doc = spreadsheet(&xlsx_with_sheet_data("Wide", data), false).unwrap();
+        assert_eq!(
+            doc.sections[0].kind,
+            SectionKind::Rows {
+                header: "Corner | Next".into()
+            }
+        );
+        // Near cells keep their columns; a row spanning more than the padding limit lists
+        // its cells without padding.
+        assert_eq!(doc.sections[0].text, "7 |  | 9\nFar away");
     }
 
     #[test]
