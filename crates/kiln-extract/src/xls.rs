@@ -15,7 +15,8 @@ use crate::ExtractError;
 
 /// The most grid cells (over all sheets, values and formulas) a legacy workbook may span:
 /// 64 columns of all 65,536 rows an Excel 97-2003 sheet has. calamine keeps a cell in 32 to
-/// 48 bytes, so this bounds its grids to about 200 MiB.
+/// 48 bytes, and hands out a copy of a sheet's grid, so this bounds what it holds to a few
+/// hundred MiB.
 pub(crate) const MAX_GRID_CELLS: u64 = 1 << 22;
 
 const BOF: u16 = 0x0809;
