@@ -1229,9 +1229,22 @@ mod tests {
         late.file_id = "f-late".into();
         index.add(&[late.clone()]).unwrap();
         drop(index);
-        let index = ChunkIndex::open_with(dir.path(), dims, ann).unwrap();
+        // Reopened with another search list: the loaded graph takes it.
+        let reopened = AnnOptions {
+            expansion_search: 77,
+            ..ann
+        };
+        let index = ChunkIndex::open_with(dir.path(), dims, reopened).unwrap();
         let hits = index.semantic(&scope, &late.vector, 2).unwrap();
         assert_eq!(index.uses_graph("vs_big").unwrap(), Some(true));
+        {
+            let shared = index.store_vectors("vs_big").unwrap();
+            let store = shared.read().unwrap();
+            let vectors::StoreVectors::Graph { graph, .. } = &*store else {
+                panic!("a graph after the reopen");
+            };
+            assert_eq!(graph.expansion_search(), 77);
+        }
         let files: Vec<&str> = hits.iter().map(|h| h.file_id.as_str()).collect();
         assert!(
             files.contains(&"f-late") && files.contains(&"f0"),
