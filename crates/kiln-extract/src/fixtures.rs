@@ -178,6 +178,15 @@ pub fn biff_bof(dt: u16) -> Vec<u8> {
     biff(0x0809, &data)
 }
 
+/// A NUMBER record (BIFF8): `value` at (`row`, `col`), general format.
+pub fn biff_number(row: u16, col: u16, value: f64) -> Vec<u8> {
+    let mut data = row.to_le_bytes().to_vec();
+    data.extend(col.to_le_bytes());
+    data.extend(0u16.to_le_bytes());
+    data.extend(value.to_le_bytes());
+    biff(0x0203, &data)
+}
+
 /// An Excel 97-2003 workbook (BIFF8 in a compound file) with one sheet named `sheet` holding
 /// numbers at `(row, column, value)`.
 pub fn xls_of(sheet: &str, numbers: &[(u16, u16, f64)]) -> Vec<u8> {
@@ -194,11 +203,7 @@ pub fn xls_of(sheet: &str, numbers: &[(u16, u16, f64)]) -> Vec<u8> {
     stream.extend(biff(0x000A, &[]));
     stream.extend(biff_bof(0x0010));
     for &(row, col, value) in numbers {
-        let mut data = row.to_le_bytes().to_vec();
-        data.extend(col.to_le_bytes());
-        data.extend(0u16.to_le_bytes());
-        data.extend(value.to_le_bytes());
-        stream.extend(biff(0x0203, &data));
+        stream.extend(biff_number(row, col, value));
     }
     stream.extend(biff(0x000A, &[]));
     let mut file = cfb::CompoundFile::create(std::io::Cursor::new(Vec::new()))

@@ -438,7 +438,6 @@ pub(crate) fn spreadsheet(bytes: &[u8], legacy: bool) -> Result<Document, Extrac
                 let (row, col) = cell.get_position();
                 cells.push((row, col, cell_text(&cell.get_value().clone().into())));
             }
-            drop(reader);
             sheets.push((name, cells));
         }
     }

@@ -196,7 +196,7 @@ pub(crate) fn check_extent(bytes: &[u8]) -> Result<(), ExtractError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fixtures::{biff as record, biff_bof, xls_of};
+    use crate::fixtures::{biff as record, biff_bof, biff_number, xls_of};
 
     #[test]
     fn a_workbook_within_the_bound_is_read_and_a_far_cell_is_refused_before_calamine_sees_it() {
@@ -238,12 +238,7 @@ mod tests {
         assert!(sheet_cells(&sheet) > MAX_GRID_CELLS);
 
         // A chart inside the sheet: its cells are skipped, the sheet's own on both sides count.
-        let number = |row: u16, col: u16| {
-            let mut data = row.to_le_bytes().to_vec();
-            data.extend(col.to_le_bytes());
-            data.extend([0u8; 10]);
-            record(0x0203, &data)
-        };
+        let number = |row: u16, col: u16| biff_number(row, col, 1.0);
         let mut sheet = biff_bof(0x0010);
         sheet.extend(number(0, 0));
         sheet.extend(biff_bof(0x0020));
