@@ -186,6 +186,7 @@ pub async fn run(options: &SearchBenchOptions, settings: &Config) -> anyhow::Res
     let mut approximate: Vec<Vec<(String, u64)>> = Vec::new();
     for (label, mode, with_vector, with_text) in [
         ("semantic, vector given", "semantic", true, false),
+        ("keyword", "keyword", false, true),
         ("hybrid, vector given", "hybrid", true, true),
         ("hybrid, text embedded", "hybrid", false, true),
     ] {
