@@ -82,7 +82,7 @@ pub struct SearchResponse {
 pub const MAX_STORES: usize = 100;
 
 /// Candidates taken from each list before fusion (at least `top_k`).
-const FUSION_DEPTH: usize = 50;
+pub const FUSION_DEPTH: usize = 50;
 /// The semantic list's weight in hybrid search; the keyword list has the rest. Chosen on
 /// SciFact's training queries (`kiln eval`): nDCG@10 0.734–0.736 for weights 0.4–0.5 over
 /// min-max-normalised scores, against 0.723 for reciprocal-rank fusion (k = 60).
@@ -318,7 +318,7 @@ fn find_file<'a>(catalogs: &'a [Files], id: &str) -> Option<&'a SearchableFile> 
 /// Hybrid fusion: a weighted sum of each list's scores normalised to [0, 1] over that list
 /// (min-max); a chunk missing from a list scores 0 there. BM25 and cosine scores live on
 /// different scales, so they are compared by where they fall within their own list.
-fn fuse(keyword: &[Candidate], semantic: &[Candidate]) -> Vec<Candidate> {
+pub fn fuse(keyword: &[Candidate], semantic: &[Candidate]) -> Vec<Candidate> {
     let mut fused: HashMap<u64, f32> = HashMap::new();
     for (weight, list) in [
         (1.0 - SEMANTIC_WEIGHT, keyword),

@@ -216,6 +216,9 @@ pub struct IndexConfig {
     /// HNSW candidate list while searching (`ef_search`): higher is slower and more exact.
     /// 0: by the store's size (256 up to 100k chunks, about 1,600 at 1M).
     pub ann_expansion_search: usize,
+    /// The candidate list when the graph feeds hybrid search's fusion (which takes 50 and
+    /// mixes them with keyword hits). 0: a quarter of the semantic list, at least 256.
+    pub ann_fusion_expansion_search: usize,
     /// A graph search takes `top_k × this` candidates and keeps the best by exact score.
     pub ann_rescore_factor: usize,
     /// Keyword queries keep at most this many words, the rarest in the index (0: all).
@@ -227,6 +230,7 @@ impl Default for IndexConfig {
         IndexConfig {
             ann_threshold: 20_000,
             ann_expansion_search: 0,
+            ann_fusion_expansion_search: 0,
             ann_rescore_factor: 2,
             keyword_max_terms: 10,
         }

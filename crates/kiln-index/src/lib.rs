@@ -115,6 +115,8 @@ pub struct ChunkIndex {
     keyword_max_terms: usize,
     /// Keyword words held by more than this share of chunks are common (`keyword_candidates`).
     common_word_share: f64,
+    /// At most this many words choose a keyword query's pool (`keyword_candidates`).
+    keyword_pool_words: usize,
     /// Where vector graphs are saved.
     graphs: PathBuf,
     vectors: RwLock<HashMap<String, SharedVectors>>,
@@ -147,11 +149,15 @@ pub const DEFAULT_KEYWORD_MAX_TERMS: usize = 10;
 /// (a twentieth: "cell" or "human" in a biomedical corpus). See `keyword_candidates`.
 const COMMON_WORD_SHARE: f64 = 0.05;
 
-/// How many chunks a query's rare words choose for the whole query to score, per result
-/// asked for. On SciFact (train), common words left to the second step with a pool of 2×:
-/// keyword nDCG@10 0.7024 (0.7013 in one step), hybrid 0.7351 (0.7348); at a million chunks
-/// the p99 of a top-50 keyword search fell from 44-54 ms to about 20.
+/// How many chunks a query's rarest words choose for the whole query to score, per result
+/// asked for. With common words left to the second step, on SciFact (train) a pool of 2×
+/// gave keyword nDCG@10 0.7024 (0.7013 in one step) and 4× or 8× no better.
 const KEYWORD_POOL_FACTOR: usize = 2;
+
+/// How many of a keyword query's rarest words choose its pool (`keyword_candidates`). On
+/// SciFact (train): 5 words gave keyword nDCG@10 0.7031 and hybrid 0.7348 (one step: 0.7013
+/// and 0.7348); 4 gave 0.7022 / 0.7329; 3 gave 0.6967 / 0.7301.
+const KEYWORD_POOL_WORDS: usize = 5;
 
 /// A keyword query's word with the number of chunks holding it (`u64::MAX`: none).
 type QueryWord = (u64, String);
@@ -230,6 +236,7 @@ impl ChunkIndex {
             ann,
             keyword_max_terms: DEFAULT_KEYWORD_MAX_TERMS,
             common_word_share: COMMON_WORD_SHARE,
+            keyword_pool_words: KEYWORD_POOL_WORDS,
             graphs,
             vectors: RwLock::new(HashMap::new()),
             vector_writes: Mutex::new(()),
@@ -511,11 +518,12 @@ impl ChunkIndex {
     /// BM25 top-`k` among active chunks of the scope's stores. Whether a chunk is active is
     /// read from the fast fields; no document is loaded.
     ///
-    /// A query of rare and common words (`COMMON_WORD_SHARE`) is answered in two steps: its
-    /// rare words alone choose a pool of `k × KEYWORD_POOL_FACTOR` chunks, then the whole
-    /// query scores the pool. The common words' long postings are read only where they meet
-    /// the pool, and every score is the whole query's BM25. A chunk holding none of the rare
-    /// words is not found this way; it would rank low anyway, as common words weigh little.
+    /// A longer query, or one with common words (`COMMON_WORD_SHARE`), is answered in two
+    /// steps: its `KEYWORD_POOL_WORDS` rarest words that are not common choose a pool of
+    /// `k × KEYWORD_POOL_FACTOR` chunks, then the whole query scores the pool. The other
+    /// words' postings are read only where they meet the pool, and every score is the whole
+    /// query's BM25. A chunk holding none of the pool's words is not found this way; it
+    /// would rank low anyway, as those are the words that weigh the most.
     pub fn keyword_candidates(
         &self,
         scope: &Scope<'_>,
@@ -528,21 +536,27 @@ impl ChunkIndex {
         let searcher = self.reader.searcher();
         let parser = QueryParser::for_index(&self.index, vec![self.fields.text]);
         let words = self.query_words(&searcher, &sanitize(query))?;
-        let common_above = (searcher.num_docs() as f64 * self.common_word_share) as u64;
-        let (rare, common): (Vec<&QueryWord>, Vec<&QueryWord>) = words
-            .iter()
-            .partition(|(chunks, _)| *chunks <= common_above);
         let text = |words: &[&QueryWord]| {
             let words: Vec<&str> = words.iter().map(|(_, word)| word.as_str()).collect();
             parser.parse_query_lenient(&words.join(" ")).0
         };
         let whole = text(&words.iter().collect::<Vec<_>>());
-        // Words no chunk holds count as common here: they match nothing either way.
-        if rare.is_empty() || common.iter().all(|(chunks, _)| *chunks == u64::MAX) {
+        // The pool's words: the rarest ones not common. Words no chunk holds match nothing
+        // and are left out; if nothing else would be left to score, one step does it all.
+        let common_above = (searcher.num_docs() as f64 * self.common_word_share) as u64;
+        let mut known: Vec<&QueryWord> = words.iter().filter(|w| w.0 != u64::MAX).collect();
+        known.sort_by_key(|w| w.0);
+        let pool_words: Vec<&QueryWord> = known
+            .iter()
+            .copied()
+            .take_while(|w| w.0 <= common_above)
+            .take(self.keyword_pool_words)
+            .collect();
+        if pool_words.is_empty() || pool_words.len() == known.len() {
             let top = self.top_active(&searcher, scope, whole, k)?;
             return Ok(top.into_iter().map(|(candidate, _)| candidate).collect());
         }
-        let pool = self.top_active(&searcher, scope, text(&rare), k * KEYWORD_POOL_FACTOR)?;
+        let pool = self.top_active(&searcher, scope, text(&pool_words), k * KEYWORD_POOL_FACTOR)?;
         let mut by_segment: BTreeMap<u32, Vec<(DocId, u64)>> = BTreeMap::new();
         for (candidate, address) in pool {
             by_segment
@@ -550,22 +564,36 @@ impl ChunkIndex {
                 .or_default()
                 .push((address.doc_id, candidate.key));
         }
-        let weight = whole.weight(EnableScoring::enabled_from_searcher(&searcher))?;
+        // The whole query's BM25 is the sum of its terms' scores (one per word, a repeated
+        // word counting again). Each term's postings are sought document by document; a
+        // union scorer would score every posting in a window around each document instead.
+        let mut terms = Vec::new();
+        whole.query_terms(&mut |term, _| terms.push(term.clone()));
+        let scoring = EnableScoring::enabled_from_searcher(&searcher);
+        let weights = terms
+            .into_iter()
+            .map(|term| TermQuery::new(term, IndexRecordOption::WithFreqs).weight(scoring))
+            .collect::<tantivy::Result<Vec<_>>>()?;
         let mut scored = Vec::new();
         for (segment, mut docs) in by_segment {
             docs.sort_unstable();
-            let mut scorer = weight.scorer(searcher.segment_reader(segment), 1.0)?;
-            for (doc, key) in docs {
-                if scorer.doc() < doc {
-                    scorer.seek(doc);
-                }
-                if scorer.doc() == doc {
-                    scored.push(Candidate {
-                        key,
-                        score: scorer.score(),
-                    });
+            let mut scores = vec![0.0f32; docs.len()];
+            for weight in &weights {
+                let mut scorer = weight.scorer(searcher.segment_reader(segment), 1.0)?;
+                for (&(doc, _), score) in docs.iter().zip(scores.iter_mut()) {
+                    if scorer.doc() < doc {
+                        scorer.seek(doc);
+                    }
+                    if scorer.doc() == doc {
+                        *score += scorer.score();
+                    }
                 }
             }
+            scored.extend(
+                docs.iter()
+                    .zip(scores)
+                    .map(|(&(_, key), score)| Candidate { key, score }),
+            );
         }
         scored.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.key.cmp(&b.key)));
         scored.truncate(k);
@@ -686,15 +714,20 @@ impl ChunkIndex {
         for store_id in scope.store_ids {
             let shared = self.store_vectors(store_id)?;
             let store = shared.read().map_err(|_| IndexError::Poisoned)?;
-            let wanted = if for_rescoring && store.is_graph() {
-                k * self.ann.rescore_factor.max(1)
+            // Semantic answers walk the graph with the long list their recall needs; hybrid's
+            // semantic half with the graph's own, shorter one (`AnnOptions`).
+            let (wanted, list) = if for_rescoring && store.is_graph() {
+                (
+                    k * self.ann.rescore_factor.max(1),
+                    store.semantic_list(&self.ann),
+                )
             } else {
-                k
+                (k, 0)
             };
             wanted_in_all = wanted_in_all.max(wanted);
             candidates.extend(
                 store
-                    .search(self.dimensions, vector, wanted, scope.active)?
+                    .search(self.dimensions, vector, wanted, list, scope.active)?
                     .into_iter()
                     .map(|(key, score)| Candidate { key, score }),
             );
@@ -1452,6 +1485,10 @@ mod tests {
                     // Of different lengths, so that their scores differ.
                     0..3 => format!("rare common filler{i}{}", " more".repeat(i)),
                     3..60 => format!("common filler{i}"),
+                    // Three rare words held by one, two and three chunks.
+                    60 => format!("alpha filler{i}"),
+                    61..63 => format!("beta filler{i}{}", " more".repeat(i - 61)),
+                    63..66 => format!("gamma filler{i}{}", " more".repeat(i - 60)),
                     _ => format!("filler{i}"),
                 };
                 chunk("vs_a", &format!("f{i}"), 1, 0, &text, i)
@@ -1474,6 +1511,16 @@ mod tests {
             let hits = index.keyword(&scope, query, 10).unwrap();
             hits.into_iter().map(|h| (h.file_id, h.score)).collect()
         };
+        // Each chunk found in two steps is where it is in one step's answer, with its score.
+        let as_in_one_step = |pooled: &[(String, f32)], whole: &[(String, f32)]| {
+            for ((file, score), (whole_file, whole_score)) in pooled.iter().zip(whole) {
+                assert_eq!(file, whole_file);
+                assert!(
+                    (score - whole_score).abs() < 1e-5,
+                    "{score} vs {whole_score}"
+                );
+            }
+        };
 
         let whole = answer(&one_step, "common rare");
         let pooled = answer(&two_steps, "common rare");
@@ -1482,13 +1529,7 @@ mod tests {
         // In two, only the rare word's chunks are found, scored by both words, in the same
         // order and with the same scores as in one step.
         assert_eq!(pooled.len(), 3, "{pooled:?}");
-        for ((file, score), (whole_file, whole_score)) in pooled.iter().zip(&whole) {
-            assert_eq!(file, whole_file);
-            assert!(
-                (score - whole_score).abs() < 1e-5,
-                "{score} vs {whole_score}"
-            );
-        }
+        as_in_one_step(&pooled, &whole);
         let rare_alone = answer(&two_steps, "rare");
         assert!(
             rare_alone[0].1 < pooled[0].1,
@@ -1502,6 +1543,19 @@ mod tests {
             answer(&two_steps, "common nowhere"),
             answer(&one_step, "common")
         );
+
+        // More rare words than choose the pool: the rarest choose it (here 2 of 3), and the
+        // chunks holding only the third are not found; the others score as in one step.
+        let mut capped = two_steps;
+        capped.keyword_pool_words = 2;
+        let whole = answer(&one_step, "gamma alpha beta");
+        let pooled = answer(&capped, "gamma alpha beta");
+        assert_eq!(whole.len(), 6);
+        assert_eq!(pooled.len(), 3, "{pooled:?}");
+        as_in_one_step(&pooled, &whole);
+        // As many words as the pool takes: one step, every match found.
+        assert_eq!(answer(&capped, "alpha beta").len(), 3);
+        assert_eq!(answer(&capped, "alpha gamma").len(), 4);
     }
 
     #[test]

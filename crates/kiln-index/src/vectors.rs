@@ -24,9 +24,13 @@ pub struct AnnOptions {
     pub connectivity: usize,
     /// Candidate list size while inserting (`ef_construction`).
     pub expansion_add: usize,
-    /// Candidate list size while searching (`ef_search`); at least the `k` asked for.
-    /// 0: chosen by the graph's size (`expansion_for`).
+    /// Candidate list size while searching for semantic answers (`ef_search`); at least the
+    /// `k` asked for. 0: chosen by the graph's size (`expansion_for`).
     pub expansion_search: usize,
+    /// Candidate list size when the graph feeds hybrid fusion, which takes a longer list
+    /// (50) and mixes it with the keyword list, so it needs less of the exact top 10.
+    /// 0: chosen by the graph's size (`fusion_expansion_for`).
+    pub fusion_expansion_search: usize,
     /// A graph search takes `k × rescore_factor` candidates, rescored with exact vectors.
     pub rescore_factor: usize,
 }
@@ -38,6 +42,7 @@ impl Default for AnnOptions {
             connectivity: 16,
             expansion_add: 128,
             expansion_search: 0,
+            fusion_expansion_search: 0,
             rescore_factor: 2,
         }
     }
@@ -55,6 +60,17 @@ impl AnnOptions {
         }
         let scale = (n as f64 / 100_000.0).max(1.0).powf(0.8);
         ((256.0 * scale).round() as usize).min(4096)
+    }
+
+    /// The candidate list for hybrid's semantic half on a graph of `n` vectors:
+    /// `fusion_expansion_search` when set; else a quarter of `expansion_for(n)`, at least 256
+    /// and at most `expansion_for(n)` (the same list up to 400k vectors; 403 at 1M).
+    pub fn fusion_expansion_for(&self, n: usize) -> usize {
+        if self.fusion_expansion_search > 0 {
+            return self.fusion_expansion_search;
+        }
+        let semantic = self.expansion_for(n);
+        (semantic / 4).max(256).min(semantic)
     }
 }
 
@@ -162,7 +178,7 @@ fn new_graph(dims: usize, options: &AnnOptions, capacity: usize) -> Result<usear
         quantization: GRAPH_SCALAR,
         connectivity: options.connectivity,
         expansion_add: options.expansion_add,
-        expansion_search: options.expansion_for(capacity),
+        expansion_search: options.fusion_expansion_for(capacity),
         multi: false,
     })
     .map_err(ann_error)?;
@@ -199,11 +215,17 @@ impl StoreVectors {
         matches!(self, StoreVectors::Graph { .. })
     }
 
-    /// Sets a graph's search candidate list for its current size.
+    /// Sets a graph's own search candidate list, the shorter one hybrid fusion uses, for its
+    /// current size; semantic searches ask for a longer one (`search`'s `list`).
     pub fn tune(&self, options: &AnnOptions) {
         if let StoreVectors::Graph { rows, graph } = self {
-            graph.change_expansion_search(options.expansion_for(rows.len()));
+            graph.change_expansion_search(options.fusion_expansion_for(rows.len()));
         }
+    }
+
+    /// The candidate list a semantic search of this store's graph walks with.
+    pub fn semantic_list(&self, options: &AnnOptions) -> usize {
+        options.expansion_for(self.len())
     }
 
     /// Adds rows with their vectors (each `dims` long).
@@ -263,12 +285,16 @@ impl StoreVectors {
 
     /// The `k` best rows for `query` among those `active` accepts: `(key, score)`, best
     /// first. Exact stores give exact dot products; graph scores are from int8 vectors (the
-    /// caller rescores what it keeps).
+    /// caller rescores what it keeps). A graph walks with a candidate list of at least `list`
+    /// (and at least its own, `tune`): usearch's list is the larger of its setting and the
+    /// number of results asked for, so asking for `list` results and keeping `k` is a
+    /// search with that list.
     pub fn search(
         &self,
         dims: usize,
         query: &[f32],
         k: usize,
+        list: usize,
         active: &(dyn Fn(&str, u64) -> bool + Sync),
     ) -> Result<Vec<(u64, f32)>> {
         if k == 0 {
@@ -292,7 +318,7 @@ impl StoreVectors {
             }
             StoreVectors::Graph { rows, graph } => {
                 let matches = with_permit(|| {
-                    graph.filtered_search(query, k, |key| {
+                    graph.filtered_search(query, k.max(list), |key| {
                         rows.get(&key)
                             .is_some_and(|r| active(&r.file, r.generation))
                     })
@@ -303,6 +329,7 @@ impl StoreVectors {
                     .into_iter()
                     .zip(matches.distances)
                     .map(|(key, distance)| (key, 1.0 - distance))
+                    .take(k)
                     .collect())
             }
         }
@@ -442,8 +469,20 @@ mod tests {
             ..AnnOptions::default()
         };
         assert_eq!(set.expansion_for(1_000_000), 100);
+        // Hybrid's list: a quarter of that, at least 256, never more than the semantic list.
+        assert_eq!(auto.fusion_expansion_for(100_000), 256);
+        assert_eq!(auto.fusion_expansion_for(400_000), 256);
+        assert_eq!(auto.fusion_expansion_for(1_000_000), 403);
+        assert_eq!(auto.fusion_expansion_for(100_000_000), 1024);
+        assert_eq!(set.fusion_expansion_for(1_000_000), 100);
+        let fusion_set = AnnOptions {
+            fusion_expansion_search: 50,
+            ..AnnOptions::default()
+        };
+        assert_eq!(fusion_set.fusion_expansion_for(1_000_000), 50);
+        assert_eq!(fusion_set.expansion_for(1_000_000), 1615);
 
-        // A graph takes the list for its size when built, and again when told to.
+        // A graph takes hybrid's list for its size when built, and again when told to.
         let dims = 8;
         let mut store = StoreVectors::empty();
         store.insert(rows(600, dims)).unwrap();
@@ -452,11 +491,56 @@ mod tests {
             panic!("a graph was built");
         };
         assert_eq!(graph.expansion_search(), 100);
-        store.tune(&auto);
+        store.tune(&fusion_set);
         let StoreVectors::Graph { graph, .. } = &store else {
             panic!("still a graph");
         };
-        assert_eq!(graph.expansion_search(), 256);
+        assert_eq!(graph.expansion_search(), 50);
+        assert_eq!(store.semantic_list(&fusion_set), 256);
+    }
+
+    #[test]
+    fn a_search_asking_for_a_longer_list_walks_with_it() {
+        // A graph whose own list is as short as it gets (1): asked for the best 10 it walks
+        // with a list of 10 and misses most of the true top 10 of 2,000 vectors in 48
+        // dimensions; asked with a list of 2,000 it finds nearly all of it.
+        let dims = 48;
+        let data = rows(2000, dims);
+        let mut exact = StoreVectors::empty();
+        exact.insert(data.clone()).unwrap();
+        let mut graph = StoreVectors::empty();
+        graph.insert(data.clone()).unwrap();
+        let short = AnnOptions {
+            connectivity: 4,
+            expansion_add: 16,
+            fusion_expansion_search: 1,
+            ..AnnOptions::default()
+        };
+        graph.build_graph(dims, &short).unwrap();
+        let all = |_: &str, _: u64| true;
+        let recall = |list: usize| {
+            let mut found = 0;
+            for (_, query) in data.iter().step_by(40) {
+                let truth = exact.search(dims, query, 10, 0, &all).unwrap();
+                let answer = graph.search(dims, query, 10, list, &all).unwrap();
+                assert_eq!(answer.len(), 10, "only the best k come back");
+                found += answer
+                    .iter()
+                    .filter(|(k, _)| truth.iter().any(|t| t.0 == *k))
+                    .count();
+            }
+            found as f64 / 500.0
+        };
+        let (with_own, with_long) = (recall(0), recall(2000));
+        // Measured: about 0.4 and 0.97 (the graph's build differs a little run to run).
+        assert!(
+            with_long >= 0.9,
+            "recall@10 with a list of 2,000: {with_long}"
+        );
+        assert!(
+            with_own < with_long - 0.3,
+            "recall@10 with the graph's own list {with_own}, with 2,000 {with_long}"
+        );
     }
 
     #[test]
@@ -474,8 +558,8 @@ mod tests {
         let all = |_: &str, _: u64| true;
         let mut agree = 0;
         for (_, query) in data.iter().step_by(20) {
-            let truth = exact.search(dims, query, 10, &all).unwrap();
-            let found = graph.search(dims, query, 10, &all).unwrap();
+            let truth = exact.search(dims, query, 10, 0, &all).unwrap();
+            let found = graph.search(dims, query, 10, 0, &all).unwrap();
             assert_eq!(found[0].0, truth[0].0, "a vector finds itself first");
             agree += found
                 .iter()
@@ -486,7 +570,7 @@ mod tests {
 
         // Filters apply inside the graph search.
         let only_f3 = |f: &str, _: u64| f == "f3";
-        let found = graph.search(dims, &data[3].1, 10, &only_f3).unwrap();
+        let found = graph.search(dims, &data[3].1, 10, 0, &only_f3).unwrap();
         assert_eq!(found.len(), 10);
         assert!(found.iter().all(|(k, _)| (k - 1) % 10 == 3));
 
@@ -494,7 +578,7 @@ mod tests {
         assert_eq!(graph.remove(dims, |r| r.key == 4).unwrap(), 1);
         assert!(
             graph
-                .search(dims, &data[3].1, 10, &all)
+                .search(dims, &data[3].1, 10, 0, &all)
                 .unwrap()
                 .iter()
                 .all(|(k, _)| *k != 4)
@@ -527,7 +611,7 @@ mod tests {
             vec![10_000]
         );
         assert_eq!(loaded.len(), 599);
-        assert_eq!(loaded.search(dims, &data[7].1, 1, &all).unwrap()[0].0, 8);
+        assert_eq!(loaded.search(dims, &data[7].1, 1, 0, &all).unwrap()[0].0, 8);
         // No graph of another width.
         assert!(
             StoreVectors::load(&path, 8, &options, Vec::new())

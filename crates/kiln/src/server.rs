@@ -79,6 +79,7 @@ pub fn ann_options(config: &kiln_core::config::IndexConfig) -> kiln_index::AnnOp
     kiln_index::AnnOptions {
         threshold: config.ann_threshold,
         expansion_search: config.ann_expansion_search,
+        fusion_expansion_search: config.ann_fusion_expansion_search,
         rescore_factor: config.ann_rescore_factor,
         ..kiln_index::AnnOptions::default()
     }

@@ -184,6 +184,7 @@ pub async fn run(options: &SearchBenchOptions, settings: &Config) -> anyhow::Res
     );
     println!("mode / input                 conc   QPS    p50 ms  p99 ms");
     let mut approximate: Vec<Vec<(String, u64)>> = Vec::new();
+    let mut hybrid_answers: Vec<Vec<(String, u64)>> = Vec::new();
     for (label, mode, with_vector, with_text) in [
         ("semantic, vector given", "semantic", true, false),
         ("keyword", "keyword", false, true),
@@ -235,8 +236,12 @@ pub async fn run(options: &SearchBenchOptions, settings: &Config) -> anyhow::Res
                 percentile(&latencies, 50.0),
                 percentile(&latencies, 99.0)
             );
-            if mode == "semantic" && concurrency == 1 {
-                approximate = answers.iter().map(|(a, _)| result_keys(a)).collect();
+            if concurrency == 1 && with_vector {
+                let keys = answers.iter().map(|(a, _)| result_keys(a)).collect();
+                match mode {
+                    "semantic" => approximate = keys,
+                    _ => hybrid_answers = keys,
+                }
             }
         }
     }
@@ -264,25 +269,52 @@ pub async fn run(options: &SearchBenchOptions, settings: &Config) -> anyhow::Res
         store_ids: &stores,
         active: &all,
     };
-    let mut found = 0usize;
-    let mut wanted = 0usize;
-    for (vector, answered) in query_vectors.iter().zip(&approximate) {
-        let truth: HashSet<(String, u64)> = exact_index
-            .semantic(&scope, vector, 10)?
-            .into_iter()
-            .map(|h| (h.file_id, u64::from(h.chunk_index)))
-            .collect();
-        wanted += truth.len();
-        found += answered.iter().filter(|k| truth.contains(k)).count();
-    }
+    let truth = query_vectors
+        .iter()
+        .map(|vector| exact_index.semantic(&scope, vector, 10))
+        .collect::<Result<Vec<_>, _>>()?;
     println!(
         "recall@10          {:.4} (approximate vs exact, {} queries; exact pass {:.0} s)",
-        found as f64 / wanted.max(1) as f64,
+        agreement(&truth, &approximate),
         approximate.len(),
         exact_started.elapsed().as_secs_f64()
     );
+    // Hybrid answers against hybrid computed with exact vectors (same keyword list, same
+    // fusion): what the graph's shorter list for fusion costs.
+    let depth = kiln_api::FUSION_DEPTH;
+    let truth = query_vectors
+        .iter()
+        .zip(&query_texts)
+        .map(|(vector, text)| {
+            let keyword = exact_index.keyword_candidates(&scope, text, depth)?;
+            let semantic = exact_index.semantic_candidates(&scope, vector, depth, false)?;
+            exact_index.hydrate(&kiln_api::fuse(&keyword, &semantic), None, 10)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    println!(
+        "hybrid agreement   {:.4} (hybrid top 10 vs hybrid with exact vectors, {} queries)",
+        agreement(&truth, &hybrid_answers),
+        hybrid_answers.len()
+    );
     println!("peak RSS (process) {:.0} MiB", peak_rss_mib());
     Ok(())
+}
+
+/// The share of the true answers' chunks that the answers hold.
+fn agreement(truth: &[Vec<kiln_index::Hit>], answers: &[Vec<(String, u64)>]) -> f64 {
+    let (mut found, mut wanted) = (0usize, 0usize);
+    for (truth, answered) in truth.iter().zip(answers) {
+        let truth: HashSet<(&str, u64)> = truth
+            .iter()
+            .map(|h| (h.file_id.as_str(), u64::from(h.chunk_index)))
+            .collect();
+        wanted += truth.len();
+        found += answered
+            .iter()
+            .filter(|(file, chunk)| truth.contains(&(file.as_str(), *chunk)))
+            .count();
+    }
+    found as f64 / wanted.max(1) as f64
 }
 
 fn result_keys(answer: &Value) -> Vec<(String, u64)> {
