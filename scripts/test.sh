@@ -10,6 +10,10 @@ if [ -z "${CARGO_TARGET_DIR:-}" ] && mkdir -p /var/cache/kiln/target 2>/dev/null
     export CARGO_TARGET_DIR=/var/cache/kiln/target
 fi
 
+# As `kiln` itself runs the model: no candle helper threads, each embedding lane computes
+# alone (see crates/kiln-embed/src/lane.rs).
+export CANDLE_NUM_THREADS="${CANDLE_NUM_THREADS:-1}"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

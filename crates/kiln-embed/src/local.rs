@@ -133,8 +133,8 @@ impl LocalModel {
     }
 }
 
-/// The local model as an [`Embedder`]: batches run one at a time on the embedding lane, a
-/// background-priority thread off the async threads (see [`crate::lane`]).
+/// The local model as an [`Embedder`]: batches run on the embedding lanes, one
+/// background-priority thread per core off the async threads (see [`crate::lane`]).
 #[derive(Clone)]
 pub struct LocalEmbedder {
     model: Arc<LocalModel>,
@@ -142,11 +142,23 @@ pub struct LocalEmbedder {
 }
 
 impl LocalEmbedder {
+    /// An embedder with one lane per core.
     pub fn new(model: Arc<LocalModel>) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::with_lanes(model, cores)
+    }
+
+    /// An embedder running `lanes` forward passes at once (at least one).
+    pub fn with_lanes(model: Arc<LocalModel>, lanes: usize) -> Self {
         LocalEmbedder {
-            lane: crate::lane::Lane::start(model.clone()),
+            lane: crate::lane::Lane::start(model.clone(), lanes),
             model,
         }
+    }
+
+    /// The most forward passes this embedder has run at once.
+    pub fn peak_passes(&self) -> u64 {
+        self.lane.peak_passes()
     }
 
     pub fn model_handle(&self) -> &Arc<LocalModel> {

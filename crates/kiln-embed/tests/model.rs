@@ -118,3 +118,30 @@ async fn concurrent_requests_share_batches_and_each_gets_its_own_vectors() {
     }
     assert_eq!(answered, 3 * reference.sentences.len());
 }
+
+#[tokio::test]
+async fn a_request_of_several_batches_is_spread_over_the_lanes_in_order() {
+    let model = Arc::new(model());
+    let batch = model.batch_size();
+    let embedder = LocalEmbedder::with_lanes(model, 2);
+    let reference = reference();
+    let n = reference.sentences.len();
+    // Four batches' worth in one request, each text a reference sentence in turn.
+    let texts: Vec<String> = (0..4 * batch)
+        .map(|i| reference.sentences[i % n].clone())
+        .collect();
+    let vectors = embedder.embed(&texts).await.unwrap();
+    assert_eq!(vectors.len(), texts.len());
+    for (i, v) in vectors.iter().enumerate() {
+        let similarity = cosine(v, &reference.vectors[i % n]);
+        assert!(
+            similarity >= 0.999,
+            "text {i} got another's vector: {similarity}"
+        );
+    }
+    assert_eq!(
+        embedder.peak_passes(),
+        2,
+        "both lanes ran a pass of the request at once"
+    );
+}

@@ -107,7 +107,7 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
     }
     // The model alone, before and after the pipeline's run (this machine's speed drifts by
     // ±10 % over minutes; the mean of the two brackets the pipeline's run), each time through
-    // the embedding lane the pipeline uses.
+    // the embedding lanes the pipeline uses.
     let embedder = model.embedder.clone();
     let before = model_alone(embedder.as_ref(), &chunk_texts, "before").await?;
 
@@ -277,9 +277,10 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
         lane.texts - lane_before.texts,
     );
     println!(
-        "model lane         {passes} passes, {:.1} texts each, busy {:.0} % of the wall time",
+        "model lanes        {} lanes, {passes} passes, {:.1} texts each, each busy {:.0} % of the wall time",
+        lane.lanes,
         texts as f64 / passes.max(1) as f64,
-        100.0 * (lane.busy - lane_before.busy).as_secs_f64() / total
+        100.0 * (lane.busy - lane_before.busy).as_secs_f64() / lane.lanes.max(1) as f64 / total
     );
     println!("step time, mean per file (from the logs' duration_ms):");
     for (step, ms) in &step_ms {

@@ -182,14 +182,35 @@ fn init_logging(config: &Config) {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    match run(Cli::parse()).await {
+fn main() -> std::process::ExitCode {
+    single_threaded_kernels();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(Cli::parse())) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Asks candle for no helper threads: each embedding lane runs its forward passes on its own
+/// thread (see `kiln_embed::lane`). An explicit `CANDLE_NUM_THREADS` is kept.
+#[allow(unsafe_code)]
+fn single_threaded_kernels() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: called first thing in `main`, before any thread exists that could read or
+        // write the environment concurrently.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     }
 }
 
