@@ -15,7 +15,7 @@
 //! second, and each such wake-up can hold a core away from a request thread for up to a
 //! scheduler tick (measured: a two-thread ping-pong's p99 went from 0.09 to 2.5–3 ms while
 //! the model ran). A lane that computes alone never parks mid-pass. It is also faster:
-//! 5.7–5.9 chunks/s against 3.6–3.9 on this 2-core machine. The binary asks candle for no
+//! 5.7–6.4 chunks/s against 3.6–3.9 on this 2-core machine. The binary asks candle for no
 //! helper threads (`CANDLE_NUM_THREADS=1`, set in `main`); each lane runs inside a rayon pool
 //! of its own one thread, so the matrix kernels' and the tokenizer's rayon parallelism stays
 //! on that thread too. Only a pass of a few hundred bytes (a search query) is split across
