@@ -91,10 +91,11 @@ async fn the_embedder_runs_off_the_async_threads() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_requests_share_batches_and_each_gets_its_own_vectors() {
+async fn concurrent_requests_each_get_their_own_vectors() {
     let embedder = LocalEmbedder::new(Arc::new(model()));
     let reference = reference();
-    // Many single-sentence requests at once: the lane batches what queues up together.
+    // Many requests at once: the long sentence's go through the lanes (which batch what queues
+    // up together), the short ones run at once on the query pool.
     let mut tasks = tokio::task::JoinSet::new();
     for round in 0..3 {
         for (i, sentence) in reference.sentences.iter().enumerate() {
@@ -144,4 +145,28 @@ async fn a_request_of_several_batches_is_spread_over_the_lanes_in_order() {
         2,
         "both lanes ran a pass of the request at once"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_search_query_does_not_wait_behind_queued_batches() {
+    let model = Arc::new(model());
+    let batch = model.batch_size();
+    let embedder = LocalEmbedder::with_lanes(model, 1);
+    let reference = reference();
+    // Four batches of long texts (about 250 tokens each) keep the one lane busy for seconds.
+    let long = reference.sentences[1].repeat(25);
+    let texts = vec![long; 4 * batch];
+    let busy = {
+        let embedder = embedder.clone();
+        tokio::spawn(async move { embedder.embed(&texts).await.unwrap().len() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let query = vec![reference.sentences[0].clone()];
+    let vector = embedder.embed(&query).await.unwrap();
+    assert!(cosine(&vector[0], &reference.vectors[0]) >= 0.999);
+    assert!(
+        !busy.is_finished(),
+        "the query was answered only after the batches queued before it"
+    );
+    assert_eq!(busy.await.unwrap(), 4 * batch);
 }
