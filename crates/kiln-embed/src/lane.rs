@@ -61,8 +61,10 @@ pub fn lower_current_thread_priority() {
     }
 }
 
-/// Makes the global compute pool (used by candle's matrix kernels and the tokenizer) run at
-/// background priority. Must run before anything uses that pool; later calls do nothing.
+/// Makes rayon's global pool run at background priority. The model's passes run on the
+/// lanes' and the query pool's threads and chunking on the work pool; this catches rayon work
+/// started anywhere else (the tokenizer called from an async thread). Must run before
+/// anything uses that pool; later calls do nothing.
 pub fn background_compute_pool() {
     static POOL: Once = Once::new();
     POOL.call_once(|| {

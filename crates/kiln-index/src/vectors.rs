@@ -437,6 +437,16 @@ mod tests {
     use super::*;
 
     /// `n` unit vectors from a fixed xorshift sequence, spread over ten files.
+    /// Two stores of the same rows, both searched exactly until the second builds a graph.
+    fn two_stores(data: &[(Row, Vec<f32>)]) -> (StoreVectors, StoreVectors) {
+        let store = || {
+            let mut store = StoreVectors::empty();
+            store.insert(data.to_vec()).unwrap();
+            store
+        };
+        (store(), store())
+    }
+
     fn rows(n: usize, dims: usize) -> Vec<(Row, Vec<f32>)> {
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = move || {
@@ -509,10 +519,7 @@ mod tests {
         // dimensions; asked with a list of 2,000 it finds nearly all of it.
         let dims = 48;
         let data = rows(2000, dims);
-        let mut exact = StoreVectors::empty();
-        exact.insert(data.clone()).unwrap();
-        let mut graph = StoreVectors::empty();
-        graph.insert(data.clone()).unwrap();
+        let (exact, mut graph) = two_stores(&data);
         let short = AnnOptions {
             connectivity: 4,
             expansion_add: 16,
@@ -550,10 +557,7 @@ mod tests {
     fn graph_and_exact_agree_and_a_saved_graph_comes_back() {
         let dims = 16;
         let data = rows(600, dims);
-        let mut exact = StoreVectors::empty();
-        exact.insert(data.clone()).unwrap();
-        let mut graph = StoreVectors::empty();
-        graph.insert(data.clone()).unwrap();
+        let (exact, mut graph) = two_stores(&data);
         let options = AnnOptions::default();
         graph.build_graph(dims, &options).unwrap();
         assert!(graph.is_graph() && graph.len() == 600);
