@@ -52,19 +52,55 @@ impl ChunkOptions {
 pub fn chunk(document: &Document, options: ChunkOptions, counter: &dyn TokenCounter) -> Vec<Chunk> {
     let mut chunks = Vec::new();
     for section in &document.sections {
-        for text in split_section(section, options, counter) {
+        let pieces = match whole_section(section, options, counter) {
+            Some(whole) => vec![whole],
+            None => split_section(section, options, counter)
+                .into_iter()
+                .map(|text| {
+                    let tokens = counter.count(&text);
+                    (text, tokens)
+                })
+                .collect(),
+        };
+        for (text, tokens) in pieces {
             if text.trim().is_empty() {
                 continue;
             }
             chunks.push(Chunk {
                 index: chunks.len() as u32,
-                tokens: counter.count(&text),
+                tokens,
                 text,
                 page: section.page,
             });
         }
     }
     chunks
+}
+
+/// A prose, code or Markdown section that fits in one chunk, as that chunk (trimmed, as the
+/// splitters trim) with its token count. The splitters would return the same chunk, but only
+/// after sizing candidate pieces: ~38 tokenizations of a one-chunk SciFact abstract, where
+/// this takes one.
+fn whole_section(
+    section: &Section,
+    options: ChunkOptions,
+    counter: &dyn TokenCounter,
+) -> Option<(String, usize)> {
+    if matches!(section.kind, SectionKind::Rows { .. }) {
+        return None;
+    }
+    let text = section.text.trim();
+    // Every word is at least one token: a section of more words cannot fit, and is not
+    // tokenized whole for nothing.
+    if text
+        .split_whitespace()
+        .nth(options.max_tokens.max(1))
+        .is_some()
+    {
+        return None;
+    }
+    let tokens = counter.count(text);
+    (tokens <= options.max_tokens.max(1)).then(|| (text.to_string(), tokens))
 }
 
 fn config(max: usize, overlap: usize, counter: &dyn TokenCounter) -> ChunkConfig<Sizer<'_>> {
@@ -165,6 +201,57 @@ mod tests {
             pages: None,
             extractor: 0,
         }
+    }
+
+    #[test]
+    fn a_section_that_fits_is_one_chunk_counted_once_as_the_splitters_cut_it() {
+        let options = ChunkOptions {
+            max_tokens: 60,
+            overlap_tokens: 20,
+        };
+        let sections = [
+            (
+                SectionKind::Prose,
+                "\n  First paragraph here.\n\nSecond one, short.  \n",
+            ),
+            (
+                SectionKind::Markdown,
+                "# Title\n\nSome *text* under it.\n\n## Sub\n\n- a\n- b\n",
+            ),
+            (
+                SectionKind::Code,
+                "fn main() {\n    println!(\"hi\");\n}\n\n",
+            ),
+        ];
+        for (kind, text) in sections {
+            let calls = std::sync::atomic::AtomicUsize::new(0);
+            let counting = |t: &str| {
+                calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                words(t)
+            };
+            let chunks = chunk(&doc(kind.clone(), text), options, &counting);
+            assert_eq!(calls.into_inner(), 1, "{kind:?}: tokenized once");
+            let section = &doc(kind.clone(), text).sections[0];
+            let split: Vec<(String, usize)> = split_section(section, options, &words)
+                .into_iter()
+                .map(|t| (t.clone(), words(&t)))
+                .collect();
+            let got: Vec<(String, usize)> =
+                chunks.into_iter().map(|c| (c.text, c.tokens)).collect();
+            assert_eq!(got, split, "{kind:?}: the splitter's own cut");
+        }
+        // Too many words to fit: split, never counted whole.
+        let long = vec!["word"; 200].join(" ");
+        let counted_whole = std::sync::atomic::AtomicBool::new(false);
+        let watching = |t: &str| {
+            if t == long {
+                counted_whole.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            words(t)
+        };
+        let chunks = chunk(&doc(SectionKind::Prose, &long), options, &watching);
+        assert!(chunks.len() > 3 && chunks.iter().all(|c| c.tokens <= 60));
+        assert!(!counted_whole.into_inner());
     }
 
     #[test]
