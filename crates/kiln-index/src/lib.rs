@@ -13,7 +13,7 @@ mod vectors;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 
 use tantivy::collector::TopDocs;
 use tantivy::query::{
@@ -43,6 +43,9 @@ pub enum IndexError {
     Poisoned,
     #[error("vector graph: {0}")]
     Vectors(String),
+    /// A failure of a write shared by several callers (adds committed together).
+    #[error("{0}")]
+    Shared(Arc<IndexError>),
 }
 
 pub type Result<T, E = IndexError> = std::result::Result<T, E>;
@@ -123,7 +126,51 @@ pub struct ChunkIndex {
     /// Held while vector structures change (adds, deletes, a store's first load), so a store
     /// being loaded never misses chunks added meanwhile. Searches do not take it.
     vector_writes: Mutex<()>,
+    /// Adds waiting to be written, and whether one is writing (see `add`).
+    adds: Mutex<Adds>,
+    /// Signalled when a group of adds has been written.
+    added: Condvar,
+    /// Commits made (for benchmarks).
+    commits: AtomicU64,
     next_key: AtomicU64,
+}
+
+/// The adds waiting to be written, and whether an add is writing a group now.
+#[derive(Default)]
+struct Adds {
+    waiting: Vec<WaitingAdd>,
+    writing: bool,
+}
+
+type AddOutcome = Arc<OnceLock<Result<(), Arc<IndexError>>>>;
+
+/// An add waiting to be written, and where its outcome goes.
+struct WaitingAdd {
+    chunks: Vec<ChunkRecord>,
+    outcome: AddOutcome,
+}
+
+/// Held by the add writing a group: when it ends, however it ends (a panic too), every add
+/// of the group has an outcome and the next group may be written.
+struct Writing<'a> {
+    index: &'a ChunkIndex,
+    group: Vec<WaitingAdd>,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        for add in &self.group {
+            let _ = add.outcome.set(Err(Arc::new(IndexError::Poisoned)));
+        }
+        let mut adds = self
+            .index
+            .adds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        adds.writing = false;
+        drop(adds);
+        self.index.added.notify_all();
+    }
 }
 
 const TEXT_TOKENIZER: &str = "en_stem";
@@ -240,6 +287,9 @@ impl ChunkIndex {
             graphs,
             vectors: RwLock::new(HashMap::new()),
             vector_writes: Mutex::new(()),
+            adds: Mutex::default(),
+            added: Condvar::new(),
+            commits: AtomicU64::new(0),
             next_key: AtomicU64::new(max_key + 1),
         })
     }
@@ -261,6 +311,12 @@ impl ChunkIndex {
 
     /// Adds chunks and commits: when this returns, they are durable and searchable (subject
     /// to the caller's active-generation filter).
+    ///
+    /// Adds are written one group at a time: those that arrive while a group is being
+    /// written wait, and when it is done one of them writes all that waited, in one commit. A commit costs the same for one chunk as for hundreds (segment files, a
+    /// synced meta file, a reader reload, later merges), so files processed side by side
+    /// share it; an add that finds the writer free commits alone, at once. If a group's
+    /// write fails, every add in it gets the error.
     pub fn add(&self, chunks: &[ChunkRecord]) -> Result<()> {
         for chunk in chunks {
             if chunk.vector.len() != self.dimensions {
@@ -270,11 +326,53 @@ impl ChunkIndex {
                 });
             }
         }
-        let f = &self.fields;
+        let outcome: AddOutcome = Arc::new(OnceLock::new());
+        let mut adds = self.adds.lock().map_err(|_| IndexError::Poisoned)?;
+        adds.waiting.push(WaitingAdd {
+            chunks: chunks.to_vec(),
+            outcome: outcome.clone(),
+        });
+        loop {
+            if let Some(written) = outcome.get() {
+                return written.clone().map_err(IndexError::Shared);
+            }
+            if !adds.writing {
+                break;
+            }
+            adds = self.added.wait(adds).map_err(|_| IndexError::Poisoned)?;
+        }
+        // Nobody is writing and ours is not written: write all that waited, ours among them.
+        adds.writing = true;
+        let writing = Writing {
+            index: self,
+            group: std::mem::take(&mut adds.waiting),
+        };
+        drop(adds);
+        let written = self.write_group(&writing.group).map_err(Arc::new);
+        for add in &writing.group {
+            let _ = add.outcome.set(written.clone());
+        }
+        drop(writing);
+        written.map_err(IndexError::Shared)
+    }
+
+    fn write_group(&self, group: &[WaitingAdd]) -> Result<()> {
         let _vectors = self
             .vector_writes
             .lock()
             .map_err(|_| IndexError::Poisoned)?;
+        let all: Vec<&ChunkRecord> = group.iter().flat_map(|add| &add.chunks).collect();
+        self.write_chunks(&all)
+    }
+
+    /// Commits made since this index was opened.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// Writes chunks in one commit and brings loaded vectors in step. Hold `vector_writes`.
+    fn write_chunks(&self, chunks: &[&ChunkRecord]) -> Result<()> {
+        let f = &self.fields;
         let first_key = self
             .next_key
             .fetch_add(chunks.len() as u64, Ordering::Relaxed);
@@ -297,7 +395,7 @@ impl ChunkIndex {
                 }
                 writer.add_document(document)?;
             }
-            writer.commit()?;
+            self.commit(&mut writer)?;
         }
         self.reader.reload()?;
         // Keep loaded vector structures in step.
@@ -324,6 +422,12 @@ impl ChunkIndex {
             }
             store.tune(&self.ann);
         }
+        Ok(())
+    }
+
+    fn commit(&self, writer: &mut IndexWriter) -> Result<()> {
+        writer.commit()?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -433,7 +537,7 @@ impl ChunkIndex {
         {
             let mut writer = self.writer.lock().map_err(|_| IndexError::Poisoned)?;
             writer.delete_term(term);
-            writer.commit()?;
+            self.commit(&mut writer)?;
         }
         self.reader.reload()?;
         let loaded: Vec<SharedVectors> = self
@@ -1160,6 +1264,66 @@ mod tests {
             page: index.is_multiple_of(2).then_some(index + 1),
             vector: unit(seed, 8),
         }
+    }
+
+    #[test]
+    fn adds_that_wait_for_the_writer_are_written_in_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(ChunkIndex::open(dir.path(), 8).unwrap());
+        index
+            .add(&[chunk("vs_a", "f0", 1, 0, "A lone add about yeast", 9)])
+            .unwrap();
+        assert_eq!(
+            index.commits(),
+            1,
+            "an add that finds the writer free commits"
+        );
+
+        // Four files' adds arrive while a group is being written.
+        index.adds.lock().unwrap().writing = true;
+        let adders: Vec<_> = (1..=4usize)
+            .map(|i| {
+                let index = index.clone();
+                std::thread::spawn(move || {
+                    let file = format!("f{i}");
+                    index.add(&[
+                        chunk("vs_a", &file, 1, 0, &format!("yeast study {i}"), i),
+                        chunk("vs_a", &file, 1, 1, &format!("second part {i}"), i + 10),
+                    ])
+                })
+            })
+            .collect();
+        while index.adds.lock().unwrap().waiting.len() < 4 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        index.adds.lock().unwrap().writing = false;
+        index.added.notify_all();
+        for adder in adders {
+            adder.join().unwrap().unwrap();
+        }
+        assert_eq!(index.commits(), 2, "the four waiting adds share one commit");
+
+        // Each returned only once its chunks were searchable, none twice, keys all distinct.
+        let stores = vec!["vs_a".to_string()];
+        let all = |_: &str, _: u64| true;
+        let scope = Scope {
+            store_ids: &stores,
+            active: &all,
+        };
+        let hits = index.keyword(&scope, "yeast", 10).unwrap();
+        let mut files: Vec<&str> = hits.iter().map(|h| h.file_id.as_str()).collect();
+        files.sort_unstable();
+        assert_eq!(files, ["f0", "f1", "f2", "f3", "f4"]);
+        assert_eq!(index.keyword(&scope, "second part", 20).unwrap().len(), 4);
+        let mut keys: Vec<u64> = index
+            .semantic(&scope, &unit(1, 8), 20)
+            .unwrap()
+            .iter()
+            .map(|h| h.key)
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), 9);
     }
 
     #[test]

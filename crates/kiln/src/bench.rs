@@ -180,6 +180,7 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
     let total = started.elapsed().as_secs_f64();
     let pipeline_cpu = process_cpu_seconds() - cpu_before_pipeline;
     let lane = kiln_embed::lane::stats();
+    let commits = server.index.commits();
     // Then each file's chunks and completion time (the API gives whole seconds).
     let mut done_after: Vec<f64> = Vec::new();
     let mut chunks = 0u64;
@@ -281,6 +282,11 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
         lane.lanes,
         texts as f64 / passes.max(1) as f64,
         100.0 * (lane.busy - lane_before.busy).as_secs_f64() / lane.lanes.max(1) as f64 / total
+    );
+    println!(
+        "index commits      {commits} for {} files ({:.1} files each)",
+        documents.len(),
+        documents.len() as f64 / commits.max(1) as f64
     );
     println!("step time, mean per file (from the logs' duration_ms):");
     for (step, ms) in &step_ms {
