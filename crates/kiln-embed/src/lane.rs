@@ -188,11 +188,34 @@ fn run(model: &LocalModel, jobs: Vec<(Vec<String>, Reply)>) {
     }
 }
 
-/// What one set of lanes shares: the queue and how many passes run at once.
+/// What one set of lanes shares: the queue, how many texts wait in it, and how many passes
+/// run at once.
 struct Shared {
     queue: std::sync::Mutex<mpsc::Receiver<(Vec<String>, Reply)>>,
+    queued: AtomicU64,
+    lanes: u64,
     running: AtomicU64,
     peak: AtomicU64,
+}
+
+/// How many texts each part of a request of `texts` should hold so that `lanes` lanes share
+/// it evenly in as few rounds of `batch`-sized passes as it needs: 6 texts on 2 lanes run as
+/// 3 + 3 at once rather than 6 on one lane while the other idles; 20 with batches of 8 as
+/// four parts of 5 (two rounds) rather than 8 + 8 + 4 (two rounds, one lane idle in the
+/// second).
+fn part_size(texts: usize, lanes: usize, batch: usize) -> usize {
+    let (lanes, batch) = (lanes.max(1), batch.max(1));
+    let rounds = texts.div_ceil(lanes * batch).max(1);
+    texts.div_ceil(lanes * rounds).clamp(1, batch)
+}
+
+/// How many texts a lane that has just become free takes: a batch at most, and no more than
+/// its share of what waits among the lanes free now, so the last few requests of a run are
+/// spread over the lanes instead of making up one lane's batch while another idles.
+fn fair_share(waiting: u64, free_lanes: u64, batch: usize) -> u64 {
+    waiting
+        .div_ceil(free_lanes.max(1))
+        .clamp(1, batch.max(1) as u64)
 }
 
 /// A handle on the lanes; cheap to clone. The threads end when the last handle is dropped.
@@ -209,6 +232,8 @@ impl Lane {
         let (jobs, queue) = mpsc::channel::<(Vec<String>, Reply)>();
         let shared = Arc::new(Shared {
             queue: std::sync::Mutex::new(queue),
+            queued: AtomicU64::new(0),
+            lanes: lanes.max(1) as u64,
             running: AtomicU64::new(0),
             peak: AtomicU64::new(0),
         });
@@ -247,8 +272,8 @@ impl Lane {
         self.shared.peak.load(Ordering::Relaxed)
     }
 
-    /// Embeds `texts`. A request of more than one batch is queued as batches, so that several
-    /// lanes share it; the vectors come back in the order of the texts. A small request (a
+    /// Embeds `texts`. A request of more than a few texts is queued in parts, so that the
+    /// lanes share it (`part_size`); the vectors come back in the order of the texts. A small request (a
     /// search query) does not queue: it runs at once, split across the cores.
     pub(crate) async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
         let bytes: usize = texts.iter().map(String::len).sum();
@@ -262,10 +287,17 @@ impl Lane {
                 .await
                 .map_err(|_| EmbedError::Permanent("an embedding thread failed".into()))?;
         }
-        let batch_size = self.model.batch_size().max(1);
-        let mut answers = Vec::with_capacity(texts.len().div_ceil(batch_size));
-        for part in texts.chunks(batch_size) {
+        let part = part_size(
+            texts.len(),
+            self.shared.lanes as usize,
+            self.model.batch_size(),
+        );
+        let mut answers = Vec::with_capacity(texts.len().div_ceil(part));
+        for part in texts.chunks(part) {
             let (reply, answer) = oneshot::channel();
+            self.shared
+                .queued
+                .fetch_add(part.len() as u64, Ordering::SeqCst);
             self.jobs
                 .send((part.to_vec(), reply))
                 .map_err(|_| EmbedError::Permanent("the embedding threads have stopped".into()))?;
@@ -303,8 +335,9 @@ fn wide_pool() -> Option<&'static rayon::ThreadPool> {
     .as_ref()
 }
 
-/// One lane's loop: takes the next request and those that queued up behind it (up to a
-/// batch: one chunk each from several workers runs as one forward pass), runs them, repeats.
+/// One lane's loop: takes the next request and those that queued up behind it (up to its
+/// fair share of a batch: one chunk each from several workers runs as one forward pass), runs
+/// them, repeats.
 fn serve(model: &LocalModel, shared: &Shared) {
     loop {
         let mut jobs = {
@@ -312,17 +345,26 @@ fn serve(model: &LocalModel, shared: &Shared) {
                 return;
             };
             let Ok(first) = queue.recv() else { return };
-            let mut texts = first.0.len();
+            let free = shared
+                .lanes
+                .saturating_sub(shared.running.load(Ordering::SeqCst));
+            let share = fair_share(
+                shared.queued.load(Ordering::SeqCst),
+                free,
+                model.batch_size(),
+            );
+            let mut texts = first.0.len() as u64;
             let mut jobs = vec![first];
-            while texts < model.batch_size() {
+            while texts < share {
                 match queue.try_recv() {
                     Ok(job) => {
-                        texts += job.0.len();
+                        texts += job.0.len() as u64;
                         jobs.push(job);
                     }
                     Err(_) => break,
                 }
             }
+            shared.queued.fetch_sub(texts, Ordering::SeqCst);
             jobs
         };
         // Askers that have gone (a cancelled job) are skipped.
@@ -334,6 +376,43 @@ fn serve(model: &LocalModel, shared: &Shared) {
         shared.peak.fetch_max(running, Ordering::SeqCst);
         run(model, jobs);
         shared.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod sharing {
+    use super::*;
+
+    #[test]
+    fn requests_are_cut_so_the_lanes_share_them_evenly() {
+        // (texts, lanes, batch) -> part size
+        for (texts, lanes, batch, part) in [
+            (1, 2, 8, 1),
+            (6, 2, 8, 3),
+            (7, 2, 8, 4),
+            (16, 2, 8, 8),
+            (20, 2, 8, 5),
+            (33, 2, 8, 6),
+            (6, 1, 8, 6),
+            (20, 1, 8, 7),
+            (5, 4, 8, 2),
+            (3, 2, 1, 1),
+        ] {
+            assert_eq!(
+                part_size(texts, lanes, batch),
+                part,
+                "{texts} on {lanes}×{batch}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_free_lane_takes_its_share_of_what_waits() {
+        assert_eq!(fair_share(5, 2, 8), 3, "both lanes free: 3 and then 2");
+        assert_eq!(fair_share(5, 1, 8), 5, "the other lane busy: take all");
+        assert_eq!(fair_share(30, 1, 8), 8, "never more than a batch");
+        assert_eq!(fair_share(1, 2, 8), 1);
+        assert_eq!(fair_share(0, 0, 8), 1, "the request in hand, at least");
     }
 }
 

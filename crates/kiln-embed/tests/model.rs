@@ -147,6 +147,30 @@ async fn a_request_of_several_batches_is_spread_over_the_lanes_in_order() {
     );
 }
 
+#[tokio::test]
+async fn a_request_of_one_batch_is_shared_by_the_lanes() {
+    let model = Arc::new(model());
+    let batch = model.batch_size();
+    assert!(batch >= 2, "a batch of one cannot be shared");
+    let embedder = LocalEmbedder::with_lanes(model, 2);
+    let reference = reference();
+    let n = reference.sentences.len();
+    // One batch's worth (a file of that many chunks): both lanes take half of it.
+    let texts: Vec<String> = (0..batch)
+        .map(|i| reference.sentences[i % n].clone())
+        .collect();
+    let vectors = embedder.embed(&texts).await.unwrap();
+    for (i, v) in vectors.iter().enumerate() {
+        assert!(cosine(v, &reference.vectors[i % n]) >= 0.999, "text {i}");
+    }
+    assert_eq!(vectors.len(), batch);
+    assert_eq!(
+        embedder.peak_passes(),
+        2,
+        "one lane ran it while the other idled"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_search_query_does_not_wait_behind_queued_batches() {
     let model = Arc::new(model());
