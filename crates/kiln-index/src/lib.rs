@@ -132,6 +132,8 @@ pub struct ChunkIndex {
     added: Condvar,
     /// Commits made (for benchmarks).
     commits: AtomicU64,
+    /// How long an add that finds the writer free waits for others (`GROUP_WINDOW`).
+    group_window: std::time::Duration,
     next_key: AtomicU64,
 }
 
@@ -174,6 +176,12 @@ impl Drop for Writing<'_> {
 }
 
 const TEXT_TOKENIZER: &str = "en_stem";
+
+/// How long an add that finds the writer free waits for others before it commits, by default. Files
+/// embedded in one forward pass reach the index a few milliseconds apart (each first records
+/// its progress in the catalog); a commit costs tantivy ~20–40 ms of CPU however few chunks
+/// it holds, and each segment it makes is merged again later.
+const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
 const WRITER_HEAP: usize = 64 * 1024 * 1024;
 
 /// Fewer, larger segments than tantivy's default (which merges 8 of a size at once and left
@@ -290,6 +298,7 @@ impl ChunkIndex {
             adds: Mutex::default(),
             added: Condvar::new(),
             commits: AtomicU64::new(0),
+            group_window: GROUP_WINDOW,
             next_key: AtomicU64::new(max_key + 1),
         })
     }
@@ -297,6 +306,12 @@ impl ChunkIndex {
     /// Keyword queries keep at most `max_terms` words, the rarest in this index (0: all).
     pub fn with_keyword_max_terms(mut self, max_terms: usize) -> ChunkIndex {
         self.keyword_max_terms = max_terms;
+        self
+    }
+
+    /// How long an add that finds the writer free waits for others to commit with it.
+    pub fn with_group_window(mut self, window: std::time::Duration) -> ChunkIndex {
+        self.group_window = window;
         self
     }
 
@@ -341,12 +356,19 @@ impl ChunkIndex {
             }
             adds = self.added.wait(adds).map_err(|_| IndexError::Poisoned)?;
         }
-        // Nobody is writing and ours is not written: write all that waited, ours among them.
+        // Nobody is writing and ours is not written: write all that waited, ours among them,
+        // and those that arrive within the window.
         adds.writing = true;
-        let writing = Writing {
+        let mut writing = Writing {
             index: self,
-            group: std::mem::take(&mut adds.waiting),
+            group: Vec::new(),
         };
+        if !self.group_window.is_zero() {
+            drop(adds);
+            std::thread::sleep(self.group_window);
+            adds = self.adds.lock().map_err(|_| IndexError::Poisoned)?;
+        }
+        writing.group = std::mem::take(&mut adds.waiting);
         drop(adds);
         let written = self.write_group(&writing.group).map_err(Arc::new);
         for add in &writing.group {
@@ -1324,6 +1346,27 @@ mod tests {
         keys.sort_unstable();
         keys.dedup();
         assert_eq!(keys.len(), 9);
+    }
+
+    #[test]
+    fn an_add_that_finds_the_writer_free_waits_its_window_for_others() {
+        for (window, commits) in [(2000, 1), (0, 2)] {
+            let dir = tempfile::tempdir().unwrap();
+            let index = Arc::new(
+                ChunkIndex::open(dir.path(), 8)
+                    .unwrap()
+                    .with_group_window(std::time::Duration::from_millis(window)),
+            );
+            let first = {
+                let index = index.clone();
+                std::thread::spawn(move || index.add(&[chunk("vs_a", "f1", 1, 0, "one", 1)]))
+            };
+            // The second add comes 50 ms later: inside a 2 s window, after a zero one.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            index.add(&[chunk("vs_a", "f2", 1, 0, "two", 2)]).unwrap();
+            first.join().unwrap().unwrap();
+            assert_eq!(index.commits(), commits, "window {window} ms");
+        }
     }
 
     #[test]

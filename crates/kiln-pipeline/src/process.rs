@@ -436,15 +436,20 @@ async fn steps(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<Comp
         })
         .collect();
     let index = services.index.clone();
-    blocking(move || index.add(&records).map_err(|e| e.to_string()))
-        .await
-        .map_err(|e| {
-            transient(
-                step,
-                FileErrorCode::IndexFailed,
-                format!("The index could not be written ({e}). Kiln retries automatically."),
-            )
-        })?;
+    // On a thread of its own, not the work pool: an add waits for the adds of other files to
+    // be committed with it (`ChunkIndex::add`), and would hold a pool thread meanwhile.
+    kiln_embed::lane::background_thread("kiln-index", move || {
+        index.add(&records).map_err(|e| e.to_string())
+    })
+    .await
+    .and_then(|added| added)
+    .map_err(|e| {
+        transient(
+            step,
+            FileErrorCode::IndexFailed,
+            format!("The index could not be written ({e}). Kiln retries automatically."),
+        )
+    })?;
     let dims = services.embedder.dimensions() as i64;
     Ok(Completion {
         chunk_count: total as i64,
