@@ -76,8 +76,8 @@ fn invalid_key() -> ApiError {
     )
 }
 
-/// The principal behind the request's key.
-pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Principal, ApiError> {
+/// The key a request presents, if it has the shape of a key (401 otherwise).
+pub fn key_value(headers: &HeaderMap) -> Result<&str, ApiError> {
     let key = presented_key(headers)?.ok_or_else(|| {
         ApiError::new(
             ErrorCode::AuthenticationRequired,
@@ -87,6 +87,12 @@ pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Princ
     if !ids::is_key_value_shape(key) {
         return Err(invalid_key());
     }
+    Ok(key)
+}
+
+/// The principal behind the request's key.
+pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Principal, ApiError> {
+    let key = key_value(headers)?;
     state
         .catalog
         .authenticate(key)
@@ -94,22 +100,13 @@ pub async fn authenticate(headers: &HeaderMap, state: &AppState) -> Result<Princ
         .ok_or_else(invalid_key)
 }
 
-impl<R: RequiredRole> FromRequestParts<AppState> for Authorized<R> {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let principal = authenticate(&parts.headers, state).await?;
-        let path_org = RawPathParams::from_request_parts(parts, state)
-            .await
-            .ok()
-            .and_then(|params| {
-                params
-                    .iter()
-                    .find(|(name, _)| *name == "organization_id")
-                    .map(|(_, value)| value.to_string())
-            });
+impl<R: RequiredRole> Authorized<R> {
+    /// Allows `principal` (`None`: its key is unknown or revoked) to act as `R` in the
+    /// organization `path_org` (if the path names one), or says why not.
+    pub fn check(principal: Option<Principal>, path_org: Option<&str>) -> Result<Self, ApiError> {
+        let principal = principal.ok_or_else(invalid_key)?;
         if let Some(org) = path_org {
-            check_organization(&principal, &org)?;
+            check_organization(&principal, org)?;
         }
         if !principal.role.allows(R::ROLE) {
             return Err(ApiError::new(
@@ -127,6 +124,24 @@ impl<R: RequiredRole> FromRequestParts<AppState> for Authorized<R> {
             principal,
             role: PhantomData,
         })
+    }
+}
+
+impl<R: RequiredRole> FromRequestParts<AppState> for Authorized<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let principal = authenticate(&parts.headers, state).await?;
+        let path_org = RawPathParams::from_request_parts(parts, state)
+            .await
+            .ok()
+            .and_then(|params| {
+                params
+                    .iter()
+                    .find(|(name, _)| *name == "organization_id")
+                    .map(|(_, value)| value.to_string())
+            });
+        Authorized::check(Some(principal), path_org.as_deref())
     }
 }
 

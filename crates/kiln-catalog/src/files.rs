@@ -3,7 +3,9 @@
 
 use std::sync::atomic::AtomicI64;
 
-use kiln_core::model::{FileCounts, FileRecord, LogEntry, Page, PageRequest, UsageFigures};
+use kiln_core::model::{
+    FileCounts, FileRecord, LogEntry, Page, PageRequest, Principal, UsageFigures,
+};
 use kiln_core::types::{FileErrorCode, FileStatus, LogLevel, Step};
 use kiln_core::{IdKind, Timestamp};
 use serde_json::{Value, json};
@@ -308,6 +310,45 @@ impl Catalog {
             }
             None => Err(missing_file(&mut conn, organization_id, store_id).await),
         }
+    }
+
+    /// The caller behind a key (`None`: unknown or revoked) and, in the same query, the file
+    /// `file_id` of `organization_id`'s store with its running job's lease (`None`: no such
+    /// file there; `file_status` tells what is missing). For the status endpoint, which
+    /// clients poll: one round trip to the database instead of two. The caller must still
+    /// check that the key may read that organization before using the file.
+    pub async fn key_and_file_status(
+        &self,
+        key_value: &str,
+        organization_id: &str,
+        store_id: &str,
+        file_id: &str,
+    ) -> Result<Option<(Principal, Option<(FileRecord, Option<Timestamp>)>)>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT k.id AS key_id, k.organization_id AS key_organization_id, k.role AS key_role, f.* \
+             FROM api_keys k LEFT JOIN ( \
+               SELECT {FILE_COLUMNS}, (SELECT j.lease_expires_at FROM jobs j WHERE j.file_id = files.id \
+               AND j.kind = 'process' AND j.state = 'running') AS lease \
+               FROM files WHERE organization_id = $2 AND store_id = $3 AND id = $4 AND deleted_at IS NULL \
+             ) f ON 1 = 1 \
+             WHERE k.key_hash = $1 AND k.revoked_at IS NULL"
+        )))
+        .bind(crate::keys::hash_key(key_value))
+        .bind(organization_id)
+        .bind(store_id)
+        .bind(file_id)
+        .fetch_optional(&self.read)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let principal = crate::keys::principal(&row, "key_")?;
+        let file = match row.try_get::<Option<String>, _>("id")? {
+            Some(_) => {
+                let lease: Option<i64> = row.try_get("lease")?;
+                Some((file_record(&row)?, lease.map(Timestamp)))
+            }
+            None => None,
+        };
+        Ok(Some((principal, file)))
     }
 
     pub async fn list_files(

@@ -19,7 +19,7 @@ pub struct NewApiKey {
 
 /// Keys are high-entropy random strings, so one SHA-256 is the right hash (no salt or
 /// stretching needed, and lookups stay an index probe).
-fn hash_key(value: &str) -> String {
+pub(crate) fn hash_key(value: &str) -> String {
     hex::encode(Sha256::digest(value.as_bytes()))
 }
 
@@ -194,15 +194,17 @@ impl Catalog {
         .bind(hash_key(value))
         .fetch_optional(&self.read)
         .await?;
-        row.map(|row| {
-            Ok(Principal {
-                key_id: row.try_get("id")?,
-                organization_id: row.try_get("organization_id")?,
-                role: enum_col(&row, "role", Role::parse)?,
-            })
-        })
-        .transpose()
+        row.map(|row| principal(&row, "")).transpose()
     }
+}
+
+/// The key columns `id`, `organization_id` and `role` of a row, each named with `prefix`.
+pub(crate) fn principal(row: &AnyRow, prefix: &str) -> Result<Principal> {
+    Ok(Principal {
+        key_id: row.try_get(format!("{prefix}id").as_str())?,
+        organization_id: row.try_get(format!("{prefix}organization_id").as_str())?,
+        role: enum_col(row, &format!("{prefix}role"), Role::parse)?,
+    })
 }
 
 // The SQL strings are built from constants only, never from input.

@@ -321,6 +321,98 @@ async fn retry_contract() {
     assert_envelope(s, &b, 403, "INSUFFICIENT_PERMISSIONS");
 }
 
+/// The status endpoint reads the key and the file in one query; it must still answer every
+/// caller as any other endpoint does, in the same order: credentials, organization, role,
+/// store, file.
+#[tokio::test]
+async fn the_status_endpoint_checks_keys_organizations_and_files_as_every_endpoint_does() {
+    let t = TestServer::start().await;
+    let store = t.store().await;
+    let file = t.upload_ok(&store, "blank.txt", " \n ").await;
+    t.settle(&store, &file).await;
+    let path = t.files_path(&store, &format!("/{file}/status"));
+    let get = |path: String, key: Option<String>| {
+        let t = &t;
+        async move { t.call(Method::GET, &path, key.as_deref(), None).await }
+    };
+
+    let (s, b, _) = get(path.clone(), None).await;
+    assert_envelope(s, &b, 401, "AUTHENTICATION_REQUIRED");
+    let (s, b, _) = get(path.clone(), Some("garbage".into())).await;
+    assert_envelope(s, &b, 401, "INVALID_API_KEY");
+    let (s, b, _) = get(path.clone(), Some(format!("ak_{}", "A".repeat(40)))).await;
+    assert_envelope(s, &b, 401, "INVALID_API_KEY");
+    // An unknown key is refused before the file is looked at, even a missing one.
+    let missing = "file_00000000000000000000";
+    let missing_path = t.files_path(&store, &format!("/{missing}/status"));
+    let (s, b, _) = get(missing_path.clone(), Some(format!("ak_{}", "A".repeat(40)))).await;
+    assert_envelope(s, &b, 401, "INVALID_API_KEY");
+
+    // A reader may poll it; the answer is the file's.
+    let catalog = t.catalog().await;
+    let created = kiln::admin::key_create(&catalog, &t.org, Role::Reader, Some("poller"))
+        .await
+        .unwrap();
+    let reader = created["key"].as_str().unwrap().to_string();
+    let (s, b, _) = get(path.clone(), Some(reader.clone())).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        (&b["status"], &b["error_code"]),
+        (&json!("failed"), &json!("NO_TEXT_EXTRACTED"))
+    );
+    // Revoked: refused at once.
+    kiln::admin::key_revoke(&catalog, created["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    let (s, b, _) = get(path.clone(), Some(reader)).await;
+    assert_envelope(s, &b, 401, "INVALID_API_KEY");
+
+    // Another organization's key: 403 on this organization's path, and in its own
+    // organization the store is not there.
+    let (org_b, key_b) = t.new_org_with_key(Role::Admin).await;
+    let (s, b, _) = get(path.clone(), Some(key_b.clone())).await;
+    assert_envelope(s, &b, 403, "ORGANIZATION_ACCESS_DENIED");
+    let (s, b, _) = get(
+        format!("/v1/organizations/{org_b}/stores/{store}/files/{file}/status"),
+        Some(key_b),
+    )
+    .await;
+    assert_envelope(s, &b, 404, "VECTOR_STORE_NOT_FOUND");
+    let (s, b, _) = get(
+        format!("/v1/organizations/not-an-org/stores/{store}/files/{file}/status"),
+        Some(t.key.clone()),
+    )
+    .await;
+    assert_envelope(s, &b, 404, "ORGANIZATION_NOT_FOUND");
+
+    // A missing file and a missing store are told apart; a deleted file is gone.
+    let (s, b, _) = get(missing_path, Some(t.key.clone())).await;
+    let error = assert_envelope(s, &b, 404, "FILE_NOT_IN_STORE");
+    assert_eq!(
+        error["details"],
+        json!({"file_id": missing, "store_id": store})
+    );
+    let (s, b, _) = get(
+        t.org_path(&format!(
+            "/stores/vs_00000000000000000000/files/{file}/status"
+        )),
+        Some(t.key.clone()),
+    )
+    .await;
+    assert_envelope(s, &b, 404, "VECTOR_STORE_NOT_FOUND");
+    let (s, _, _) = t
+        .call(
+            Method::DELETE,
+            &t.files_path(&store, &format!("/{file}")),
+            Some(&t.key),
+            None,
+        )
+        .await;
+    assert!(s.is_success(), "{s}");
+    let (s, b, _) = get(path, Some(t.key.clone())).await;
+    assert_envelope(s, &b, 404, "FILE_NOT_IN_STORE");
+}
+
 #[tokio::test]
 async fn sixteen_concurrent_retries_make_exactly_one_job() {
     let t = TestServer::start().await;

@@ -79,6 +79,14 @@ pub(crate) struct FileRef {
     pub file_id: String,
 }
 
+/// A path naming a file in a store of an organization.
+#[derive(Deserialize)]
+pub(crate) struct OrgFileRef {
+    pub organization_id: String,
+    pub store_id: String,
+    pub file_id: String,
+}
+
 /// Deserialises a field that may be absent (`None`), `null` (`Some(None)`) or a value.
 pub(crate) fn double_option<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
 where
