@@ -103,8 +103,9 @@ pub async fn background<T: Send + 'static>(
 }
 
 /// Runs `f` on a new thread of its own at background priority and waits for it. For work that
-/// may hang (a parser on hostile input): if the caller gives up waiting, the thread is left
-/// behind without holding up any shared pool. A panic in `f` comes back as `Err`.
+/// may hang (a parser on hostile input) or wait for others (an index add waiting to commit
+/// with other files'): if the caller gives up waiting, or while it waits, the thread holds up
+/// no shared pool. A panic in `f` comes back as `Err`.
 pub async fn background_thread<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> T + Send + 'static,
@@ -273,8 +274,8 @@ impl Lane {
     }
 
     /// Embeds `texts`. A request of more than a few texts is queued in parts, so that the
-    /// lanes share it (`part_size`); the vectors come back in the order of the texts. A small request (a
-    /// search query) does not queue: it runs at once, split across the cores.
+    /// lanes share it (`part_size`); the vectors come back in the order of the texts. A small
+    /// request (a search query) does not queue: it runs at once, split across the cores.
     pub(crate) async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
         let bytes: usize = texts.iter().map(String::len).sum();
         if bytes <= WIDE_PASS_MAX_BYTES

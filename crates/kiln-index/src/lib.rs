@@ -164,11 +164,7 @@ impl Drop for Writing<'_> {
         for add in &self.group {
             let _ = add.outcome.set(Err(Arc::new(IndexError::Poisoned)));
         }
-        let mut adds = self
-            .index
-            .adds
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut adds = self.index.lock_adds();
         adds.writing = false;
         drop(adds);
         self.index.added.notify_all();
@@ -177,10 +173,10 @@ impl Drop for Writing<'_> {
 
 const TEXT_TOKENIZER: &str = "en_stem";
 
-/// How long an add that finds the writer free waits for others before it commits, by default. Files
-/// embedded in one forward pass reach the index a few milliseconds apart (each first records
-/// its progress in the catalog); a commit costs tantivy ~20–40 ms of CPU however few chunks
-/// it holds, and each segment it makes is merged again later.
+/// How long an add that finds the writer free waits for others before it commits, by
+/// default. Files embedded in one forward pass reach the index a few milliseconds apart
+/// (each first records its progress in the catalog); a commit costs tantivy ~20–40 ms of
+/// CPU however few chunks it holds, and each segment it makes is merged again later.
 const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
 const WRITER_HEAP: usize = 64 * 1024 * 1024;
 
@@ -327,11 +323,13 @@ impl ChunkIndex {
     /// Adds chunks and commits: when this returns, they are durable and searchable (subject
     /// to the caller's active-generation filter).
     ///
-    /// Adds are written one group at a time: those that arrive while a group is being
-    /// written wait, and when it is done one of them writes all that waited, in one commit. A commit costs the same for one chunk as for hundreds (segment files, a
-    /// synced meta file, a reader reload, later merges), so files processed side by side
-    /// share it; an add that finds the writer free commits alone, at once. If a group's
-    /// write fails, every add in it gets the error.
+    /// Adds are written in groups, one commit each: an add that finds the writer free waits
+    /// the group window (10 ms by default) and then writes itself and every add that arrived
+    /// meanwhile; adds that arrive while a group is being written wait for it, and then one
+    /// of them writes them all. A commit costs about the same for one chunk as for hundreds
+    /// (segment files, a synced meta file, a reader reload, later merges), so files
+    /// processed side by side share it. If a group's write fails, every add in it gets the
+    /// error.
     pub fn add(&self, chunks: &[ChunkRecord]) -> Result<()> {
         for chunk in chunks {
             if chunk.vector.len() != self.dimensions {
@@ -342,7 +340,7 @@ impl ChunkIndex {
             }
         }
         let outcome: AddOutcome = Arc::new(OnceLock::new());
-        let mut adds = self.adds.lock().map_err(|_| IndexError::Poisoned)?;
+        let mut adds = self.lock_adds();
         adds.waiting.push(WaitingAdd {
             chunks: chunks.to_vec(),
             outcome: outcome.clone(),
@@ -354,7 +352,10 @@ impl ChunkIndex {
             if !adds.writing {
                 break;
             }
-            adds = self.added.wait(adds).map_err(|_| IndexError::Poisoned)?;
+            adds = self
+                .added
+                .wait(adds)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         // Nobody is writing and ours is not written: write all that waited, ours among them,
         // and those that arrive within the window.
@@ -366,7 +367,7 @@ impl ChunkIndex {
         if !self.group_window.is_zero() {
             drop(adds);
             std::thread::sleep(self.group_window);
-            adds = self.adds.lock().map_err(|_| IndexError::Poisoned)?;
+            adds = self.lock_adds();
         }
         writing.group = std::mem::take(&mut adds.waiting);
         drop(adds);
@@ -376,6 +377,14 @@ impl ChunkIndex {
         }
         drop(writing);
         written.map_err(IndexError::Shared)
+    }
+
+    /// The adds' state. Nothing panics while holding it, so it is consistent even if a
+    /// thread panicked meanwhile.
+    fn lock_adds(&self) -> std::sync::MutexGuard<'_, Adds> {
+        self.adds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn write_group(&self, group: &[WaitingAdd]) -> Result<()> {
