@@ -35,10 +35,10 @@ pub struct PipelineConfig {
     /// Claiming loops; also how many files may be read and parsed at once.
     pub workers: usize,
     /// Jobs each worker holds at once. A job spends most of its life waiting for the shared
-    /// embedding lanes; holding several lets a lane batch texts from many files into one
-    /// forward pass (passes of one text embed 70–75 % as many texts a second as passes of 8).
-    /// The CPU-heavy steps stay bounded by the cores: the model runs on one lane per core,
-    /// chunking and indexing on the core-sized work pool, parsing in `workers` slots.
+    /// embedding lanes; holding several keeps every lane fed (busy 99–100 % of an ingest),
+    /// lets a lane batch texts from many files into one forward pass, and lets files share
+    /// index commits. The CPU-heavy steps stay bounded by the cores: the model runs on one
+    /// lane per core, chunking on the core-sized work pool, parsing in `workers` slots.
     pub jobs_per_worker: usize,
     /// Lease on a claimed job; a heartbeat renews it every third of it.
     pub lease: Duration,
