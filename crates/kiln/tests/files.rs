@@ -322,8 +322,8 @@ async fn retry_contract() {
 }
 
 /// The status endpoint reads the key and the file in one query; it must still answer every
-/// caller as any other endpoint does, in the same order: credentials, organization, role,
-/// store, file.
+/// caller as any other endpoint does, in the same order: credentials, organization, store,
+/// file (every role may read a status).
 #[tokio::test]
 async fn the_status_endpoint_checks_keys_organizations_and_files_as_every_endpoint_does() {
     let t = TestServer::start().await;
