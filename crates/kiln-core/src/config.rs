@@ -16,6 +16,7 @@ pub struct Config {
     pub blobs: BlobsConfig,
     pub http: HttpConfig,
     pub embedding: EmbeddingConfig,
+    pub extract: ExtractConfig,
     pub workers: WorkerConfig,
     pub index: IndexConfig,
     pub log: LogConfig,
@@ -30,6 +31,7 @@ impl Default for Config {
             blobs: BlobsConfig::default(),
             http: HttpConfig::default(),
             embedding: EmbeddingConfig::default(),
+            extract: ExtractConfig::default(),
             workers: WorkerConfig::default(),
             index: IndexConfig::default(),
             log: LogConfig::default(),
@@ -49,7 +51,7 @@ impl Config {
         }
     }
 
-    /// Where models are kept (fetched into) when no model folder is given.
+    /// Where models and the PDF engine are kept (fetched into) when no folder is given.
     pub fn models_dir(&self) -> PathBuf {
         self.embedding
             .models_dir
@@ -156,11 +158,20 @@ pub enum EmbeddingProvider {
     Openai,
 }
 
+/// Text extraction.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExtractConfig {
+    /// A PDFium shared library to load instead of the pinned build fetched into the models
+    /// folder (for a platform without a pinned build).
+    pub pdfium_library: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EmbeddingConfig {
     pub provider: EmbeddingProvider,
-    /// Where the local model is fetched to (default: `DATA_DIR/models`).
+    /// Where the local model and the PDF engine are fetched to (default: `DATA_DIR/models`).
     pub models_dir: Option<PathBuf>,
     /// A folder already holding the local model's files (skips fetching).
     pub model_dir: Option<PathBuf>,

@@ -7,6 +7,12 @@ use std::io::{Cursor, Write};
 
 use md5::{Digest, Md5};
 
+/// Loads the PDF engine from the folder shared by test runs on this machine
+/// ([`kiln_fetch::shared_dir`]), fetching it the first time.
+pub fn pdf_engine() {
+    crate::pdfium::ensure(&kiln_fetch::shared_dir()).expect("the PDF engine can be fetched");
+}
+
 /// A ZIP package of `parts` (name, content), deflated.
 pub fn zip_package<S: AsRef<str>>(parts: &[(&str, S)]) -> Vec<u8> {
     let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));

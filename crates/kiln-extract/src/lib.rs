@@ -9,6 +9,7 @@ pub mod fixtures;
 mod formats;
 mod office;
 mod pdf;
+pub mod pdfium;
 mod types;
 mod xls;
 
@@ -17,7 +18,7 @@ pub use types::{FileType, Format, SUPPORTED_TYPES, detect};
 
 /// The extractors' version: raised when a change would extract different text, so text stored
 /// by an older version is extracted again instead of reused.
-pub const EXTRACTOR_VERSION: u32 = 2;
+pub const EXTRACTOR_VERSION: u32 = 3;
 
 /// What extraction produced: sections in reading order.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -78,6 +79,10 @@ pub enum ExtractError {
     Encrypted,
     #[error("{0}")]
     Unsupported(String),
+    /// The file could not be read for a reason of the server's, not the file's (the PDF
+    /// engine is not loaded).
+    #[error("{0}")]
+    Engine(String),
 }
 
 /// Extracts the text of a file of a detected format.

@@ -1,11 +1,12 @@
-//! PDF: the text layer, page by page, read with `pdf_oxide` (chosen by measuring it against
-//! `unpdf` and `pdf-extract` on real documents, see docs/architecture.md).
+//! PDF: the text layer, page by page, read with PDFium (chosen by measuring it against
+//! `pdf_oxide`, `unpdf` and `pdf-extract` on real documents, see docs/architecture.md).
 //!
-//! Before trusting what the parser returns: a file cut short is refused (a parser would
+//! Before trusting what the engine returns: a file cut short is refused (an engine would
 //! "recover" whatever pages it reached), and an encrypted file is opened with the empty user
 //! password (a PDF with only an owner password, which merely restricts printing or copying,
 //! opens that way) or else reported as needing a password.
 
+use crate::pdfium::{OpenError, Pdf};
 use crate::{Document, ExtractError, Section, SectionKind};
 
 /// More pages than any real document has; a page tree claiming more is hostile.
@@ -21,49 +22,49 @@ fn has_end_marker(bytes: &[u8]) -> bool {
     tail.windows(5).any(|w| w == b"%%EOF")
 }
 
-/// Pages are independent once the document is open: long files are read on up to one thread
-/// per core (the caller's thread among them), pages dealt out in turn. In page order.
-fn pages_in_parallel(
-    document: &pdf_oxide::document::PdfDocument,
-    pages: usize,
-    options: &pdf_oxide::converters::ConversionOptions,
-) -> Vec<(usize, Result<String, String>)> {
-    let read = |index: usize| {
-        let text = document
-            .extract_text_with_options(index, options)
-            .map_err(|e| e.to_string());
-        (index, text)
-    };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(pages.div_ceil(PAGES_PER_THREAD))
-        .max(1);
-    if threads == 1 {
-        return (0..pages).map(read).collect();
-    }
-    let mut out: Vec<(usize, Result<String, String>)> = std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads)
-            .map(|k| {
-                let read = &read;
-                scope.spawn(move || (k..pages).step_by(threads).map(read).collect::<Vec<_>>())
-            })
-            .collect();
-        let mut out: Vec<_> = (0..pages).step_by(threads).map(read).collect();
-        for helper in helpers {
-            // A panic in a helper is the parser's: carry it to the caller like its own.
-            match helper.join() {
-                Ok(part) => out.extend(part),
-                Err(panic) => std::panic::resume_unwind(panic),
+/// PDFium's text as plain text: `\n` line ends, no control characters, and words broken
+/// across lines made whole again — PDFium marks a hyphen it recognises as a line-end break
+/// with U+FFFE and keeps the two halves together; a plain hyphen at the end of a line between
+/// a letter and a lower-case letter is such a break too (as `pdftotext` reads it). Search then
+/// finds "exploitation", not "ex-" and "ploitation".
+fn tidy(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{fffe}' => {
+                if chars.peek() == Some(&'\r') {
+                    chars.next();
+                }
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
             }
+            '\r' => {
+                if chars.peek() != Some(&'\n') {
+                    out.push('\n');
+                }
+            }
+            '-' if out.chars().next_back().is_some_and(char::is_alphabetic)
+                && line_break_then_lowercase(chars.clone()) =>
+            {
+                while chars.next_if(|c| matches!(c, '\r' | '\n')).is_some() {}
+            }
+            c if c.is_control() && c != '\n' && c != '\t' => {}
+            c => out.push(c),
         }
-        out
-    });
-    out.sort_by_key(|(index, _)| *index);
+    }
     out
 }
 
-/// Below this many pages a second thread costs more than it saves.
-const PAGES_PER_THREAD: usize = 8;
+/// Whether `rest` starts with one line break followed by a lower-case letter.
+fn line_break_then_lowercase(mut rest: impl Iterator<Item = char>) -> bool {
+    let mut next = rest.next();
+    if next == Some('\r') {
+        next = rest.next();
+    }
+    next == Some('\n') && rest.next().is_some_and(char::is_lowercase)
+}
 
 pub(crate) fn pdf(bytes: &[u8]) -> Result<Document, ExtractError> {
     if !has_end_marker(bytes) {
@@ -71,42 +72,35 @@ pub(crate) fn pdf(bytes: &[u8]) -> Result<Document, ExtractError> {
             "The PDF is incomplete (it does not end with the end-of-file marker); upload the whole file.",
         ));
     }
-    let document = pdf_oxide::document::PdfDocument::from_bytes(bytes.to_vec())
-        .map_err(|e| corrupt(format!("The PDF cannot be read ({e}).")))?;
-    if document.is_encrypted() {
-        // The empty user password opens files that only restrict permissions.
-        match document.authenticate(b"") {
-            Ok(true) => {}
-            Ok(false) => return Err(ExtractError::Encrypted),
-            Err(e) => {
-                return Err(corrupt(format!(
-                    "The PDF's encryption cannot be read ({e})."
-                )));
-            }
+    let document = match Pdf::open(bytes) {
+        Ok(document) => document,
+        Err(OpenError::Password) => return Err(ExtractError::Encrypted),
+        Err(OpenError::Damaged(code)) => {
+            let why = match code {
+                3 => "not a PDF, or damaged beyond repair",
+                5 => "an unsupported security handler",
+                _ => "damaged",
+            };
+            return Err(corrupt(format!("The PDF cannot be read ({why}).")));
         }
-    }
-    let pages = match document.page_count() {
-        Ok(n) => n,
-        Err(pdf_oxide::error::Error::EncryptedPdf) => return Err(ExtractError::Encrypted),
-        Err(e) => return Err(corrupt(format!("The PDF has no readable pages ({e})."))),
+        Err(OpenError::NotLoaded) => {
+            return Err(ExtractError::Engine(
+                "The PDF engine is not loaded on this server.".into(),
+            ));
+        }
     };
+    let pages = document.pages();
     if pages > MAX_PAGES {
         return Err(corrupt(format!(
             "The PDF claims {pages} pages, more than the {MAX_PAGES} Kiln reads."
         )));
     }
-    // Plain text in reading order; tables are read as text (laying them out as aligned
-    // columns cost time and did not change what the texts agree on).
-    let options = pdf_oxide::converters::ConversionOptions {
-        extract_tables: false,
-        ..Default::default()
-    };
     let mut sections = Vec::new();
     let mut unreadable = 0usize;
-    let mut first_error = None;
-    for (index, text) in pages_in_parallel(&document, pages, &options) {
-        match text {
-            Ok(text) => {
+    for index in 0..pages {
+        match document.page_text(index) {
+            Some(text) => {
+                let text = tidy(&text);
                 if !text.trim().is_empty() {
                     sections.push(Section {
                         title: None,
@@ -117,17 +111,11 @@ pub(crate) fn pdf(bytes: &[u8]) -> Result<Document, ExtractError> {
                 }
             }
             // One damaged page does not lose the others.
-            Err(e) => {
-                unreadable += 1;
-                first_error.get_or_insert(e);
-            }
+            None => unreadable += 1,
         }
     }
     if pages > 0 && unreadable == pages {
-        return Err(corrupt(format!(
-            "No page of the PDF can be read ({}).",
-            first_error.unwrap_or_default()
-        )));
+        return Err(corrupt("No page of the PDF can be read."));
     }
     Ok(Document {
         sections,
@@ -138,11 +126,12 @@ pub(crate) fn pdf(bytes: &[u8]) -> Result<Document, ExtractError> {
 
 #[cfg(test)]
 mod tests {
-    use crate::fixtures::{PdfPage as Page, pdf as build};
+    use crate::fixtures::{PdfPage as Page, pdf as build, pdf_engine};
     use crate::{ExtractError, Format, extract};
 
     #[test]
     fn pages_in_order_with_their_numbers() {
+        pdf_engine();
         let bytes = build(
             &[
                 Page::Text(&["Kilns fire clay (stoneware)", "at high heat."]),
@@ -164,13 +153,35 @@ mod tests {
     }
 
     #[test]
+    fn words_broken_across_lines_are_whole_again_and_line_ends_are_newlines() {
+        use super::tidy;
+        // PDFium's mark for a line-end hyphen it recognised, with or without the line end.
+        assert_eq!(tidy("rhon\u{fffe}cus sem"), "rhoncus sem");
+        assert_eq!(tidy("ex\u{fffe}\r\nploitation"), "exploitation");
+        // A plain hyphen ending a line between letters, lower case after it.
+        assert_eq!(
+            tidy("l\u{2019}ex-\r\nploitation et"),
+            "l\u{2019}exploitation et"
+        );
+        assert_eq!(tidy("opé-\nrations"), "opérations");
+        // Not a broken word: a capital, a digit, or no letter before the hyphen.
+        assert_eq!(tidy("Stoke-\r\nOn-Trent"), "Stoke-\nOn-Trent");
+        assert_eq!(tidy("COVID-\n19"), "COVID-\n19");
+        assert_eq!(tidy("pages 3-\nand"), "pages 3-\nand");
+        // Line ends become \n; control characters other than tab go.
+        assert_eq!(tidy("a\r\nb\rc\td\u{2}e\0"), "a\nb\nc\tde");
+    }
+
+    #[test]
     fn no_text_layer_is_no_text() {
+        pdf_engine();
         let bytes = build(&[Page::Graphics, Page::Graphics], None);
         assert_eq!(extract(Format::Pdf, &bytes), Err(ExtractError::NoText));
     }
 
     #[test]
     fn a_user_password_is_needed_an_owner_password_is_not() {
+        pdf_engine();
         let text = Page::Text(&["Confidential minutes of the kiln committee."]);
         let locked = build(std::slice::from_ref(&text), Some(("open sesame", "owner")));
         assert_eq!(extract(Format::Pdf, &locked), Err(ExtractError::Encrypted));
@@ -186,6 +197,7 @@ mod tests {
 
     #[test]
     fn truncated_and_garbage_are_corrupt() {
+        pdf_engine();
         let bytes = build(&[Page::Text(&["Some text on a page."])], None);
         let cut = &bytes[..bytes.len() * 2 / 3];
         assert!(matches!(

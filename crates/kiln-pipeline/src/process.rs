@@ -263,6 +263,11 @@ async fn guarded_extraction(
         Ok(Ok(Err(ExtractError::Unsupported(reason)))) => {
             Err(permanent(step, FileErrorCode::UnsupportedFormat, reason))
         }
+        Ok(Ok(Err(ExtractError::Engine(reason)))) => Err(permanent(
+            step,
+            FileErrorCode::InternalError,
+            format!("{reason} Retry the file once the server is fixed."),
+        )),
         Ok(Ok(Ok(document))) => Ok(document),
     }
 }
@@ -562,5 +567,17 @@ mod tests {
         .await;
         assert_eq!(code, FileErrorCode::CorruptFile);
         assert!(message.contains("no trailer"), "{message}");
+        // The server's fault, not the file's: INTERNAL_ERROR, and it says how to go on.
+        let (code, message, _) = failure(Duration::from_secs(5), Format::Pdf, || {
+            Err(ExtractError::Engine(
+                "The PDF engine is not loaded on this server.".into(),
+            ))
+        })
+        .await;
+        assert_eq!(code, FileErrorCode::InternalError);
+        assert!(
+            message.contains("not loaded") && message.contains("Retry"),
+            "{message}"
+        );
     }
 }

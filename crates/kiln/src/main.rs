@@ -261,7 +261,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench {
             command: BenchCommand::Extract { dir },
-        } => kiln::bench::extract::extract(&dir),
+        } => {
+            let config = settings::load(&overrides)?;
+            kiln::server::load_pdf_engine(&config).await?;
+            kiln::bench::extract::extract(&dir)
+        }
         Command::Eval(options) => {
             let config = settings::load(&overrides)?;
             kiln::eval::run(&options, &config).await

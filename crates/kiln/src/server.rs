@@ -85,6 +85,22 @@ pub fn ann_options(config: &kiln_core::config::IndexConfig) -> kiln_index::AnnOp
     }
 }
 
+/// Loads the PDF engine: the configured library, or the pinned build in the models folder
+/// (fetched if it is missing).
+pub async fn load_pdf_engine(config: &Config) -> anyhow::Result<()> {
+    let library = config.extract.pdfium_library.clone();
+    let models_dir = config.models_dir();
+    tokio::task::spawn_blocking(move || match library {
+        Some(library) => kiln_extract::pdfium::load(&library),
+        None => {
+            tracing::info!(dir = %models_dir.display(), "making sure the PDF engine is present");
+            kiln_extract::pdfium::ensure(&models_dir).map(drop)
+        }
+    })
+    .await?
+    .map_err(|e| anyhow::anyhow!("cannot load the PDF engine: {e}"))
+}
+
 /// Loads the configured embedding model, fetching the local one if it is missing.
 pub async fn load_model(config: &Config) -> anyhow::Result<Model> {
     let embedding = config.embedding.clone();
@@ -164,6 +180,7 @@ impl Server {
             Some(model) => model,
             None => load_model(&config).await?,
         };
+        load_pdf_engine(&config).await?;
         let (catalog, blobs) = open_storage(&config).await?;
         let index_dir = config.data_dir.join("index");
         let dims = model.embedder.dimensions();

@@ -1,0 +1,226 @@
+//! PDFium — the PDF engine of Chrome — loaded at run time from the shared library that the PyPI
+//! wheel `pypdfium2` carries (fetched and verified by `kiln-fetch`, like the model's weights).
+//!
+//! Only the dozen calls text extraction needs are bound here. PDFium's API is not thread-safe:
+//! every call runs under one lock, taken per page so that a long file does not hold up a
+//! short one.
+//!
+//! The workspace denies `unsafe`; this module is the second audited exception (a foreign
+//! library has no safe way in). Each handle stays inside the type that owns it and is used
+//! only under the lock.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_int, c_ulong, c_ushort, c_void};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use kiln_fetch::{Build, File, Wheel};
+
+/// The library's file name in its folder.
+pub const LIBRARY: &str = "libpdfium.so";
+
+/// `pypdfium2` 5.15.2 carries PDFium 159.0.8149 as a self-contained library (it links only
+/// the C runtime). One build per platform; pip picks this machine's.
+pub const WHEEL: Wheel = Wheel {
+    package: "pypdfium2",
+    version: "5.15.2",
+    builds: &[
+        // manylinux x86_64
+        Build {
+            wheel_sha256: "dc31aea5b0fb9fefc9b537a65f4113980b2c40798445736a7e6565bc85161e37",
+            files: &[File {
+                in_wheel: "pypdfium2_raw/libpdfium.so",
+                name: LIBRARY,
+                sha256: "c76dc0f7839644bfa7c3e3107a6068df714e339c861bb7d4519907b821d427f9",
+            }],
+        },
+        // manylinux aarch64
+        Build {
+            wheel_sha256: "dd46e93c0c3a73f6cea8489baff6d77a5d0759dd53fbbce0aeb49c91830176fc",
+            files: &[File {
+                in_wheel: "pypdfium2_raw/libpdfium.so",
+                name: LIBRARY,
+                sha256: "4378615ad9710397c96c112611be9018629bbfe38805d91a2663a534b99c28ca",
+            }],
+        },
+    ],
+};
+
+/// The engine's folder inside a models folder.
+pub fn engine_dir(models_dir: &Path) -> PathBuf {
+    models_dir.join(format!("pdfium-{}", WHEEL.version))
+}
+
+/// Makes sure the engine is in `models_dir` (downloading it if needed) and loads it.
+pub fn ensure(models_dir: &Path) -> Result<PathBuf, String> {
+    let dir = engine_dir(models_dir);
+    WHEEL.ensure(&dir).map_err(|e| e.to_string())?;
+    let library = dir.join(LIBRARY);
+    load(&library)?;
+    Ok(library)
+}
+
+type Document = *mut c_void;
+type Page = *mut c_void;
+type TextPage = *mut c_void;
+
+/// The bound calls (PDFium's `fpdfview.h` and `fpdf_text.h`).
+struct Api {
+    init_library: unsafe extern "C" fn(),
+    load_mem_document64: unsafe extern "C" fn(*const c_void, usize, *const c_char) -> Document,
+    get_last_error: unsafe extern "C" fn() -> c_ulong,
+    close_document: unsafe extern "C" fn(Document),
+    get_page_count: unsafe extern "C" fn(Document) -> c_int,
+    load_page: unsafe extern "C" fn(Document, c_int) -> Page,
+    close_page: unsafe extern "C" fn(Page),
+    text_load_page: unsafe extern "C" fn(Page) -> TextPage,
+    text_close_page: unsafe extern "C" fn(TextPage),
+    text_count_chars: unsafe extern "C" fn(TextPage) -> c_int,
+    text_get_text: unsafe extern "C" fn(TextPage, c_int, c_int, *mut c_ushort) -> c_int,
+    /// Kept open for as long as the process runs (the calls above point into it).
+    _library: libloading::Library,
+}
+
+static ENGINE: OnceLock<Api> = OnceLock::new();
+/// Held for every call into the engine, and while it is loaded.
+static CALLS: Mutex<()> = Mutex::new(());
+
+/// Loads the library at `path` and initialises it; later calls keep the first engine.
+pub fn load(path: &Path) -> Result<(), String> {
+    let _calls = calls();
+    if ENGINE.get().is_some() {
+        return Ok(());
+    }
+    let api = unsafe { open(path) }.map_err(|e| format!("{}: {e}", path.display()))?;
+    unsafe { (api.init_library)() };
+    let _ = ENGINE.set(api);
+    Ok(())
+}
+
+/// Whether an engine is loaded.
+pub fn loaded() -> bool {
+    ENGINE.get().is_some()
+}
+
+/// # Safety
+/// `path` must be a PDFium build exporting the C API bound here with these signatures
+/// (the pinned checksum makes sure it is the one they were written against).
+unsafe fn open(path: &Path) -> Result<Api, libloading::Error> {
+    unsafe {
+        let library = libloading::Library::new(path)?;
+        macro_rules! bind {
+            ($name:literal) => {
+                *library.get(concat!($name, "\0").as_bytes())?
+            };
+        }
+        Ok(Api {
+            init_library: bind!("FPDF_InitLibrary"),
+            load_mem_document64: bind!("FPDF_LoadMemDocument64"),
+            get_last_error: bind!("FPDF_GetLastError"),
+            close_document: bind!("FPDF_CloseDocument"),
+            get_page_count: bind!("FPDF_GetPageCount"),
+            load_page: bind!("FPDF_LoadPage"),
+            close_page: bind!("FPDF_ClosePage"),
+            text_load_page: bind!("FPDFText_LoadPage"),
+            text_close_page: bind!("FPDFText_ClosePage"),
+            text_count_chars: bind!("FPDFText_CountChars"),
+            text_get_text: bind!("FPDFText_GetText"),
+            _library: library,
+        })
+    }
+}
+
+fn calls() -> MutexGuard<'static, ()> {
+    // Nothing panics while holding it (the calls are C); a poisoned lock is still sound.
+    CALLS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The engine, with the lock for calling it.
+fn lock() -> (&'static Api, MutexGuard<'static, ()>) {
+    let calls = calls();
+    (ENGINE.get().expect("the PDF engine is loaded"), calls)
+}
+
+/// Why a document did not open (`FPDF_GetLastError`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum OpenError {
+    /// The engine was never loaded.
+    NotLoaded,
+    /// A user password is needed.
+    Password,
+    /// Not a PDF, or damaged beyond what the engine repairs (with its code).
+    Damaged(c_ulong),
+}
+
+/// An open document. The bytes it was opened from must outlive it (PDFium reads them in
+/// place), which the borrow makes sure of.
+pub struct Pdf<'a> {
+    handle: Document,
+    _bytes: std::marker::PhantomData<&'a [u8]>,
+}
+
+// The handle is only ever used under the engine's lock.
+unsafe impl Send for Pdf<'_> {}
+
+impl<'a> Pdf<'a> {
+    /// Opens a PDF with the empty user password (files that only restrict permissions open).
+    pub fn open(bytes: &'a [u8]) -> Result<Self, OpenError> {
+        if !loaded() {
+            return Err(OpenError::NotLoaded);
+        }
+        let (api, _calls) = lock();
+        let handle = unsafe {
+            (api.load_mem_document64)(bytes.as_ptr().cast(), bytes.len(), std::ptr::null())
+        };
+        if handle.is_null() {
+            // FPDF_ERR_PASSWORD
+            return Err(match unsafe { (api.get_last_error)() } {
+                4 => OpenError::Password,
+                code => OpenError::Damaged(code),
+            });
+        }
+        Ok(Pdf {
+            handle,
+            _bytes: std::marker::PhantomData,
+        })
+    }
+
+    pub fn pages(&self) -> usize {
+        let (api, _calls) = lock();
+        usize::try_from(unsafe { (api.get_page_count)(self.handle) }).unwrap_or(0)
+    }
+
+    /// The text of page `index` (0-based) as PDFium orders it, or `None` when the page
+    /// cannot be loaded.
+    pub fn page_text(&self, index: usize) -> Option<String> {
+        let index = c_int::try_from(index).ok()?;
+        let (api, _calls) = lock();
+        unsafe {
+            let page = (api.load_page)(self.handle, index);
+            if page.is_null() {
+                return None;
+            }
+            let text_page = (api.text_load_page)(page);
+            let text = if text_page.is_null() {
+                None
+            } else {
+                let count = (api.text_count_chars)(text_page).max(0);
+                // UTF-16 code units, and one for the terminating NUL.
+                let mut units = vec![0u16; count as usize + 1];
+                let written = (api.text_get_text)(text_page, 0, count, units.as_mut_ptr());
+                units.truncate((written.max(1) - 1) as usize);
+                (api.text_close_page)(text_page);
+                Some(String::from_utf16_lossy(&units))
+            };
+            (api.close_page)(page);
+            text
+        }
+    }
+}
+
+impl Drop for Pdf<'_> {
+    fn drop(&mut self) {
+        let (api, _calls) = lock();
+        unsafe { (api.close_document)(self.handle) };
+    }
+}
