@@ -3,6 +3,7 @@
 //!
 //! This crate knows nothing of storage, HTTP or the catalog: bytes in, text out.
 
+mod child;
 mod decode;
 #[cfg(any(test, feature = "fixtures"))]
 pub mod fixtures;
@@ -13,6 +14,7 @@ pub mod pdfium;
 mod types;
 mod xls;
 
+pub use child::{ChildCommand, child_main, read_pdfs_in_children};
 pub use decode::decode_text;
 pub use types::{FileType, Format, SUPPORTED_TYPES, detect};
 
@@ -69,7 +71,7 @@ pub enum SectionKind {
 }
 
 /// Why a file yields no text.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ExtractError {
     #[error("{0}")]
     Corrupt(String),
@@ -83,6 +85,10 @@ pub enum ExtractError {
     /// engine is not loaded).
     #[error("{0}")]
     Engine(String),
+    /// Reading it took longer than the time limit (a PDF read in a child process, which is
+    /// then killed).
+    #[error("reading the file took too long")]
+    Timeout,
 }
 
 /// Extracts the text of a file of a detected format.
@@ -90,17 +96,23 @@ pub enum ExtractError {
 /// Never panics: a parser that panics on a hostile or broken file (a bug of the parser, such
 /// as an index out of bounds) makes it `Corrupt`.
 pub fn extract(format: Format, bytes: &[u8]) -> Result<Document, ExtractError> {
-    let parsed =
-        std::panic::catch_unwind(|| formats::extract(format, bytes)).unwrap_or_else(|_| {
-            Err(ExtractError::Corrupt(
-                "the parser stopped on an inconsistency in the file".into(),
-            ))
-        });
-    let mut document = parsed?;
+    let mut document = guarded(|| formats::extract(format, bytes))?;
     document.extractor = EXTRACTOR_VERSION;
     if document.has_text() {
         Ok(document)
     } else {
         Err(ExtractError::NoText)
     }
+}
+
+/// Runs a parser, a panic in it (a bug of the parser on a hostile or broken file) made
+/// `Corrupt`.
+fn guarded(
+    parse: impl FnOnce() -> Result<Document, ExtractError> + std::panic::UnwindSafe,
+) -> Result<Document, ExtractError> {
+    std::panic::catch_unwind(parse).unwrap_or_else(|_| {
+        Err(ExtractError::Corrupt(
+            "the parser stopped on an inconsistency in the file".into(),
+        ))
+    })
 }

@@ -66,7 +66,17 @@ fn line_break_then_lowercase(mut rest: impl Iterator<Item = char>) -> bool {
     next == Some('\n') && rest.next().is_some_and(char::is_lowercase)
 }
 
+/// Reads a PDF: in a child process when the process asked for that
+/// ([`crate::read_pdfs_in_children`]), else here.
 pub(crate) fn pdf(bytes: &[u8]) -> Result<Document, ExtractError> {
+    match crate::child::installed() {
+        Some(command) => crate::child::run(command, bytes),
+        None => read(bytes),
+    }
+}
+
+/// Reads a PDF in this process.
+pub(crate) fn read(bytes: &[u8]) -> Result<Document, ExtractError> {
     if !has_end_marker(bytes) {
         return Err(corrupt(
             "The PDF is incomplete (it does not end with the end-of-file marker); upload the whole file.",

@@ -229,7 +229,8 @@ async fn guarded_extraction(
     )
     .await;
     match extraction {
-        Err(_) => Err(permanent(
+        // The extractor's own limit (a PDF's child process, killed) is the same limit.
+        Err(_) | Ok(Ok(Err(ExtractError::Timeout))) => Err(permanent(
             step,
             FileErrorCode::Timeout,
             format!(
@@ -537,6 +538,13 @@ mod tests {
         assert!(message.contains("took longer"), "{message}");
         assert!(!transient);
         assert!(started.elapsed() < Duration::from_secs(5));
+        // An extractor that enforces the limit itself (a PDF's child process, killed): the same.
+        let (code, message, _) = failure(Duration::from_secs(5), Format::Pdf, || {
+            Err(ExtractError::Timeout)
+        })
+        .await;
+        assert_eq!(code, FileErrorCode::Timeout);
+        assert!(message.contains("took longer"), "{message}");
         // A parser that panics: CORRUPT_FILE.
         let (code, _, _) = failure(Duration::from_secs(5), Format::Docx, || {
             panic!("index out of bounds in a hostile file")

@@ -38,6 +38,14 @@ enum Command {
         #[arg(long)]
         model_dir: Option<PathBuf>,
     },
+    /// Read one PDF from stdin and write its text as JSON to stdout: the child process a
+    /// server starts per PDF, so that the PDF engine (C++) runs apart from it.
+    #[command(hide = true)]
+    ExtractPdf {
+        /// The PDF engine's shared library.
+        #[arg(long)]
+        library: PathBuf,
+    },
     /// Show configuration.
     Config {
         #[command(subcommand)]
@@ -221,6 +229,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         listen: None,
     };
     match cli.command {
+        // No configuration or logging: the child's stdout is its answer.
+        Command::ExtractPdf { library } => match kiln_extract::child_main(&library) {
+            0 => Ok(()),
+            code => anyhow::bail!("the PDF's result could not be written (code {code})"),
+        },
         Command::Serve { listen, model_dir } => {
             overrides.listen = listen;
             let mut config = settings::load(&overrides)?;
@@ -228,7 +241,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 config.embedding.model_dir = model_dir;
             }
             init_logging(&config);
-            let server = Server::start(config.clone()).await?;
+            let options = server::Options {
+                pdf_reader: Some(std::env::current_exe()?),
+                ..server::Options::default()
+            };
+            let server = Server::start_with(config.clone(), options).await?;
             if let Some(key) = &server.initial_key {
                 println!(
                     "Created organization '{}' and its first admin API key (shown once; also in {}):\n{}",
@@ -263,7 +280,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             command: BenchCommand::Extract { dir },
         } => {
             let config = settings::load(&overrides)?;
-            kiln::server::load_pdf_engine(&config).await?;
+            // Each PDF in a child process, as a server reads it.
+            kiln::server::load_pdf_engine(&config, Some(std::env::current_exe()?)).await?;
             kiln::bench::extract::extract(&dir)
         }
         Command::Eval(options) => {

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,19 +87,27 @@ pub fn ann_options(config: &kiln_core::config::IndexConfig) -> kiln_index::AnnOp
 }
 
 /// Loads the PDF engine: the configured library, or the pinned build in the models folder
-/// (fetched if it is missing).
-pub async fn load_pdf_engine(config: &Config) -> anyhow::Result<()> {
+/// (fetched if it is missing). With `reader` (the `kiln` binary), PDFs are read from now on in
+/// a child process per file running it, killed at the extraction time limit.
+pub async fn load_pdf_engine(config: &Config, reader: Option<PathBuf>) -> anyhow::Result<()> {
     let library = config.extract.pdfium_library.clone();
     let models_dir = config.models_dir();
-    tokio::task::spawn_blocking(move || match library {
-        Some(library) => kiln_extract::pdfium::load(&library),
+    let library = tokio::task::spawn_blocking(move || match library {
+        Some(library) => kiln_extract::pdfium::load(&library).map(|()| library),
         None => {
             tracing::info!(dir = %models_dir.display(), "making sure the PDF engine is present");
-            kiln_extract::pdfium::ensure(&models_dir).map(drop)
+            kiln_extract::pdfium::ensure(&models_dir)
         }
     })
     .await?
-    .map_err(|e| anyhow::anyhow!("cannot load the PDF engine: {e}"))
+    .map_err(|e| anyhow::anyhow!("cannot load the PDF engine: {e}"))?;
+    if let Some(program) = reader {
+        let limit = Duration::from_secs(config.workers.extract_timeout_secs.max(1));
+        kiln_extract::read_pdfs_in_children(kiln_extract::ChildCommand::kiln(
+            program, &library, limit,
+        ));
+    }
+    Ok(())
 }
 
 /// Loads the configured embedding model, fetching the local one if it is missing.
@@ -152,6 +161,9 @@ pub struct Options {
     pub extra: axum::Router<AppState>,
     /// A model already loaded (tests share one); otherwise the configured one is loaded.
     pub model: Option<Model>,
+    /// The `kiln` binary, to read each PDF in a child process running it (`kiln serve`
+    /// passes itself); `None` reads PDFs in this process.
+    pub pdf_reader: Option<PathBuf>,
 }
 
 /// A running server.
@@ -180,7 +192,7 @@ impl Server {
             Some(model) => model,
             None => load_model(&config).await?,
         };
-        load_pdf_engine(&config).await?;
+        load_pdf_engine(&config, options.pdf_reader).await?;
         let (catalog, blobs) = open_storage(&config).await?;
         let index_dir = config.data_dir.join("index");
         let dims = model.embedder.dimensions();

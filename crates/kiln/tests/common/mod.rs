@@ -61,6 +61,8 @@ impl TestServer {
         let options = kiln::server::Options {
             extra,
             model: Some(model().await),
+            // PDFs in child processes of the real binary, as `kiln serve` reads them.
+            pdf_reader: Some(env!("CARGO_BIN_EXE_kiln").into()),
         };
         let server = Server::start_with(configure(dir.path()), options)
             .await

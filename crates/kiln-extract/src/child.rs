@@ -1,0 +1,175 @@
+//! Reading a PDF in a child process of its own. The engine is C++: a crash in it ends the
+//! child, not the server; a file that takes too long is killed at the time limit instead of
+//! being abandoned while it holds the engine; and each worker's file is read on a core of its
+//! own (the engine serialises every call within a process).
+//!
+//! The child is the `kiln` binary's hidden `extract-pdf` command ([`child_main`]): the PDF on
+//! its stdin, the JSON of `Result<Document, ExtractError>` on its stdout.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::{Document, ExtractError};
+
+/// How to start a child, and how long it may take.
+#[derive(Debug, Clone)]
+pub struct ChildCommand {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub limit: Duration,
+}
+
+impl ChildCommand {
+    /// `program extract-pdf --library LIBRARY`: the `kiln` binary's command for a child.
+    pub fn kiln(program: PathBuf, library: &Path, limit: Duration) -> Self {
+        ChildCommand {
+            program,
+            args: vec![
+                "extract-pdf".into(),
+                "--library".into(),
+                library.as_os_str().to_owned(),
+            ],
+            limit,
+        }
+    }
+}
+
+static CHILD: OnceLock<ChildCommand> = OnceLock::new();
+
+/// From now on every PDF of this process is read in a child started by `command` (the first
+/// call decides).
+pub fn read_pdfs_in_children(command: ChildCommand) {
+    let _ = CHILD.set(command);
+}
+
+pub(crate) fn installed() -> Option<&'static ChildCommand> {
+    CHILD.get()
+}
+
+/// Reads `bytes` in a child started by `command`.
+pub(crate) fn run(command: &ChildCommand, bytes: &[u8]) -> Result<Document, ExtractError> {
+    let mut child = Command::new(&command.program)
+        .args(&command.args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| {
+            ExtractError::Engine(format!(
+                "The PDF reader ({}) could not be started: {e}.",
+                command.program.display()
+            ))
+        })?;
+    let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(ExtractError::Engine("The PDF reader has no pipes.".into()));
+    };
+    let (done, output) = std::sync::mpsc::channel();
+    let output = std::thread::scope(|scope| {
+        // A child that dies early closes its end: the write fails, and that is all.
+        scope.spawn(move || {
+            let _ = stdin.write_all(bytes);
+        });
+        scope.spawn(move || {
+            let mut out = Vec::new();
+            let _ = stdout.read_to_end(&mut out);
+            let _ = done.send(out);
+        });
+        let output = output.recv_timeout(command.limit).ok();
+        if output.is_none() {
+            // Too slow: killed, which also ends both pipes and so both threads.
+            let _ = child.kill();
+        }
+        output
+    });
+    let status = child.wait();
+    let Some(output) = output else {
+        return Err(ExtractError::Timeout);
+    };
+    match serde_json::from_slice::<Result<Document, ExtractError>>(&output) {
+        Ok(result) => result,
+        Err(_) => Err(ExtractError::Corrupt(match status {
+            Ok(status) => format!("the PDF engine failed on it ({status})"),
+            Err(e) => format!("the PDF engine failed on it ({e})"),
+        })),
+    }
+}
+
+/// The child's side: loads the engine from `library`, reads a PDF from stdin and writes the
+/// result to stdout. Returns the process's exit code.
+pub fn child_main(library: &Path) -> i32 {
+    let result = crate::pdfium::load(library)
+        .map_err(|e| ExtractError::Engine(format!("The PDF engine cannot be loaded: {e}")))
+        .and_then(|()| {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .map_err(|e| ExtractError::Engine(format!("The PDF could not be read: {e}")))?;
+            crate::guarded(|| crate::pdf::read(&bytes))
+        });
+    let Ok(json) = serde_json::to_vec(&result) else {
+        return 2;
+    };
+    match std::io::stdout().lock().write_all(&json) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shell(script: &str, limit: Duration) -> ChildCommand {
+        ChildCommand {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+            limit,
+        }
+    }
+
+    #[test]
+    fn the_childs_answer_comes_back_and_its_input_is_the_file() {
+        // A child that answers with what it was given, as a one-section document.
+        let echo = shell(
+            r#"printf '{"Ok":{"sections":[{"title":null,"page":1,"kind":{"type":"prose"},"text":"%s"}],"pages":1}}' "$(cat)""#,
+            Duration::from_secs(10),
+        );
+        let document = run(&echo, b"kiln glaze").unwrap();
+        assert_eq!(document.sections[0].text, "kiln glaze");
+        assert_eq!(document.pages, Some(1));
+        let refusal = shell(
+            r#"cat >/dev/null; printf '{"Err":"Encrypted"}'"#,
+            Duration::from_secs(10),
+        );
+        assert_eq!(run(&refusal, b"%PDF-"), Err(ExtractError::Encrypted));
+    }
+
+    #[test]
+    fn a_crashed_child_is_a_corrupt_file_and_a_slow_one_is_killed_at_the_limit() {
+        let crash = shell("kill -SEGV $$", Duration::from_secs(10));
+        match run(&crash, &[0u8; 1 << 20]) {
+            Err(ExtractError::Corrupt(why)) => assert!(why.contains("signal"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let started = std::time::Instant::now();
+        let slow = shell("exec sleep 30", Duration::from_millis(300));
+        assert_eq!(run(&slow, b"%PDF-"), Err(ExtractError::Timeout));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let missing = ChildCommand {
+            program: "/nonexistent/kiln".into(),
+            args: Vec::new(),
+            limit: Duration::from_secs(1),
+        };
+        assert!(matches!(run(&missing, b""), Err(ExtractError::Engine(_))));
+    }
+}
