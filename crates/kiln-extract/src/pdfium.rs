@@ -205,10 +205,11 @@ impl<'a> Pdf<'a> {
                 None
             } else {
                 let count = (api.text_count_chars)(text_page).max(0);
-                // UTF-16 code units, and one for the terminating NUL.
-                let mut units = vec![0u16; count as usize + 1];
+                // Room for two UTF-16 code units a character (a character outside the basic
+                // plane is a surrogate pair) and the terminating NUL; `written` counts units.
+                let mut units = vec![0u16; 2 * count as usize + 1];
                 let written = (api.text_get_text)(text_page, 0, count, units.as_mut_ptr());
-                units.truncate((written.max(1) - 1) as usize);
+                units.truncate((written.clamp(1, 2 * count + 1) - 1) as usize);
                 (api.text_close_page)(text_page);
                 Some(String::from_utf16_lossy(&units))
             };
