@@ -4,13 +4,14 @@
 //! own (the engine serialises every call within a process).
 //!
 //! The child is the `kiln` binary's hidden `extract-pdf` command ([`child_main`]): the PDF on
-//! its stdin, the JSON of `Result<Document, ExtractError>` on its stdout.
+//! its stdin, the JSON of an [`Answer`] on its stdout.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::{Document, ExtractError};
@@ -39,6 +40,27 @@ impl ChildCommand {
 }
 
 static CHILD: OnceLock<ChildCommand> = OnceLock::new();
+
+/// What a child writes: its result, and the most memory it held.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Answer {
+    result: Result<Document, ExtractError>,
+    /// Peak resident set (`VmHWM`), KiB.
+    peak_rss_kib: Option<u64>,
+}
+
+static LARGEST_CHILD_KIB: AtomicU64 = AtomicU64::new(0);
+
+/// The largest peak resident set of a child so far in this process, KiB (0: none reported).
+pub fn largest_child_rss_kib() -> u64 {
+    LARGEST_CHILD_KIB.load(Ordering::Relaxed)
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
 
 /// From now on every PDF of this process is read in a child started by `command` (the first
 /// call decides).
@@ -91,8 +113,13 @@ pub(crate) fn run(command: &ChildCommand, bytes: &[u8]) -> Result<Document, Extr
     let Some(output) = output else {
         return Err(ExtractError::Timeout);
     };
-    match serde_json::from_slice::<Result<Document, ExtractError>>(&output) {
-        Ok(result) => result,
+    match serde_json::from_slice::<Answer>(&output) {
+        Ok(answer) => {
+            if let Some(kib) = answer.peak_rss_kib {
+                LARGEST_CHILD_KIB.fetch_max(kib, Ordering::Relaxed);
+            }
+            answer.result
+        }
         Err(_) => Err(ExtractError::Corrupt(match status {
             Ok(status) => format!("the PDF engine failed on it ({status})"),
             Err(e) => format!("the PDF engine failed on it ({e})"),
@@ -112,7 +139,11 @@ pub fn child_main(library: &Path) -> i32 {
                 .map_err(|e| ExtractError::Engine(format!("The PDF could not be read: {e}")))?;
             crate::guarded(|| crate::pdf::read(&bytes))
         });
-    let Ok(json) = serde_json::to_vec(&result) else {
+    let answer = Answer {
+        result,
+        peak_rss_kib: peak_rss_kib(),
+    };
+    let Ok(json) = serde_json::to_vec(&answer) else {
         return 2;
     };
     match std::io::stdout().lock().write_all(&json) {
@@ -137,14 +168,15 @@ mod tests {
     fn the_childs_answer_comes_back_and_its_input_is_the_file() {
         // A child that answers with what it was given, as a one-section document.
         let echo = shell(
-            r#"printf '{"Ok":{"sections":[{"title":null,"page":1,"kind":{"type":"prose"},"text":"%s"}],"pages":1}}' "$(cat)""#,
+            r#"printf '{"result":{"Ok":{"sections":[{"title":null,"page":1,"kind":{"type":"prose"},"text":"%s"}],"pages":1}},"peak_rss_kib":4242}' "$(cat)""#,
             Duration::from_secs(10),
         );
         let document = run(&echo, b"kiln glaze").unwrap();
         assert_eq!(document.sections[0].text, "kiln glaze");
         assert_eq!(document.pages, Some(1));
+        assert!(largest_child_rss_kib() >= 4242);
         let refusal = shell(
-            r#"cat >/dev/null; printf '{"Err":"Encrypted"}'"#,
+            r#"cat >/dev/null; printf '{"result":{"Err":"Encrypted"},"peak_rss_kib":null}'"#,
             Duration::from_secs(10),
         );
         assert_eq!(run(&refusal, b"%PDF-"), Err(ExtractError::Encrypted));

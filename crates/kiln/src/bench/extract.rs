@@ -214,7 +214,11 @@ pub fn extract(dir: &Path) -> anyhow::Result<()> {
             );
         }
     }
-    println!("peak RSS {:.0} MiB", super::peak_rss_mib());
+    println!(
+        "peak RSS: this process {:.0} MiB; largest PDF child process {:.0} MiB",
+        super::peak_rss_mib(),
+        kiln_extract::largest_child_rss_kib() as f64 / 1024.0
+    );
     Ok(())
 }
 
