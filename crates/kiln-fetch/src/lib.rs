@@ -235,10 +235,13 @@ pub fn shared_dir() -> PathBuf {
     std::env::temp_dir().join("kiln-models")
 }
 
+/// A new folder in `parent`, named apart from any other process's or thread's.
 fn temp_dir(parent: &Path) -> std::io::Result<PathBuf> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = parent.join(format!(
-        ".fetch-{}-{}",
+        ".fetch-{}-{}-{}",
         std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
