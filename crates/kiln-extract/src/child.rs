@@ -1,7 +1,8 @@
 //! Reading a PDF in a child process of its own. The engine is C++: a crash in it ends the
 //! child, not the server; a file that takes too long is killed at the time limit instead of
-//! being abandoned while it holds the engine; and each worker's file is read on a core of its
-//! own (the engine serialises every call within a process).
+//! being abandoned while it holds the engine; a file that would take all memory makes the
+//! child's allocation fail at its cap (Linux), not the machine's; and each worker's file is
+//! read on a core of its own (the engine serialises every call within a process).
 //!
 //! The child is the `kiln` binary's hidden `extract-pdf` command ([`child_main`]): the PDF on
 //! its stdin, the JSON of an [`Answer`] on its stdout.
@@ -86,6 +87,8 @@ pub(crate) fn run(command: &ChildCommand, bytes: &[u8]) -> Result<Document, Extr
                 command.program.display()
             ))
         })?;
+    // Before the child has its input, so before it can have allocated for it.
+    cap_memory(&child, memory_cap(bytes.len()));
     let (Some(mut stdin), Some(mut stdout)) = (child.stdin.take(), child.stdout.take()) else {
         let _ = child.kill();
         let _ = child.wait();
@@ -126,6 +129,26 @@ pub(crate) fn run(command: &ChildCommand, bytes: &[u8]) -> Result<Document, Extr
         })),
     }
 }
+
+/// The address space a child may use: 1 GiB (the binary, the engine, their threads and a
+/// page's objects fit in a quarter of that) plus four times the file.
+fn memory_cap(file_bytes: usize) -> u64 {
+    (1u64 << 30).saturating_add(4 * file_bytes as u64)
+}
+
+#[cfg(target_os = "linux")]
+fn cap_memory(child: &std::process::Child, bytes: u64) {
+    use rustix::process::{Pid, Resource, Rlimit, prlimit};
+    let limit = Rlimit {
+        current: Some(bytes),
+        maximum: Some(bytes),
+    };
+    // Without a cap the child still runs; the time limit still bounds it.
+    let _ = prlimit(Some(Pid::from_child(child)), Resource::As, limit);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn cap_memory(_child: &std::process::Child, _bytes: u64) {}
 
 /// The child's side: loads the engine from `library`, reads a PDF from stdin and writes the
 /// result to stdout. Returns the process's exit code.
@@ -180,6 +203,21 @@ mod tests {
             Duration::from_secs(10),
         );
         assert_eq!(run(&refusal, b"%PDF-"), Err(ExtractError::Encrypted));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_child_may_use_a_gibibyte_and_four_times_the_file() {
+        let report = shell(
+            r#"cat >/dev/null; printf '{"result":{"Ok":{"sections":[{"title":null,"page":1,"kind":{"type":"prose"},"text":"%s"}],"pages":1}},"peak_rss_kib":null}' "$(ulimit -v)""#,
+            Duration::from_secs(10),
+        );
+        let document = run(&report, &[0u8; 1000]).unwrap();
+        // `ulimit -v` counts KiB.
+        assert_eq!(
+            document.sections[0].text,
+            (((1u64 << 30) + 4 * 1000) / 1024).to_string()
+        );
     }
 
     #[test]
