@@ -159,9 +159,6 @@ pub struct Pdf<'a> {
     _bytes: std::marker::PhantomData<&'a [u8]>,
 }
 
-// The handle is only ever used under the engine's lock.
-unsafe impl Send for Pdf<'_> {}
-
 impl<'a> Pdf<'a> {
     /// Opens a PDF with the empty user password (files that only restrict permissions open).
     pub fn open(bytes: &'a [u8]) -> Result<Self, OpenError> {
