@@ -2,7 +2,8 @@
 //! child, not the server; a file that takes too long is killed at the time limit instead of
 //! being abandoned while it holds the engine; a file that would take all memory makes the
 //! child's allocation fail at its cap (Linux), not the machine's; and each worker's file is
-//! read on a core of its own (the engine serialises every call within a process).
+//! read on a core of its own (the engine serialises every call within a process). A large
+//! file is shared by one child per core, each taking every N-th page.
 //!
 //! The child is the `kiln` binary's hidden `extract-pdf` command ([`child_main`]): the PDF on
 //! its stdin, the JSON of an [`Answer`] on its stdout.
@@ -15,6 +16,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::pdf::Part;
 use crate::{Document, ExtractError};
 
 /// How to start a child, and how long it may take.
@@ -73,10 +75,61 @@ pub(crate) fn installed() -> Option<&'static ChildCommand> {
     CHILD.get()
 }
 
-/// Reads `bytes` in a child started by `command`.
+/// A file of this many bytes or more per extra child is read by several at once.
+const BYTES_PER_CHILD: usize = 1 << 20;
+
+/// How many children read a file of `len` bytes: one per MiB, at most one per core.
+fn children_for(len: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (1 + len / BYTES_PER_CHILD).clamp(1, cores)
+}
+
+/// Reads `bytes` in children started by `command`: a large file in several at once, each
+/// taking its share of the pages, their sections put back in page order.
 pub(crate) fn run(command: &ChildCommand, bytes: &[u8]) -> Result<Document, ExtractError> {
+    let of = children_for(bytes.len());
+    if of == 1 {
+        return run_part(command, bytes, Part::WHOLE);
+    }
+    let parts: Vec<_> = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..of)
+            .map(|index| scope.spawn(move || run_part(command, bytes, Part { index, of })))
+            .collect();
+        readers
+            .into_iter()
+            .map(|reader| {
+                reader.join().unwrap_or_else(|_| {
+                    Err(ExtractError::Engine("A PDF reader thread failed.".into()))
+                })
+            })
+            .collect()
+    });
+    merge(parts)
+}
+
+/// The parts of one file as one document; any part's error is the file's (the same file
+/// fails the same way whichever pages a reader took).
+fn merge(parts: Vec<Result<Document, ExtractError>>) -> Result<Document, ExtractError> {
+    let mut documents = Vec::with_capacity(parts.len());
+    for part in parts {
+        documents.push(part?);
+    }
+    let pages = documents.iter().filter_map(|d| d.pages).max();
+    let mut sections: Vec<_> = documents.into_iter().flat_map(|d| d.sections).collect();
+    sections.sort_by_key(|s| s.page);
+    Ok(Document {
+        sections,
+        pages,
+        extractor: 0,
+    })
+}
+
+/// Reads the pages of `part` of `bytes` in one child.
+fn run_part(command: &ChildCommand, bytes: &[u8], part: Part) -> Result<Document, ExtractError> {
     let mut child = Command::new(&command.program)
         .args(&command.args)
+        .arg("--part")
+        .arg(part.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -152,7 +205,7 @@ fn cap_memory(_child: &std::process::Child, _bytes: u64) {}
 
 /// The child's side: loads the engine from `library`, reads a PDF from stdin and writes the
 /// result to stdout. Returns the process's exit code.
-pub fn child_main(library: &Path) -> i32 {
+pub fn child_main(library: &Path, part: Part) -> i32 {
     let result = crate::pdfium::load(library)
         .map_err(|e| ExtractError::Engine(format!("The PDF engine cannot be loaded: {e}")))
         .and_then(|()| {
@@ -160,7 +213,7 @@ pub fn child_main(library: &Path) -> i32 {
             std::io::stdin()
                 .read_to_end(&mut bytes)
                 .map_err(|e| ExtractError::Engine(format!("The PDF could not be read: {e}")))?;
-            crate::guarded(|| crate::pdf::read(&bytes))
+            crate::guarded(|| crate::pdf::read_part(&bytes, part))
         });
     let answer = Answer {
         result,
@@ -203,6 +256,35 @@ mod tests {
             Duration::from_secs(10),
         );
         assert_eq!(run(&refusal, b"%PDF-"), Err(ExtractError::Encrypted));
+    }
+
+    #[test]
+    fn parts_come_back_in_page_order_and_any_parts_error_is_the_files() {
+        let section = |page: u32| crate::Section {
+            title: None,
+            page: Some(page),
+            kind: crate::SectionKind::Prose,
+            text: format!("page {page}"),
+        };
+        let part = |pages: &[u32]| {
+            Ok(Document {
+                sections: pages.iter().copied().map(section).collect(),
+                pages: Some(5),
+                extractor: 0,
+            })
+        };
+        let merged = merge(vec![part(&[1, 3, 5]), part(&[2, 4])]).unwrap();
+        let order: Vec<_> = merged.sections.iter().map(|s| s.page.unwrap()).collect();
+        assert_eq!(order, [1, 2, 3, 4, 5]);
+        assert_eq!(merged.pages, Some(5));
+        assert_eq!(
+            merge(vec![part(&[1]), Err(ExtractError::Timeout)]),
+            Err(ExtractError::Timeout)
+        );
+        // One child per MiB, never more than the cores.
+        assert_eq!(children_for(1000), 1);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(children_for(3 << 20), cores.min(4));
     }
 
     #[cfg(target_os = "linux")]

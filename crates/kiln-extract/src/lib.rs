@@ -16,6 +16,7 @@ mod xls;
 
 pub use child::{ChildCommand, child_main, largest_child_rss_kib, read_pdfs_in_children};
 pub use decode::decode_text;
+pub use pdf::Part;
 pub use types::{FileType, Format, SUPPORTED_TYPES, detect};
 
 /// The extractors' version: raised when a change would extract different text, so text stored

@@ -77,6 +77,48 @@ pub(crate) fn pdf(bytes: &[u8]) -> Result<Document, ExtractError> {
 
 /// Reads a PDF in this process.
 pub(crate) fn read(bytes: &[u8]) -> Result<Document, ExtractError> {
+    read_part(bytes, Part::WHOLE)
+}
+
+/// Which pages a reader takes: every `of`-th page from the `index`-th (0-based), so that
+/// `of` readers share a file's pages evenly wherever its heavy pages are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub index: usize,
+    pub of: usize,
+}
+
+impl Part {
+    pub const WHOLE: Part = Part { index: 0, of: 1 };
+}
+
+/// `K/N`: the K-th of N parts, counted from 0.
+impl std::str::FromStr for Part {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("{s:?} is not a part K/N with K < N");
+        let (index, of) = s.split_once('/').ok_or_else(bad)?;
+        let part = Part {
+            index: index.parse().map_err(|_| bad())?,
+            of: of.parse().map_err(|_| bad())?,
+        };
+        if part.index < part.of {
+            Ok(part)
+        } else {
+            Err(bad())
+        }
+    }
+}
+
+impl std::fmt::Display for Part {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.of)
+    }
+}
+
+/// Reads the pages of `part` in this process; the document's page count is the file's.
+pub(crate) fn read_part(bytes: &[u8], part: Part) -> Result<Document, ExtractError> {
     if !has_end_marker(bytes) {
         return Err(corrupt(
             "The PDF is incomplete (it does not end with the end-of-file marker); upload the whole file.",
@@ -107,7 +149,9 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Document, ExtractError> {
     }
     let mut sections = Vec::new();
     let mut unreadable = 0usize;
-    for index in 0..pages {
+    let mine = (part.index..pages).step_by(part.of.max(1));
+    let taken = mine.len();
+    for index in mine {
         match document.page_text(index) {
             Some(text) => {
                 let text = tidy(&text);
@@ -124,7 +168,7 @@ pub(crate) fn read(bytes: &[u8]) -> Result<Document, ExtractError> {
             None => unreadable += 1,
         }
     }
-    if pages > 0 && unreadable == pages {
+    if taken > 0 && unreadable == taken {
         return Err(corrupt("No page of the PDF can be read."));
     }
     Ok(Document {
@@ -180,6 +224,40 @@ mod tests {
         assert_eq!(tidy("pages 3-\nand"), "pages 3-\nand");
         // Line ends become \n; control characters other than tab go.
         assert_eq!(tidy("a\r\nb\rc\td\u{2}e\0"), "a\nb\nc\tde");
+    }
+
+    #[test]
+    fn a_part_takes_every_nth_page_and_knows_the_files_page_count() {
+        pdf_engine();
+        let bytes = build(
+            &[
+                Page::Text(&["one"]),
+                Page::Text(&["two"]),
+                Page::Text(&["three"]),
+                Page::Text(&["four"]),
+                Page::Text(&["five"]),
+            ],
+            None,
+        );
+        let pages = |part: &str| {
+            let document = super::read_part(&bytes, part.parse().unwrap()).unwrap();
+            assert_eq!(document.pages, Some(5));
+            let read: Vec<(u32, String)> = document
+                .sections
+                .iter()
+                .map(|s| (s.page.unwrap(), s.text.trim().to_string()))
+                .collect();
+            read
+        };
+        assert_eq!(
+            pages("0/2"),
+            [(1, "one".into()), (3, "three".into()), (5, "five".into())]
+        );
+        assert_eq!(pages("1/2"), [(2, "two".into()), (4, "four".into())]);
+        assert_eq!(pages("0/1").len(), 5);
+        for bad in ["2/2", "1", "a/2", "1/0"] {
+            assert!(bad.parse::<super::Part>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -45,6 +45,9 @@ enum Command {
         /// The PDF engine's shared library.
         #[arg(long)]
         library: PathBuf,
+        /// Which pages: every N-th from the K-th (0-based).
+        #[arg(long, default_value = "0/1")]
+        part: kiln_extract::Part,
     },
     /// Show configuration.
     Config {
@@ -230,7 +233,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         // No configuration or logging: the child's stdout is its answer.
-        Command::ExtractPdf { library } => match kiln_extract::child_main(&library) {
+        Command::ExtractPdf { library, part } => match kiln_extract::child_main(&library, part) {
             0 => Ok(()),
             code => anyhow::bail!("the PDF's result could not be written (code {code})"),
         },

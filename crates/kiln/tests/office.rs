@@ -324,3 +324,46 @@ async fn legacy_and_other_containers_are_refused_at_upload() {
         assert!(supported.contains(&json!("docx")), "{name}: {body}");
     }
 }
+
+#[test]
+fn a_large_pdf_is_shared_by_child_processes_and_comes_back_whole_in_page_order() {
+    let library =
+        kiln_extract::pdfium::ensure(&kiln_embed::fetch::shared_models_dir()).expect("engine");
+    kiln_extract::read_pdfs_in_children(kiln_extract::ChildCommand::kiln(
+        env!("CARGO_BIN_EXE_kiln").into(),
+        &library,
+        std::time::Duration::from_secs(120),
+    ));
+    // Over 1 MiB, so that on two cores two children each take every other page.
+    let filler = "Stoneware is fired hot enough for the clay body to vitrify, glaze and all.";
+    let lines: Vec<Vec<String>> = (1..=360)
+        .map(|page| {
+            let mut lines = vec![format!("Kiln manual page marker p{page}q.")];
+            lines.extend((0..40).map(|_| filler.to_string()));
+            lines
+        })
+        .collect();
+    let pages: Vec<Vec<&str>> = lines
+        .iter()
+        .map(|l| l.iter().map(String::as_str).collect())
+        .collect();
+    let pages: Vec<PdfPage> = pages.iter().map(|l| PdfPage::Text(l)).collect();
+    let bytes = pdf(&pages, None);
+    assert!(bytes.len() > 1 << 20, "{} bytes", bytes.len());
+    let document = kiln_extract::extract(kiln_extract::Format::Pdf, &bytes).unwrap();
+    assert_eq!(document.pages, Some(360));
+    let numbers: Vec<Option<u32>> = document.sections.iter().map(|s| s.page).collect();
+    assert_eq!(numbers, (1..=360).map(Some).collect::<Vec<_>>());
+    for section in &document.sections {
+        let marker = format!("marker p{}q.", section.page.unwrap());
+        assert!(
+            section.text.contains(&marker),
+            "{marker}: {:?}",
+            section.text
+        );
+    }
+    assert!(
+        kiln_extract::largest_child_rss_kib() > 0,
+        "read in children"
+    );
+}
