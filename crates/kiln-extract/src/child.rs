@@ -3,7 +3,8 @@
 //! being abandoned while it holds the engine; a file that would take all memory makes the
 //! child's allocation fail at its cap (Linux), not the machine's; and each worker's file is
 //! read on a core of its own (the engine serialises every call within a process). A large
-//! file is shared by one child per core, each taking every N-th page.
+//! file is shared by several children (one per MiB, at most one per core), each taking every
+//! N-th page.
 //!
 //! The child is the `kiln` binary's hidden `extract-pdf` command ([`child_main`]): the PDF on
 //! its stdin, the JSON of an [`Answer`] on its stdout.
