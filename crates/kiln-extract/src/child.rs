@@ -81,8 +81,13 @@ const BYTES_PER_CHILD: usize = 1 << 20;
 
 /// How many children read a file of `len` bytes: one per MiB, at most one per core.
 fn children_for(len: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    (1 + len / BYTES_PER_CHILD).clamp(1, cores)
+    (1 + len / BYTES_PER_CHILD).clamp(1, cores())
+}
+
+/// The cores this process may use, asked once (std reads the cgroup's quota files each time).
+fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
 /// Reads `bytes` in children started by `command`: a large file in several at once, each
@@ -298,8 +303,8 @@ mod tests {
         );
         // One child per MiB, never more than the cores.
         assert_eq!(children_for(1000), 1);
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        assert_eq!(children_for(3 << 20), cores.min(4));
+        let available = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(children_for(3 << 20), available.min(4));
     }
 
     #[cfg(target_os = "linux")]
