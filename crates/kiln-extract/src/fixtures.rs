@@ -25,9 +25,11 @@ pub fn zip_package<S: AsRef<str>>(parts: &[(&str, S)]) -> Vec<u8> {
     writer.finish().unwrap().into_inner()
 }
 
-/// What a page shows: text lines, or only a filled rectangle (a scan has no text layer).
+/// What a page shows: text lines, a content stream of its own (font `/F1` is Helvetica), or
+/// only a filled rectangle (a scan has no text layer).
 pub enum PdfPage<'a> {
     Text(&'a [&'a str]),
+    Content(&'a str),
     Graphics,
 }
 
@@ -116,6 +118,7 @@ pub fn pdf(pages: &[PdfPage], passwords: Option<(&str, &str)>) -> Vec<u8> {
                 }
                 stream.push_str("ET");
             }
+            PdfPage::Content(content) => stream.push_str(content),
             PdfPage::Graphics => stream.push_str("0.5 g 72 72 400 600 re f"),
         }
         let mut data = stream.into_bytes();

@@ -21,7 +21,7 @@ pub use types::{FileType, Format, SUPPORTED_TYPES, detect};
 
 /// The extractors' version: raised when a change would extract different text, so text stored
 /// by an older version is extracted again instead of reused.
-pub const EXTRACTOR_VERSION: u32 = 3;
+pub const EXTRACTOR_VERSION: u32 = 4;
 
 /// What extraction produced: sections in reading order.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]

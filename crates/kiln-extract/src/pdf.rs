@@ -6,7 +6,7 @@
 //! password (a PDF with only an owner password, which merely restricts printing or copying,
 //! opens that way) or else reported as needing a password.
 
-use crate::pdfium::{OpenError, Pdf};
+use crate::pdfium::{Glyphs, OpenError, Pdf};
 use crate::{Document, ExtractError, Section, SectionKind};
 
 /// More pages than any real document has; a page tree claiming more is hostile.
@@ -20,6 +20,68 @@ fn corrupt(reason: impl Into<String>) -> ExtractError {
 fn has_end_marker(bytes: &[u8]) -> bool {
     let tail = &bytes[bytes.len().saturating_sub(4096)..];
     tail.windows(5).any(|w| w == b"%%EOF")
+}
+
+/// The text after a sub- or superscript is set at least this much larger than the script.
+const SCRIPT_RATIO: f64 = 1.15;
+/// A gap wider than this share of the script's size after it ends a word.
+const SCRIPT_GAP: f64 = 0.02;
+
+/// A page's text from its characters in the engine's order, with one thing added: a word
+/// ends where a smaller sub- or superscript returns to the text's size across a gap. PDFium
+/// breaks no word there, so it writes TeX's `x₁ y₁` ("x1y1") and a footnote's marker and
+/// first word ("¹Diese" → "1Diese", which a search for "Diese" misses) as one word;
+/// `pdftotext` breaks both. A script that touches what follows (`H₂O` set without a kern)
+/// stays one word.
+fn assemble(glyphs: &dyn Glyphs) -> String {
+    let count = glyphs.count();
+    let mut out = String::with_capacity(count);
+    // The last character on the line that was not a space: its index and font size.
+    let mut last: Option<(usize, f64)> = None;
+    let mut high_surrogate: Option<u32> = None;
+    for index in 0..count {
+        let code = glyphs.code(index);
+        let c = match code {
+            0xD800..=0xDBFF => {
+                if high_surrogate.replace(code).is_some() {
+                    out.push(char::REPLACEMENT_CHARACTER);
+                }
+                continue;
+            }
+            0xDC00..=0xDFFF => high_surrogate
+                .take()
+                .map_or(char::REPLACEMENT_CHARACTER, |high| {
+                    let code = 0x10000 + ((high - 0xD800) << 10) + (code - 0xDC00);
+                    char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER)
+                }),
+            _ => {
+                if high_surrogate.take().is_some() {
+                    out.push(char::REPLACEMENT_CHARACTER);
+                }
+                char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER)
+            }
+        };
+        if c.is_whitespace() || c == '\u{fffe}' {
+            last = None;
+        } else if !c.is_control() {
+            let size = glyphs.size(index);
+            if let Some((before, script)) = last
+                && script > 0.0
+                && size > script * SCRIPT_RATIO
+                && let (Some((_, end)), Some((start, _))) =
+                    (glyphs.span(before), glyphs.span(index))
+                && f64::from(start - end) > SCRIPT_GAP * script
+            {
+                out.push(' ');
+            }
+            last = Some((index, size));
+        }
+        out.push(c);
+    }
+    if high_surrogate.is_some() {
+        out.push(char::REPLACEMENT_CHARACTER);
+    }
+    out
 }
 
 /// PDFium's text as plain text: `\n` line ends, no control characters, and words broken
@@ -152,9 +214,8 @@ pub(crate) fn read_part(bytes: &[u8], part: Part) -> Result<Document, ExtractErr
     let mine = (part.index..pages).step_by(part.of.max(1));
     let taken = mine.len();
     for index in mine {
-        match document.page_text(index) {
+        match document.page_text(index, |glyphs| tidy(&assemble(glyphs))) {
             Some(text) => {
-                let text = tidy(&text);
                 if !text.trim().is_empty() {
                     sections.push(Section {
                         title: None,
@@ -224,6 +285,97 @@ mod tests {
         assert_eq!(tidy("pages 3-\nand"), "pages 3-\nand");
         // Line ends become \n; control characters other than tab go.
         assert_eq!(tidy("a\r\nb\rc\td\u{2}e\0"), "a\nb\nc\tde");
+    }
+
+    /// Characters as a test lays them out: code point, font size, start and end across.
+    struct Laid(Vec<(u32, f64, f32, f32)>);
+
+    impl crate::pdfium::Glyphs for Laid {
+        fn count(&self) -> usize {
+            self.0.len()
+        }
+        fn code(&self, index: usize) -> u32 {
+            self.0[index].0
+        }
+        fn size(&self, index: usize) -> f64 {
+            self.0[index].1
+        }
+        fn span(&self, index: usize) -> Option<(f32, f32)> {
+            Some((self.0[index].2, self.0[index].3))
+        }
+    }
+
+    /// `text` set left to right, each character 6 pt wide at 12 pt, or 4 pt at 8 pt where
+    /// `sizes` says `s`, with `gap` points after each script.
+    fn laid(text: &str, sizes: &str, gap: f32) -> Laid {
+        let mut x = 0.0;
+        let mut after_script = false;
+        let glyphs = text
+            .chars()
+            .zip(sizes.chars())
+            .map(|(c, size)| {
+                let (size, width) = if size == 's' { (8.0, 4.0) } else { (12.0, 6.0) };
+                if after_script && size > 8.0 {
+                    x += gap;
+                }
+                after_script = size == 8.0;
+                x += width;
+                (c as u32, size, x - width, x)
+            })
+            .collect();
+        Laid(glyphs)
+    }
+
+    #[test]
+    fn characters_become_text_with_a_break_where_a_script_ends_across_a_gap() {
+        use super::assemble;
+        assert_eq!(assemble(&laid("x1y1 z", "NsNsNN", 0.5)), "x1 y1 z");
+        assert_eq!(assemble(&laid("x1y1 z", "NsNsNN", 0.0)), "x1y1 z");
+        // Only where the size grows: a script's own start stays in the word.
+        assert_eq!(assemble(&laid("H2O", "NsN", 0.0)), "H2O");
+        assert_eq!(assemble(&laid("1Diese", "sNNNNN", 0.5)), "1 Diese");
+        // A space in between already breaks the word.
+        assert_eq!(assemble(&laid("1 Diese", "s NNNNN", 0.5)), "1 Diese");
+        // Code points outside the basic plane, whole or as surrogate pairs; a lone half is
+        // a replacement character.
+        let codes = |codes: &[u32]| Laid(codes.iter().map(|&c| (c, 12.0, 0.0, 6.0)).collect());
+        assert_eq!(assemble(&codes(&[0x1D465, 0x41])), "\u{1D465}A");
+        assert_eq!(assemble(&codes(&[0xD835, 0xDC65, 0x41])), "\u{1D465}A");
+        assert_eq!(
+            assemble(&codes(&[0xD835, 0x41, 0xDC65, 0xD835])),
+            "\u{FFFD}A\u{FFFD}\u{FFFD}"
+        );
+    }
+
+    #[test]
+    fn a_word_ends_where_a_script_returns_to_the_text_size_across_a_gap() {
+        pdf_engine();
+        // Helvetica: 12 pt text, 8 pt scripts raised or lowered by `Ts`. `[(1) -150] TJ`
+        // moves on 150/1000 em after the script, as TeX's \scriptspace does.
+        let page = |content: &str| {
+            let bytes = build(&[Page::Content(content)], None);
+            let doc = extract(Format::Pdf, &bytes).unwrap();
+            doc.sections[0].text.trim().to_string()
+        };
+        let script = |before: &str, rise: i32, mark: &str, kern: i32, after: &str| {
+            page(&format!(
+                "BT /F1 12 Tf 72 700 Td ({before}) Tj /F1 8 Tf {rise} Ts [({mark}) {kern}] TJ \
+                 /F1 12 Tf 0 Ts ({after}) Tj ET"
+            ))
+        };
+        // TeX's x₁y₁, and a footnote's marker before its first word.
+        assert_eq!(
+            script("Then x", -3, "1", -150, "y holds."),
+            "Then x1 y holds."
+        );
+        assert_eq!(script("", 4, "1", -150, "Diese Metrik"), "1 Diese Metrik");
+        // A script touching what follows stays in its word, and so does a gap between
+        // letters of one size.
+        assert_eq!(script("Water is H", -3, "2", 0, "O."), "Water is H2O.");
+        assert_eq!(
+            page("BT /F1 12 Tf 72 700 Td [(Kil) -20 (n) -20 (s)] TJ ET"),
+            "Kilns"
+        );
     }
 
     #[test]

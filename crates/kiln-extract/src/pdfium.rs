@@ -1,7 +1,7 @@
 //! PDFium — the PDF engine of Chrome — loaded at run time from the shared library that the PyPI
 //! wheel `pypdfium2` carries (fetched and verified by `kiln-fetch`, like the model's weights).
 //!
-//! Only the dozen calls text extraction needs are bound here. PDFium's API is not thread-safe:
+//! Only the thirteen calls text extraction needs are bound here. PDFium's API is not thread-safe:
 //! every call runs under one lock, taken per page so that a long file does not hold up a
 //! short one.
 //!
@@ -10,7 +10,7 @@
 //! only under the lock.
 #![allow(unsafe_code)]
 
-use std::ffi::{c_char, c_int, c_ulong, c_ushort, c_void};
+use std::ffi::{c_char, c_double, c_float, c_int, c_uint, c_ulong, c_void};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -64,6 +64,16 @@ type Document = *mut c_void;
 type Page = *mut c_void;
 type TextPage = *mut c_void;
 
+/// `FS_RECTF`, in page points.
+#[repr(C)]
+#[derive(Default)]
+struct Rect {
+    left: c_float,
+    top: c_float,
+    right: c_float,
+    bottom: c_float,
+}
+
 /// The bound calls (PDFium's `fpdfview.h` and `fpdf_text.h`).
 struct Api {
     init_library: unsafe extern "C" fn(),
@@ -76,7 +86,9 @@ struct Api {
     text_load_page: unsafe extern "C" fn(Page) -> TextPage,
     text_close_page: unsafe extern "C" fn(TextPage),
     text_count_chars: unsafe extern "C" fn(TextPage) -> c_int,
-    text_get_text: unsafe extern "C" fn(TextPage, c_int, c_int, *mut c_ushort) -> c_int,
+    text_get_unicode: unsafe extern "C" fn(TextPage, c_int) -> c_uint,
+    text_get_font_size: unsafe extern "C" fn(TextPage, c_int) -> c_double,
+    text_get_loose_char_box: unsafe extern "C" fn(TextPage, c_int, *mut Rect) -> c_int,
     /// Kept open for as long as the process runs (the calls above point into it).
     _library: libloading::Library,
 }
@@ -124,7 +136,9 @@ unsafe fn open(path: &Path) -> Result<Api, libloading::Error> {
             text_load_page: bind!("FPDFText_LoadPage"),
             text_close_page: bind!("FPDFText_ClosePage"),
             text_count_chars: bind!("FPDFText_CountChars"),
-            text_get_text: bind!("FPDFText_GetText"),
+            text_get_unicode: bind!("FPDFText_GetUnicode"),
+            text_get_font_size: bind!("FPDFText_GetFontSize"),
+            text_get_loose_char_box: bind!("FPDFText_GetLooseCharBox"),
             _library: library,
         })
     }
@@ -187,9 +201,9 @@ impl<'a> Pdf<'a> {
         usize::try_from(unsafe { (api.get_page_count)(self.handle) }).unwrap_or(0)
     }
 
-    /// The text of page `index` (0-based) as PDFium orders it, or `None` when the page
-    /// cannot be loaded.
-    pub fn page_text(&self, index: usize) -> Option<String> {
+    /// The characters of page `index` (0-based) in PDFium's reading order, or `None` when the
+    /// page cannot be loaded; `read` gets them one by one, with the engine locked throughout.
+    pub fn page_text<T>(&self, index: usize, read: impl FnOnce(&dyn Glyphs) -> T) -> Option<T> {
         let index = c_int::try_from(index).ok()?;
         let (api, _calls) = lock();
         unsafe {
@@ -198,21 +212,74 @@ impl<'a> Pdf<'a> {
                 return None;
             }
             let text_page = (api.text_load_page)(page);
-            let text = if text_page.is_null() {
+            let result = if text_page.is_null() {
                 None
             } else {
                 let count = (api.text_count_chars)(text_page).max(0);
-                // Room for two UTF-16 code units a character (a character outside the basic
-                // plane is a surrogate pair) and the terminating NUL; `written` counts units.
-                let mut units = vec![0u16; 2 * count as usize + 1];
-                let written = (api.text_get_text)(text_page, 0, count, units.as_mut_ptr());
-                units.truncate((written.clamp(1, 2 * count + 1) - 1) as usize);
+                let glyphs = PageGlyphs {
+                    api,
+                    text_page,
+                    count,
+                };
+                let result = read(&glyphs);
                 (api.text_close_page)(text_page);
-                Some(String::from_utf16_lossy(&units))
+                Some(result)
             };
             (api.close_page)(page);
-            text
+            result
         }
+    }
+}
+
+/// A page's characters as the engine placed them: what a reading order is assembled from.
+pub trait Glyphs {
+    /// How many characters the page has, the generated spaces and line breaks included.
+    fn count(&self) -> usize;
+    /// The `index`-th character's code point (a UTF-16 surrogate when the font mapped it to
+    /// one half of a pair).
+    fn code(&self, index: usize) -> u32;
+    /// Its font size in points.
+    fn size(&self, index: usize) -> f64;
+    /// Where it starts and ends across the page (its advance, not its ink), in points.
+    fn span(&self, index: usize) -> Option<(f32, f32)>;
+}
+
+/// A loaded text page; only lives inside [`Pdf::page_text`], under the lock.
+struct PageGlyphs {
+    api: &'static Api,
+    text_page: TextPage,
+    count: c_int,
+}
+
+impl PageGlyphs {
+    /// `index` as the engine's index; only indices below `count` are ever passed on.
+    fn at(&self, index: usize) -> Option<c_int> {
+        c_int::try_from(index).ok().filter(|&i| i < self.count)
+    }
+}
+
+impl Glyphs for PageGlyphs {
+    fn count(&self) -> usize {
+        self.count as usize
+    }
+
+    fn code(&self, index: usize) -> u32 {
+        self.at(index).map_or(0, |i| unsafe {
+            (self.api.text_get_unicode)(self.text_page, i)
+        })
+    }
+
+    fn size(&self, index: usize) -> f64 {
+        self.at(index).map_or(0.0, |i| unsafe {
+            (self.api.text_get_font_size)(self.text_page, i)
+        })
+    }
+
+    fn span(&self, index: usize) -> Option<(f32, f32)> {
+        let i = self.at(index)?;
+        let mut rect = Rect::default();
+        let found = unsafe { (self.api.text_get_loose_char_box)(self.text_page, i, &mut rect) };
+        (found != 0).then_some((rect.left, rect.right))
     }
 }
 
