@@ -55,9 +55,10 @@ struct Answer {
 
 static LARGEST_CHILD_KIB: AtomicU64 = AtomicU64::new(0);
 
-/// The largest peak resident set of a child so far in this process, KiB (0: none reported).
-pub fn largest_child_rss_kib() -> u64 {
-    LARGEST_CHILD_KIB.load(Ordering::Relaxed)
+/// The largest peak resident set of a child since the last call, KiB (0: none reported);
+/// a bench takes it after each file.
+pub fn take_largest_child_rss_kib() -> u64 {
+    LARGEST_CHILD_KIB.swap(0, Ordering::Relaxed)
 }
 
 fn peak_rss_kib() -> Option<u64> {
@@ -270,7 +271,7 @@ mod tests {
         let document = run(&echo, b"kiln glaze").unwrap();
         assert_eq!(document.sections[0].text, "kiln glaze");
         assert_eq!(document.pages, Some(1));
-        assert!(largest_child_rss_kib() >= 4242);
+        assert!(take_largest_child_rss_kib() >= 4242);
         let refusal = shell(
             r#"cat >/dev/null; printf '{"result":{"Err":"Encrypted"},"peak_rss_kib":null}'"#,
             Duration::from_secs(10),

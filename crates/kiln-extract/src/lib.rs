@@ -14,7 +14,7 @@ pub mod pdfium;
 mod types;
 mod xls;
 
-pub use child::{ChildCommand, child_main, largest_child_rss_kib, read_pdfs_in_children};
+pub use child::{ChildCommand, child_main, read_pdfs_in_children, take_largest_child_rss_kib};
 pub use decode::decode_text;
 pub use pdf::Part;
 pub use types::{FileType, Format, SUPPORTED_TYPES, detect};

@@ -363,7 +363,7 @@ fn a_large_pdf_is_shared_by_child_processes_and_comes_back_whole_in_page_order()
         );
     }
     assert!(
-        kiln_extract::largest_child_rss_kib() > 0,
+        kiln_extract::take_largest_child_rss_kib() > 0,
         "read in children"
     );
 }

@@ -105,9 +105,10 @@ pub fn extract(dir: &Path) -> anyhow::Result<()> {
     let mut ours_vs = Tally::default();
     let mut poppler = Tally::default();
     let mut similarities = Vec::new();
+    let mut largest_child_kib = 0;
     println!(
-        "{:<48} {:>5} {:>9} {:>9} {:>6}  outcome",
-        "PDF", "pages", "kiln ms", "poppler", "sim"
+        "{:<48} {:>5} {:>9} {:>9} {:>6} {:>9}  outcome",
+        "PDF", "pages", "kiln ms", "poppler", "sim", "child MiB"
     );
     for path in &files {
         let bytes = std::fs::read(path)?;
@@ -122,6 +123,13 @@ pub fn extract(dir: &Path) -> anyhow::Result<()> {
         let started = Instant::now();
         let result = kiln_extract::extract(file_type.format, &bytes);
         let seconds = started.elapsed().as_secs_f64();
+        let child_kib = kiln_extract::take_largest_child_rss_kib();
+        largest_child_kib = largest_child_kib.max(child_kib);
+        let child_mib = if child_kib > 0 {
+            format!("{:.0}", child_kib as f64 / 1024.0)
+        } else {
+            "-".to_string()
+        };
         let tally = by_format.entry(format).or_default();
         let (document, outcome) = match result {
             Ok(document) => {
@@ -146,7 +154,13 @@ pub fn extract(dir: &Path) -> anyhow::Result<()> {
             .take(48)
             .collect();
         if !have_pdftotext {
-            println!("{label:<48} {:>5} {:>9.1}", "", seconds * 1e3);
+            println!(
+                "{label:<48} {:>5} {:>9.1} {:>9} {:>6} {child_mib:>9}",
+                "",
+                seconds * 1e3,
+                "",
+                ""
+            );
             continue;
         }
         let started = Instant::now();
@@ -162,13 +176,13 @@ pub fn extract(dir: &Path) -> anyhow::Result<()> {
                     similarities.push((label.clone(), similarity));
                 }
                 println!(
-                    "{label:<48} {ours_pages:>5} {:>9.1} {:>9.1} {similarity:>6.3}  {outcome}",
+                    "{label:<48} {ours_pages:>5} {:>9.1} {:>9.1} {similarity:>6.3} {child_mib:>9}  {outcome}",
                     seconds * 1e3,
                     poppler_seconds * 1e3
                 );
             }
             (_, reference) => println!(
-                "{label:<48} {:>5} {:>9.1} {:>9.1} {:>6}  kiln: {outcome}; pdftotext: {}",
+                "{label:<48} {:>5} {:>9.1} {:>9.1} {:>6} {child_mib:>9}  kiln: {outcome}; pdftotext: {}",
                 "",
                 seconds * 1e3,
                 poppler_seconds * 1e3,
@@ -217,7 +231,7 @@ pub fn extract(dir: &Path) -> anyhow::Result<()> {
     println!(
         "peak RSS: this process {:.0} MiB; largest PDF child process {:.0} MiB",
         super::peak_rss_mib(),
-        kiln_extract::largest_child_rss_kib() as f64 / 1024.0
+        largest_child_kib as f64 / 1024.0
     );
     Ok(())
 }
