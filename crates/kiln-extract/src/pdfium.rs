@@ -206,27 +206,42 @@ impl<'a> Pdf<'a> {
     pub fn page_text<T>(&self, index: usize, read: impl FnOnce(&dyn Glyphs) -> T) -> Option<T> {
         let index = c_int::try_from(index).ok()?;
         let (api, _calls) = lock();
+        let page = unsafe { (api.load_page)(self.handle, index) };
+        if page.is_null() {
+            return None;
+        }
+        // Closed when dropped, before the lock is released, also if `read` panics.
+        let loaded = LoadedPage {
+            api,
+            page,
+            text_page: unsafe { (api.text_load_page)(page) },
+        };
+        if loaded.text_page.is_null() {
+            return None;
+        }
+        let glyphs = PageGlyphs {
+            api,
+            text_page: loaded.text_page,
+            count: unsafe { (api.text_count_chars)(loaded.text_page) }.max(0),
+        };
+        Some(read(&glyphs))
+    }
+}
+
+/// A loaded page and its text page (which may be null).
+struct LoadedPage {
+    api: &'static Api,
+    page: Page,
+    text_page: TextPage,
+}
+
+impl Drop for LoadedPage {
+    fn drop(&mut self) {
         unsafe {
-            let page = (api.load_page)(self.handle, index);
-            if page.is_null() {
-                return None;
+            if !self.text_page.is_null() {
+                (self.api.text_close_page)(self.text_page);
             }
-            let text_page = (api.text_load_page)(page);
-            let result = if text_page.is_null() {
-                None
-            } else {
-                let count = (api.text_count_chars)(text_page).max(0);
-                let glyphs = PageGlyphs {
-                    api,
-                    text_page,
-                    count,
-                };
-                let result = read(&glyphs);
-                (api.text_close_page)(text_page);
-                Some(result)
-            };
-            (api.close_page)(page);
-            result
+            (self.api.close_page)(self.page);
         }
     }
 }
