@@ -32,7 +32,8 @@ const SCRIPT_GAP: f64 = 0.02;
 /// breaks no word there, so it writes TeX's `x₁ y₁` ("x1y1") and a footnote's marker and
 /// first word ("¹Diese" → "1Diese", which a search for "Diese" misses) as one word;
 /// `pdftotext` breaks both. A script that touches what follows (`H₂O` set without a kern)
-/// stays one word.
+/// stays one word; TeX's `\ce{H2O}` has the same gap after its script as a footnote marker
+/// and reads "H2 O", as in `pdftotext`.
 fn assemble(glyphs: &dyn Glyphs) -> String {
     let count = glyphs.count();
     let mut out = String::with_capacity(count);
