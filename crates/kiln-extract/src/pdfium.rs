@@ -103,7 +103,7 @@ pub fn load(path: &Path) -> Result<(), String> {
     if ENGINE.get().is_some() {
         return Ok(());
     }
-    let api = unsafe { open(path) }.map_err(|e| format!("{}: {e}", path.display()))?;
+    let api = unsafe { open(path) }?;
     unsafe { (api.init_library)() };
     let _ = ENGINE.set(api);
     Ok(())
@@ -117,12 +117,18 @@ pub fn loaded() -> bool {
 /// # Safety
 /// `path` must be a PDFium build exporting the C API bound here with these signatures
 /// (the pinned checksum makes sure it is the one they were written against).
-unsafe fn open(path: &Path) -> Result<Api, libloading::Error> {
+unsafe fn open(path: &Path) -> Result<Api, String> {
+    // libloading's own message is only "dlopen failed"; the system's reason (which names the
+    // file) is its source.
+    let why = |e: libloading::Error| match std::error::Error::source(&e) {
+        Some(reason) => reason.to_string(),
+        None => format!("{}: {e}", path.display()),
+    };
     unsafe {
-        let library = libloading::Library::new(path)?;
+        let library = libloading::Library::new(path).map_err(why)?;
         macro_rules! bind {
             ($name:literal) => {
-                *library.get(concat!($name, "\0").as_bytes())?
+                *library.get(concat!($name, "\0").as_bytes()).map_err(why)?
             };
         }
         Ok(Api {
@@ -302,5 +308,31 @@ impl Drop for Pdf<'_> {
     fn drop(&mut self) {
         let (api, _calls) = lock();
         unsafe { (api.close_document)(self.handle) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn a_library_that_is_not_the_engine_is_refused_with_the_systems_reason() {
+        let missing = unsafe { super::open(Path::new("/nonexistent/libpdfium.so")) };
+        let error = missing.err().expect("no such file");
+        assert!(error.contains("/nonexistent/libpdfium.so"), "{error}");
+        assert!(error.contains("No such file"), "{error}");
+        // The C library this test runs with has none of the engine's calls.
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let libc = maps
+            .split_whitespace()
+            .find(|field| field.contains("/libc.so") || field.contains("/libc-"))
+            .expect("the C library is mapped");
+        let error = unsafe { super::open(Path::new(libc)) }
+            .err()
+            .expect("not the engine");
+        assert!(
+            error.contains("undefined symbol: FPDF_InitLibrary"),
+            "{error}"
+        );
     }
 }
