@@ -215,7 +215,7 @@ pub(crate) fn read_part(bytes: &[u8], part: Part) -> Result<Document, ExtractErr
     let mine = (part.index..pages).step_by(part.of.max(1));
     let taken = mine.len();
     for index in mine {
-        match document.page_text(index, |glyphs| tidy(&assemble(glyphs))) {
+        match document.read_page(index, |glyphs| tidy(&assemble(glyphs))) {
             Some(text) => {
                 if !text.trim().is_empty() {
                     sections.push(Section {

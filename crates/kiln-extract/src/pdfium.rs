@@ -209,7 +209,7 @@ impl<'a> Pdf<'a> {
 
     /// The characters of page `index` (0-based) in PDFium's reading order, or `None` when the
     /// page cannot be loaded; `read` gets them one by one, with the engine locked throughout.
-    pub fn page_text<T>(&self, index: usize, read: impl FnOnce(&dyn Glyphs) -> T) -> Option<T> {
+    pub fn read_page<T>(&self, index: usize, read: impl FnOnce(&dyn Glyphs) -> T) -> Option<T> {
         let index = c_int::try_from(index).ok()?;
         let (api, _calls) = lock();
         let page = unsafe { (api.load_page)(self.handle, index) };
@@ -265,7 +265,7 @@ pub trait Glyphs {
     fn span(&self, index: usize) -> Option<(f32, f32)>;
 }
 
-/// A loaded text page; only lives inside [`Pdf::page_text`], under the lock.
+/// A loaded text page; only lives inside [`Pdf::read_page`], under the lock.
 struct PageGlyphs {
     api: &'static Api,
     text_page: TextPage,
