@@ -232,8 +232,6 @@ pub struct IndexConfig {
     pub ann_fusion_expansion_search: usize,
     /// A graph search takes `top_k × this` candidates and keeps the best by exact score.
     pub ann_rescore_factor: usize,
-    /// Keyword queries keep at most this many words, the rarest in the index (0: all).
-    pub keyword_max_terms: usize,
 }
 
 impl Default for IndexConfig {
@@ -243,7 +241,6 @@ impl Default for IndexConfig {
             ann_expansion_search: 0,
             ann_fusion_expansion_search: 0,
             ann_rescore_factor: 2,
-            keyword_max_terms: 10,
         }
     }
 }

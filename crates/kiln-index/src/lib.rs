@@ -8,26 +8,26 @@
 //! Every chunk is a tantivy document holding its text and its f32 vector, under a unique
 //! `key`; per-store vector structures are derived from those documents on first use.
 
+mod keyword;
+mod maxscore;
 mod vectors;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 
 use tantivy::collector::TopDocs;
-use tantivy::query::{
-    BooleanQuery, EnableScoring, Occur, Query, QueryParser, Scorer, TermQuery, TermSetQuery,
-};
+use tantivy::query::TermQuery;
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
     TextOptions, Value,
 };
 use tantivy::{
-    DocAddress, DocId, DocSet, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher,
-    TantivyDocument, Term, doc,
+    DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term, doc,
 };
 
+use keyword::TEXT_TOKENIZER;
 pub use vectors::AnnOptions;
 use vectors::{Row, StoreVectors};
 
@@ -114,12 +114,6 @@ pub struct ChunkIndex {
     fields: Fields,
     dimensions: usize,
     ann: AnnOptions,
-    /// Keyword queries keep at most this many words, the rarest (0: all).
-    keyword_max_terms: usize,
-    /// Keyword words held by more than this share of chunks are common (`keyword_candidates`).
-    common_word_share: f64,
-    /// At most this many words choose a keyword query's pool (`keyword_candidates`).
-    keyword_pool_words: usize,
     /// Where vector graphs are saved.
     graphs: PathBuf,
     vectors: RwLock<HashMap<String, SharedVectors>>,
@@ -171,8 +165,6 @@ impl Drop for Writing<'_> {
     }
 }
 
-const TEXT_TOKENIZER: &str = "en_stem";
-
 /// How long an add that finds the writer free waits for others before it commits, by
 /// default. Files embedded in one forward pass reach the index a few milliseconds apart
 /// (each first records its progress in the catalog); a commit costs tantivy ~20–40 ms of
@@ -189,29 +181,6 @@ fn merge_policy() -> tantivy::merge_policy::LogMergePolicy {
     policy.set_min_num_segments(3);
     policy
 }
-
-/// Keyword queries keep their 10 rarest words by default. The commonest words of a long
-/// query cost the most (their postings are long) and weigh the least in BM25: on SciFact,
-/// keeping 10 moved keyword nDCG@10 from 0.7022 to 0.7013, while the p99 of top-50 keyword
-/// searches at a million chunks fell from about 100 ms to 40 (docs/architecture.md).
-pub const DEFAULT_KEYWORD_MAX_TERMS: usize = 10;
-
-/// A keyword query's word is common when more than this share of the index's chunks hold it
-/// (a twentieth: "cell" or "human" in a biomedical corpus). See `keyword_candidates`.
-const COMMON_WORD_SHARE: f64 = 0.05;
-
-/// How many chunks a query's rarest words choose for the whole query to score, per result
-/// asked for. With common words left to the second step, on SciFact (train) a pool of 2×
-/// gave keyword nDCG@10 0.7024 (0.7013 in one step) and 4× or 8× no better.
-const KEYWORD_POOL_FACTOR: usize = 2;
-
-/// How many of a keyword query's rarest words choose its pool (`keyword_candidates`). On
-/// SciFact (train): 5 words gave keyword nDCG@10 0.7031 and hybrid 0.7348 (one step: 0.7013
-/// and 0.7348); 4 gave 0.7022 / 0.7329; 3 gave 0.6967 / 0.7301.
-const KEYWORD_POOL_WORDS: usize = 5;
-
-/// A keyword query's word with the number of chunks holding it (`u64::MAX`: none).
-type QueryWord = (u64, String);
 
 fn generation_key(file_id: &str, generation: u64) -> String {
     format!("{file_id}/{generation}")
@@ -263,6 +232,7 @@ impl ChunkIndex {
             }
         }
         let index = Index::open_or_create(open_dir(dir)?, schema)?;
+        keyword::register_tokenizer(&index);
         let graphs = dir.join("vectors");
         std::fs::create_dir_all(&graphs)?;
         let writer: IndexWriter = index.writer(WRITER_HEAP)?;
@@ -285,9 +255,6 @@ impl ChunkIndex {
             fields,
             dimensions,
             ann,
-            keyword_max_terms: DEFAULT_KEYWORD_MAX_TERMS,
-            common_word_share: COMMON_WORD_SHARE,
-            keyword_pool_words: KEYWORD_POOL_WORDS,
             graphs,
             vectors: RwLock::new(HashMap::new()),
             vector_writes: Mutex::new(()),
@@ -297,12 +264,6 @@ impl ChunkIndex {
             group_window: GROUP_WINDOW,
             next_key: AtomicU64::new(max_key + 1),
         })
-    }
-
-    /// Keyword queries keep at most `max_terms` words, the rarest in this index (0: all).
-    pub fn with_keyword_max_terms(mut self, max_terms: usize) -> ChunkIndex {
-        self.keyword_max_terms = max_terms;
-        self
     }
 
     /// How long an add that finds the writer free waits for others to commit with it.
@@ -650,182 +611,6 @@ impl ChunkIndex {
         self.hydrate(&candidates, Some(vector), k)
     }
 
-    /// BM25 top-`k` among active chunks of the scope's stores. Whether a chunk is active is
-    /// read from the fast fields; no document is loaded.
-    ///
-    /// A longer query, or one with common words (`COMMON_WORD_SHARE`), is answered in two
-    /// steps: its `KEYWORD_POOL_WORDS` rarest words that are not common choose a pool of
-    /// `k × KEYWORD_POOL_FACTOR` chunks, then the whole query scores the pool. The other
-    /// words' postings are read only where they meet the pool, and every score is the whole
-    /// query's BM25. A chunk holding none of the pool's words is not found this way; it
-    /// would rank low anyway, as those are the words that weigh the most.
-    pub fn keyword_candidates(
-        &self,
-        scope: &Scope<'_>,
-        query: &str,
-        k: usize,
-    ) -> Result<Vec<Candidate>> {
-        if k == 0 || scope.store_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let searcher = self.reader.searcher();
-        let parser = QueryParser::for_index(&self.index, vec![self.fields.text]);
-        let words = self.query_words(&searcher, &sanitize(query))?;
-        let text = |words: &[&QueryWord]| {
-            let words: Vec<&str> = words.iter().map(|(_, word)| word.as_str()).collect();
-            parser.parse_query_lenient(&words.join(" ")).0
-        };
-        let whole = text(&words.iter().collect::<Vec<_>>());
-        // The pool's words: the rarest ones not common. Words no chunk holds match nothing
-        // and are left out; if nothing else would be left to score, one step does it all.
-        let common_above = (searcher.num_docs() as f64 * self.common_word_share) as u64;
-        let mut known: Vec<&QueryWord> = words.iter().filter(|w| w.0 != u64::MAX).collect();
-        known.sort_by_key(|w| w.0);
-        let pool_words: Vec<&QueryWord> = known
-            .iter()
-            .copied()
-            .take_while(|w| w.0 <= common_above)
-            .take(self.keyword_pool_words)
-            .collect();
-        if pool_words.is_empty() || pool_words.len() == known.len() {
-            let top = self.top_active(&searcher, scope, whole, k)?;
-            return Ok(top.into_iter().map(|(candidate, _)| candidate).collect());
-        }
-        let pool = self.top_active(&searcher, scope, text(&pool_words), k * KEYWORD_POOL_FACTOR)?;
-        let mut by_segment: BTreeMap<u32, Vec<(DocId, u64)>> = BTreeMap::new();
-        for (candidate, address) in pool {
-            by_segment
-                .entry(address.segment_ord)
-                .or_default()
-                .push((address.doc_id, candidate.key));
-        }
-        // The whole query's BM25 is the sum of its terms' scores (one per word, a repeated
-        // word counting again). Each term's postings are sought document by document; a
-        // union scorer would score every posting in a window around each document instead.
-        let mut terms = Vec::new();
-        whole.query_terms(&mut |term, _| terms.push(term.clone()));
-        let scoring = EnableScoring::enabled_from_searcher(&searcher);
-        let weights = terms
-            .into_iter()
-            .map(|term| TermQuery::new(term, IndexRecordOption::WithFreqs).weight(scoring))
-            .collect::<tantivy::Result<Vec<_>>>()?;
-        let mut scored = Vec::new();
-        for (segment, mut docs) in by_segment {
-            docs.sort_unstable();
-            let mut scores = vec![0.0f32; docs.len()];
-            for weight in &weights {
-                let mut scorer = weight.scorer(searcher.segment_reader(segment), 1.0)?;
-                for (&(doc, _), score) in docs.iter().zip(scores.iter_mut()) {
-                    if scorer.doc() < doc {
-                        scorer.seek(doc);
-                    }
-                    if scorer.doc() == doc {
-                        *score += scorer.score();
-                    }
-                }
-            }
-            scored.extend(
-                docs.iter()
-                    .zip(scores)
-                    .map(|(&(_, key), score)| Candidate { key, score }),
-            );
-        }
-        scored.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.key.cmp(&b.key)));
-        scored.truncate(k);
-        Ok(scored)
-    }
-
-    /// The best `k` active chunks of the scope's stores for `query`, with their addresses.
-    fn top_active(
-        &self,
-        searcher: &Searcher,
-        scope: &Scope<'_>,
-        query: Box<dyn Query>,
-        k: usize,
-    ) -> Result<Vec<(Candidate, DocAddress)>> {
-        let stores = TermSetQuery::new(
-            scope
-                .store_ids
-                .iter()
-                .map(|s| Term::from_field_text(self.fields.store, s)),
-        );
-        // When the stores asked for hold most of the index, the plain text query (which
-        // tantivy answers with block-max WAND, skipping most postings) with the store checked
-        // afterwards beats intersecting every posting with the store filter.
-        let in_scope: u64 = scope
-            .store_ids
-            .iter()
-            .map(|s| searcher.doc_freq(&Term::from_field_text(self.fields.store, s)))
-            .sum::<tantivy::Result<u64>>()?;
-        let all = searcher.num_docs();
-        let post_filter = in_scope * 2 >= all;
-        let query: Box<dyn Query> = if post_filter {
-            query
-        } else {
-            Box::new(BooleanQuery::new(vec![
-                (Occur::Must, query),
-                (Occur::Must, Box::new(stores) as Box<dyn Query>),
-            ]))
-        };
-        // Fetch more in proportion to what lies outside the stores asked for, plus a few for
-        // stale generations (rare: deleted right after a flip). Every extra candidate lowers
-        // the bar BM25's pruning must clear.
-        let mut limit = if post_filter {
-            (k as u64 * all).div_ceil(in_scope.max(1)) as usize + 8
-        } else {
-            k + 8
-        };
-        loop {
-            let top = searcher.search(&query, &TopDocs::with_limit(limit).order_by_score())?;
-            let exhausted = top.len() < limit;
-            let mut found = Vec::with_capacity(k);
-            let mut columns = SegmentColumns::default();
-            for (score, address) in top {
-                let (key, store, file, generation) = columns.read(searcher, address)?;
-                if (!post_filter || scope.store_ids.contains(&store))
-                    && (scope.active)(&file, generation)
-                {
-                    found.push((Candidate { key, score }, address));
-                    if found.len() == k {
-                        break;
-                    }
-                }
-            }
-            if found.len() == k || exhausted || limit > 100_000 {
-                return Ok(found);
-            }
-            limit *= 4;
-        }
-    }
-
-    /// The query's words with the number of chunks holding each (`u64::MAX` for none), in
-    /// their order, cut to the `keyword_max_terms` rarest. A word no chunk holds is kept only
-    /// if there is room: it matches nothing and must not take a rarer word's place.
-    fn query_words(&self, searcher: &Searcher, text: &str) -> Result<Vec<QueryWord>> {
-        let words: Vec<&str> = text.split_whitespace().collect();
-        let mut analyzer = self.index.tokenizer_for_field(self.fields.text)?;
-        let mut ranked: Vec<(u64, usize)> = Vec::with_capacity(words.len());
-        for (position, word) in words.iter().enumerate() {
-            let mut stream = analyzer.token_stream(word);
-            let mut chunks = u64::MAX;
-            while let Some(token) = stream.next() {
-                let term = Term::from_field_text(self.fields.text, &token.text);
-                chunks = chunks.min(searcher.doc_freq(&term)?);
-            }
-            ranked.push((if chunks == 0 { u64::MAX } else { chunks }, position));
-        }
-        let limit = self.keyword_max_terms;
-        if limit > 0 && ranked.len() > limit {
-            ranked.sort_unstable();
-            ranked.truncate(limit);
-            ranked.sort_unstable_by_key(|&(_, position)| position);
-        }
-        Ok(ranked
-            .into_iter()
-            .map(|(chunks, position)| (chunks, words[position].to_string()))
-            .collect())
-    }
-
     /// Nearest neighbours by dot product (vectors are unit length) among active chunks of the
     /// scope's stores: exact for small stores, through the store's graph for large ones
     /// (scores then from int8 vectors; `hydrate` with the query gives exact ones). With
@@ -1097,6 +882,7 @@ fn migrate(dir: &Path, schema: &Schema) -> Result<()> {
     }
     std::fs::create_dir_all(&target)?;
     let new = Index::create_in_dir(&target, schema.clone())?;
+    keyword::register_tokenizer(&new);
     let mut writer: IndexWriter = new.writer(WRITER_HEAP)?;
     let reader = old.reader()?;
     let searcher = reader.searcher();
@@ -1143,101 +929,6 @@ fn migrate(dir: &Path, schema: &Schema) -> Result<()> {
     Ok(())
 }
 
-/// One segment's fast-field columns.
-struct Columns {
-    keys: tantivy::columnar::Column<u64>,
-    generations: tantivy::columnar::Column<u64>,
-    files: Option<tantivy::columnar::StrColumn>,
-    stores: Option<tantivy::columnar::StrColumn>,
-}
-
-/// Reads chunks' key, store, file and generation from the fast fields, opening each
-/// segment's columns once (candidates come in score order, from any segment).
-#[derive(Default)]
-struct SegmentColumns {
-    segments: HashMap<u32, Columns>,
-}
-
-impl SegmentColumns {
-    /// `(key, store, file, generation)` of a document.
-    fn read(
-        &mut self,
-        searcher: &Searcher,
-        address: DocAddress,
-    ) -> Result<(u64, String, String, u64)> {
-        let columns = match self.segments.entry(address.segment_ord) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                let fast = searcher.segment_reader(address.segment_ord).fast_fields();
-                entry.insert(Columns {
-                    keys: fast.u64("key")?,
-                    generations: fast.u64("generation")?,
-                    files: fast.str("file")?,
-                    stores: fast.str("store")?,
-                })
-            }
-        };
-        let doc = address.doc_id;
-        let text = |column: &Option<tantivy::columnar::StrColumn>| -> Result<String> {
-            let mut value = String::new();
-            if let Some(column) = column
-                && let Some(ord) = column.ords().first(doc)
-            {
-                column.ord_to_str(ord, &mut value)?;
-            }
-            Ok(value)
-        };
-        Ok((
-            columns.keys.first(doc).unwrap_or(0),
-            text(&columns.stores)?,
-            text(&columns.files)?,
-            columns.generations.first(doc).unwrap_or(0),
-        ))
-    }
-}
-
-/// English stop words (Lucene's default set, as Anserini's BM25 baselines use), dropped from
-/// keyword queries: they match nearly every chunk and add cost, not relevance. Documents keep
-/// them, so lengths and BM25 normalisation are unchanged.
-const STOP_WORDS: [&str; 33] = [
-    "a", "an", "and", "are", "as", "at", "be", "but", "by", "for", "if", "in", "into", "is", "it",
-    "no", "not", "of", "on", "or", "such", "that", "the", "their", "then", "there", "these",
-    "they", "this", "to", "was", "will", "with",
-];
-
-/// Keeps words; drops query syntax a user did not mean (quotes, colons, brackets, operators)
-/// and stop words (unless nothing else is left).
-fn sanitize(query: &str) -> String {
-    let words = words(query);
-    let kept: Vec<&str> = words
-        .iter()
-        .map(String::as_str)
-        .filter(|w| !STOP_WORDS.contains(&w.to_lowercase().as_str()))
-        .collect();
-    if kept.is_empty() {
-        words.join(" ")
-    } else {
-        kept.join(" ")
-    }
-}
-
-fn words(query: &str) -> Vec<String> {
-    query
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || c.is_whitespace() {
-                c
-            } else {
-                ' '
-            }
-        })
-        .collect::<String>()
-        .split_whitespace()
-        .filter(|w| !matches!(*w, "AND" | "OR" | "NOT" | "IN"))
-        .map(str::to_string)
-        .collect()
-}
-
 fn vector_bytes(vector: &[f32]) -> Vec<u8> {
     vector.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
@@ -1278,7 +969,7 @@ mod tests {
         v
     }
 
-    fn chunk(
+    pub(crate) fn chunk(
         store: &str,
         file: &str,
         generation: u64,
@@ -1636,156 +1327,6 @@ mod tests {
             .unwrap();
         assert_eq!(index.keyword(&scope, "yeast", 10).unwrap().len(), 4);
         assert!(index.export().unwrap().iter().all(|c| c.vector.len() == 8));
-    }
-
-    #[test]
-    fn long_keyword_queries_keep_their_rarest_words() {
-        let dir = tempfile::tempdir().unwrap();
-        // "common" and "usual" are in every chunk, "scarce" in two, "unique" in one.
-        let texts = [
-            "common usual scarce unique",
-            "common usual scarce",
-            "common usual",
-            "common usual",
-            "common usual",
-        ];
-        let chunks: Vec<ChunkRecord> = texts
-            .iter()
-            .enumerate()
-            .map(|(i, text)| chunk("vs_a", &format!("f{i}"), 1, 0, text, i))
-            .collect();
-        let stores = vec!["vs_a".to_string()];
-        let all = |_: &str, _: u64| true;
-        let scope = Scope {
-            store_ids: &stores,
-            active: &all,
-        };
-        let matched = |index: &ChunkIndex, query: &str| {
-            let mut files: Vec<String> = index
-                .keyword(&scope, query, 10)
-                .unwrap()
-                .into_iter()
-                .map(|h| h.file_id)
-                .collect();
-            files.sort();
-            files
-        };
-        let query = "usual nowhere common scarce unique";
-
-        let uncapped = ChunkIndex::open(dir.path(), 8)
-            .unwrap()
-            .with_keyword_max_terms(0);
-        uncapped.add(&chunks).unwrap();
-        assert_eq!(matched(&uncapped, query).len(), 5, "every word counts");
-        drop(uncapped);
-
-        // Two words: the rarest two, never "nowhere" (in no chunk) in a real word's place.
-        let capped = ChunkIndex::open(dir.path(), 8)
-            .unwrap()
-            .with_keyword_max_terms(2);
-        let searcher = capped.reader.searcher();
-        let kept = |query: &str| -> Vec<String> {
-            let words = capped.query_words(&searcher, query).unwrap();
-            words.into_iter().map(|(_, word)| word).collect()
-        };
-        assert_eq!(kept(query), ["scarce", "unique"]);
-        assert_eq!(matched(&capped, query), ["f0", "f1"]);
-        // Short queries are left alone.
-        assert_eq!(kept("common usual"), ["common", "usual"]);
-    }
-
-    #[test]
-    fn common_words_score_only_the_chunks_rare_words_choose() {
-        // 100 chunks: "common" in 60 (above the 5% share), "rare" in 3 of those (below it).
-        let chunks: Vec<ChunkRecord> = (0..100)
-            .map(|i| {
-                let text = match i {
-                    // Of different lengths, so that their scores differ.
-                    0..3 => format!("rare common filler{i}{}", " more".repeat(i)),
-                    3..60 => format!("common filler{i}"),
-                    // Three rare words held by one, two and three chunks.
-                    60 => format!("alpha filler{i}"),
-                    61..63 => format!("beta filler{i}{}", " more".repeat(i - 61)),
-                    63..66 => format!("gamma filler{i}{}", " more".repeat(i - 60)),
-                    _ => format!("filler{i}"),
-                };
-                chunk("vs_a", &format!("f{i}"), 1, 0, &text, i)
-            })
-            .collect();
-        let (two_steps_dir, one_step_dir) =
-            (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let two_steps = ChunkIndex::open(two_steps_dir.path(), 8).unwrap();
-        let mut one_step = ChunkIndex::open(one_step_dir.path(), 8).unwrap();
-        one_step.common_word_share = 1.0;
-        two_steps.add(&chunks).unwrap();
-        one_step.add(&chunks).unwrap();
-        let stores = vec!["vs_a".to_string()];
-        let all = |_: &str, _: u64| true;
-        let scope = Scope {
-            store_ids: &stores,
-            active: &all,
-        };
-        let answer = |index: &ChunkIndex, query: &str| -> Vec<(String, f32)> {
-            let hits = index.keyword(&scope, query, 10).unwrap();
-            hits.into_iter().map(|h| (h.file_id, h.score)).collect()
-        };
-        // Each chunk found in two steps is where it is in one step's answer, with its score.
-        let as_in_one_step = |pooled: &[(String, f32)], whole: &[(String, f32)]| {
-            for ((file, score), (whole_file, whole_score)) in pooled.iter().zip(whole) {
-                assert_eq!(file, whole_file);
-                assert!(
-                    (score - whole_score).abs() < 1e-5,
-                    "{score} vs {whole_score}"
-                );
-            }
-        };
-
-        let whole = answer(&one_step, "common rare");
-        let pooled = answer(&two_steps, "common rare");
-        // In one step, chunks with only the common word fill the list after the three.
-        assert_eq!(whole.len(), 10);
-        // In two, only the rare word's chunks are found, scored by both words, in the same
-        // order and with the same scores as in one step.
-        assert_eq!(pooled.len(), 3, "{pooled:?}");
-        as_in_one_step(&pooled, &whole);
-        let rare_alone = answer(&two_steps, "rare");
-        assert!(
-            rare_alone[0].1 < pooled[0].1,
-            "the common word adds to the score"
-        );
-
-        // Only common words (or unknown ones beside them): one step, every match found.
-        assert_eq!(answer(&two_steps, "common").len(), 10);
-        assert_eq!(answer(&two_steps, "common nowhere").len(), 10);
-        // (Against the same index: the 57 chunks that hold only "common" tie, and ties
-        // fall in document order, which differs between two indexes.)
-        assert_eq!(
-            answer(&two_steps, "common nowhere"),
-            answer(&two_steps, "common")
-        );
-
-        // More rare words than choose the pool: the rarest choose it (here 2 of 3), and the
-        // chunks holding only the third are not found; the others score as in one step.
-        let mut capped = two_steps;
-        capped.keyword_pool_words = 2;
-        let whole = answer(&one_step, "gamma alpha beta");
-        let pooled = answer(&capped, "gamma alpha beta");
-        assert_eq!(whole.len(), 6);
-        assert_eq!(pooled.len(), 3, "{pooled:?}");
-        as_in_one_step(&pooled, &whole);
-        // As many words as the pool takes: one step, every match found.
-        assert_eq!(answer(&capped, "alpha beta").len(), 3);
-        assert_eq!(answer(&capped, "alpha gamma").len(), 4);
-    }
-
-    #[test]
-    fn keyword_queries_lose_syntax_and_stop_words_but_never_everything() {
-        assert_eq!(
-            sanitize("The effect of vitamin D: \"on\" (bones) AND -fractures"),
-            "effect vitamin D bones fractures"
-        );
-        assert_eq!(sanitize("to be or not to be"), "to be or not to be");
-        assert_eq!(sanitize("?!"), "");
     }
 
     #[test]

@@ -197,13 +197,11 @@ impl Server {
         let index_dir = config.data_dir.join("index");
         let dims = model.embedder.dimensions();
         let ann = ann_options(&config.index);
-        let keyword_max_terms = config.index.keyword_max_terms;
         let index = Arc::new(
             // Opened on a background-priority thread: the index's own indexing and merge
             // threads inherit that priority, so merges never delay a request.
             kiln_embed::lane::background_thread("kiln-index-open", move || {
                 ChunkIndex::open_with(&index_dir, dims, ann)
-                    .map(|index| index.with_keyword_max_terms(keyword_max_terms))
             })
             .await
             .map_err(anyhow::Error::msg)?

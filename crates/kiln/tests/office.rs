@@ -154,7 +154,7 @@ async fn word_powerpoint_and_excel_files_become_searchable() {
         (
             "xl/worksheets/sheet1.xml",
             format!(
-                r#"<worksheet xmlns="{main}"><sheetData><row r="1">{}</row><row r="2">{}</row></sheetData></worksheet>"#,
+                r#"<worksheet xmlns="{main}"><sheetData><row r="1">{}</row><row r="2">{}</row><row r="3">{}</row></sheetData></worksheet>"#,
                 sheet(&["Kiln", "Peak temperature", "Atmosphere"], 1),
                 sheet(
                     &[
@@ -164,6 +164,8 @@ async fn word_powerpoint_and_excel_files_become_searchable() {
                     ],
                     2
                 ),
+                // A cell of emoji alone.
+                sheet(&["Raku", "🔥🏺"], 3),
             ),
         ),
     ]);
@@ -180,6 +182,14 @@ async fn word_powerpoint_and_excel_files_become_searchable() {
 
     let (top, found) = top_result(&t, &store, "iron oxide celadon reduction", "keyword").await;
     assert_eq!(top["file_id"], word_id.as_str(), "{found}");
+    // A cell holding only emoji is found by its emoji.
+    let (top, found) = top_result(&t, &store, "🔥", "keyword").await;
+    assert_eq!(top["file_id"], book_id.as_str(), "{found}");
+    assert_eq!(
+        found["results"].as_array().map(Vec::len),
+        Some(1),
+        "{found}"
+    );
     let (top, found) = top_result(&t, &store, "space between pots on shelves", "hybrid").await;
     assert_eq!(top["file_id"], deck_id.as_str(), "{found}");
     assert_eq!(
