@@ -171,31 +171,176 @@ pub struct EvalOptions {
     /// trec_eval.
     #[arg(long)]
     pub run_files: Option<PathBuf>,
+    /// Paragraph queries derived from the dataset's documents instead of its own queries:
+    /// see `paragraph_queries` (splits `train` and `test`).
+    #[arg(long)]
+    pub paragraph_queries: bool,
+}
+
+/// What one evaluation runs: the documents to ingest, the queries and their judgments.
+struct Benchmark {
+    name: String,
+    documents: Vec<(String, String)>,
+    queries: HashMap<String, String>,
+    qrels: Qrels,
+}
+
+/// A document needs this many sentences to be cut into a paragraph query and its answer.
+const PARAGRAPH_MIN_SENTENCES: usize = 6;
+
+/// A benchmark of long queries in other words, made from a corpus of abstracts (`title\ntext`
+/// per document): each document of at least six sentences is cut in two; the first half of
+/// its text, a paragraph, becomes a query, and the title with the second half becomes the
+/// one document judged relevant to it. Shorter documents stay whole, as distractors. The
+/// query shares the answer's topic but none of its sentences, as when a user pastes a
+/// paragraph to find what continues or discusses it. A query belongs to the `train` split
+/// when its document's ID hashes even, else to `test`. A first half longer than the API's
+/// 4,000 characters keeps as many whole sentences as fit.
+fn paragraph_queries(
+    documents: Vec<(String, String)>,
+    split: &str,
+) -> (Vec<(String, String)>, HashMap<String, String>, Qrels) {
+    let mut corpus = Vec::with_capacity(documents.len());
+    let mut queries = HashMap::new();
+    let mut qrels = Qrels::new();
+    for (id, text) in documents {
+        let (title, body) = text.split_once('\n').unwrap_or(("", text.as_str()));
+        let sentences = sentences(body);
+        if sentences.len() < PARAGRAPH_MIN_SENTENCES {
+            corpus.push((id, text));
+            continue;
+        }
+        let half = sentences.len() / 2;
+        corpus.push((
+            id.clone(),
+            format!("{title}\n{}", sentences[half..].join(" ")),
+        ));
+        let in_split = if fnv1a(&id).is_multiple_of(2) {
+            "train"
+        } else {
+            "test"
+        };
+        if in_split == split {
+            let query_id = format!("p{id}");
+            queries.insert(query_id.clone(), paragraph(&sentences[..half]));
+            qrels.insert(query_id, HashMap::from([(id, 1)]));
+        }
+    }
+    (corpus, queries, qrels)
+}
+
+/// The longest query the search API takes, in characters (contract §11).
+const MAX_QUERY_CHARS: usize = 4000;
+
+/// Sentences joined into one paragraph, as many from the first as fit in a query.
+fn paragraph(sentences: &[&str]) -> String {
+    let mut text = String::new();
+    for sentence in sentences {
+        let sep = usize::from(!text.is_empty());
+        if !text.is_empty()
+            && text.chars().count() + sep + sentence.chars().count() > MAX_QUERY_CHARS
+        {
+            break;
+        }
+        if sep == 1 {
+            text.push(' ');
+        }
+        text.push_str(sentence);
+    }
+    text
+}
+
+/// A text's sentences: it is cut after `.`, `?` or `!` where a space and an upper-case
+/// letter or a digit follow.
+fn sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    for window in chars.windows(3) {
+        let [(_, end), (space_at, space), (_, next)] = window else {
+            continue;
+        };
+        if matches!(end, '.' | '?' | '!')
+            && space.is_whitespace()
+            && (next.is_uppercase() || next.is_ascii_digit())
+        {
+            let sentence = text[start..*space_at].trim();
+            if !sentence.is_empty() {
+                out.push(sentence);
+            }
+            start = *space_at;
+        }
+    }
+    let last = text[start..].trim();
+    if !last.is_empty() {
+        out.push(last);
+    }
+    out
+}
+
+/// FNV-1a, 64 bits: a split that does not depend on the ID's form.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl Benchmark {
+    fn load(options: &EvalOptions) -> anyhow::Result<Benchmark> {
+        let corpus = ["corpus.jsonl.gz", "corpus.jsonl"]
+            .iter()
+            .map(|name| options.dataset.join(name))
+            .find(|p| p.exists())
+            .with_context(|| format!("no corpus.jsonl[.gz] in {}", options.dataset.display()))?;
+        let documents = load_corpus(&corpus, options.docs.unwrap_or(usize::MAX))?;
+        let dataset = options
+            .dataset
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("dataset");
+        let (name, documents, queries, mut qrels) = if options.paragraph_queries {
+            let (documents, queries, qrels) = paragraph_queries(documents, &options.split);
+            (
+                format!("eval-{dataset}-paragraphs"),
+                documents,
+                queries,
+                qrels,
+            )
+        } else {
+            let qrels = load_qrels(
+                &options
+                    .dataset
+                    .join("qrels")
+                    .join(format!("{}.tsv", options.split)),
+            )?;
+            let queries = load_queries(&options.dataset.join("queries.jsonl"))?;
+            (format!("eval-{dataset}"), documents, queries, qrels)
+        };
+        qrels.retain(|query, _| queries.contains_key(query));
+        if let Some(limit) = options.queries {
+            let mut ids: Vec<String> = qrels.keys().cloned().collect();
+            ids.sort_by_key(|id| (id.parse::<u64>().unwrap_or(u64::MAX), id.clone()));
+            let keep: HashSet<String> = ids.into_iter().take(limit).collect();
+            qrels.retain(|query, _| keep.contains(query));
+        }
+        anyhow::ensure!(!qrels.is_empty(), "no judged query to run");
+        Ok(Benchmark {
+            name,
+            documents,
+            queries,
+            qrels,
+        })
+    }
 }
 
 /// Runs the evaluation with `settings`' embedding and worker settings and prints the scores.
 pub async fn run(options: &EvalOptions, settings: &Config) -> anyhow::Result<()> {
-    let corpus = ["corpus.jsonl.gz", "corpus.jsonl"]
-        .iter()
-        .map(|name| options.dataset.join(name))
-        .find(|p| p.exists())
-        .with_context(|| format!("no corpus.jsonl[.gz] in {}", options.dataset.display()))?;
-    let documents = load_corpus(&corpus, options.docs.unwrap_or(usize::MAX))?;
-    let mut qrels = load_qrels(
-        &options
-            .dataset
-            .join("qrels")
-            .join(format!("{}.tsv", options.split)),
-    )?;
-    let texts = load_queries(&options.dataset.join("queries.jsonl"))?;
-    qrels.retain(|query, _| texts.contains_key(query));
-    if let Some(limit) = options.queries {
-        let mut ids: Vec<String> = qrels.keys().cloned().collect();
-        ids.sort_by_key(|id| (id.parse::<u64>().unwrap_or(u64::MAX), id.clone()));
-        let keep: HashSet<String> = ids.into_iter().take(limit).collect();
-        qrels.retain(|query, _| keep.contains(query));
-    }
-    anyhow::ensure!(!qrels.is_empty(), "no judged query to run");
+    let Benchmark {
+        name,
+        documents,
+        queries: texts,
+        qrels,
+    } = Benchmark::load(options)?;
 
     let temporary = tempfile::tempdir()?;
     let data_dir = options
@@ -213,14 +358,6 @@ pub async fn run(options: &EvalOptions, settings: &Config) -> anyhow::Result<()>
     };
     let api = ApiClient::connect(&server.base_url(), &key).await?;
 
-    let name = format!(
-        "eval-{}",
-        options
-            .dataset
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("dataset")
-    );
     let store = match api.find_store(&name).await? {
         Some(store) => store,
         None => api.create_store(&name).await?,
@@ -422,6 +559,59 @@ mod tests {
         assert_eq!(qrels.len(), 2);
         assert_eq!(qrels["0"], judged(&[("31715818", 1), ("42", 2)]));
         assert_eq!(qrels["2"], judged(&[("13734012", 1)]));
+    }
+
+    #[test]
+    fn paragraph_queries_are_first_halves_judged_against_their_second_halves() {
+        assert_eq!(
+            sentences("One is here. Two follows e.g. this. 3 starts with a digit! Last one"),
+            [
+                "One is here.",
+                "Two follows e.g. this.",
+                "3 starts with a digit!",
+                "Last one"
+            ]
+        );
+        let long = (1..=7)
+            .map(|i| format!("Sentence number {i} says something."))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let documents = vec![
+            ("10".to_string(), format!("Title ten\n{long}")),
+            ("11".to_string(), format!("Title eleven\n{long}")),
+            (
+                "12".to_string(),
+                "Short\nOnly one sentence. And two.".to_string(),
+            ),
+        ];
+        let mut seen = Vec::new();
+        for split in ["train", "test"] {
+            let (corpus, queries, qrels) = paragraph_queries(documents.clone(), split);
+            // Every document is in the corpus of both splits; long ones keep their second half.
+            assert_eq!(corpus.len(), 3);
+            assert_eq!(
+                corpus[0].1,
+                "Title ten\nSentence number 4 says something. Sentence number 5 says something. \
+                 Sentence number 6 says something. Sentence number 7 says something."
+            );
+            assert_eq!(corpus[2], documents[2], "a short document stays whole");
+            for (query, judged) in &qrels {
+                let document = query.strip_prefix('p').unwrap();
+                assert_eq!(judged, &HashMap::from([(document.to_string(), 1)]));
+                assert_eq!(
+                    queries[query],
+                    "Sentence number 1 says something. Sentence number 2 says something. \
+                     Sentence number 3 says something."
+                );
+                seen.push(document.to_string());
+            }
+        }
+        // A first half longer than a query may be keeps the sentences that fit.
+        let long = "x".repeat(3000);
+        assert_eq!(paragraph(&[&long, &long]), long);
+        // Each long document's query is in exactly one split.
+        seen.sort();
+        assert_eq!(seen, ["10", "11"]);
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! completed files, the way the pipeline would): texts recombined from SciFact sentences, and
 //! vectors that keep the real distribution — real SciFact chunk embeddings (read from a
 //! Kiln data dir that ingested SciFact, e.g. `kiln eval --work-dir`, or embedded here) plus
-//! small Gaussian noise, re-normalised. Queries are real SciFact queries, embedded once.
+//! small Gaussian noise, re-normalised. Queries are real SciFact claims, the claims cut to 5
+//! words, and passages of 30 and 200 words from SciFact abstracts, each embedded once.
 //!
 //! Then a server is started on the data dir and measured over HTTP: time to open and answer
-//! the first search, QPS at concurrency 1 and 16, p50/p99 latency for semantic and hybrid
-//! searches with the vector supplied and for hybrid with text to embed, the approximate
+//! the first search, QPS at concurrency 1 and 16, p50/p99 latency for semantic, keyword and
+//! hybrid searches with the vector supplied (keyword and hybrid for each query length) and
+//! for hybrid with text to embed, the approximate
 //! search's recall@10 against an exact scan, and the process's RSS while serving.
 
 use std::collections::HashSet;
@@ -123,14 +125,35 @@ pub async fn run(options: &SearchBenchOptions, settings: &Config) -> anyhow::Res
         }
     };
 
-    // Queries: real SciFact queries, embedded once here.
+    // Queries: real SciFact claims, the same cut to 5 words, and passages of 30 and 200
+    // words from SciFact abstracts; each embedded once here.
     let mut texts: Vec<(String, String)> = load_queries(&options.dataset.join("queries.jsonl"))?
         .into_iter()
         .collect();
     texts.sort();
     texts.truncate(options.queries);
     let query_texts: Vec<String> = texts.into_iter().map(|(_, t)| t).collect();
-    let query_vectors = model.embedder.embed(&query_texts).await?;
+    let abstracts = load_corpus(&corpus_path(&options.dataset), usize::MAX)?;
+    let query_sets: Vec<(String, Vec<String>)> = vec![
+        ("claims".to_string(), query_texts.clone()),
+        (
+            "5 words".to_string(),
+            query_texts.iter().map(|q| first_words(q, 5)).collect(),
+        ),
+        (
+            "30 words".to_string(),
+            passages(&abstracts, 30, options.queries),
+        ),
+        (
+            "200 words".to_string(),
+            passages(&abstracts, 200, options.queries),
+        ),
+    ];
+    let mut set_vectors = Vec::with_capacity(query_sets.len());
+    for (_, texts) in &query_sets {
+        set_vectors.push(model.embedder.embed(texts).await?);
+    }
+    let query_vectors = set_vectors[0].clone();
 
     // Measure over HTTP, sampling RSS meanwhile.
     let sampling = Arc::new(AtomicBool::new(true));
@@ -182,65 +205,68 @@ pub async fn run(options: &SearchBenchOptions, settings: &Config) -> anyhow::Res
         "first search       {first_secs:.2} s (loads the store's vectors: reopen {:.2} s in all)",
         start_secs + first_secs
     );
-    println!("mode / input                 conc   QPS    p50 ms  p99 ms");
+    println!("mode / input                        query      conc   QPS    p50 ms  p99 ms");
     let mut approximate: Vec<Vec<(String, u64)>> = Vec::new();
     let mut hybrid_answers: Vec<Vec<(String, u64)>> = Vec::new();
-    for (label, mode, with_vector, with_text) in [
-        ("semantic, vector given", "semantic", true, false),
-        ("keyword", "keyword", false, true),
-        ("hybrid, vector given", "hybrid", true, true),
-        ("hybrid, text embedded", "hybrid", false, true),
+    for (label, mode, with_vector, with_text, all_sets) in [
+        ("semantic, vector given", "semantic", true, false, false),
+        ("keyword", "keyword", false, true, true),
+        ("hybrid, vector given", "hybrid", true, true, true),
+        ("hybrid, text embedded", "hybrid", false, true, false),
     ] {
-        for concurrency in [1usize, 16] {
-            // Bodies are serialised before the clock starts: the latency is the server's and
-            // the connection's, not the client's JSON encoding.
-            let bodies: Vec<Vec<u8>> = query_texts
-                .iter()
-                .zip(&query_vectors)
-                .map(|(text, vector)| {
-                    let mut body = json!({"mode": mode, "top_k": 10});
-                    if with_vector {
-                        body["query_vector"] = json!(vector);
+        let sets = if all_sets { query_sets.len() } else { 1 };
+        for ((set, texts), vectors) in query_sets.iter().zip(&set_vectors).take(sets) {
+            for concurrency in [1usize, 16] {
+                // Bodies are serialised before the clock starts: the latency is the
+                // server's and the connection's, not the client's JSON encoding.
+                let bodies: Vec<Vec<u8>> = texts
+                    .iter()
+                    .zip(vectors)
+                    .map(|(text, vector)| {
+                        let mut body = json!({"mode": mode, "top_k": 10});
+                        if with_vector {
+                            body["query_vector"] = json!(vector);
+                        }
+                        if with_text {
+                            body["query"] = json!(text);
+                        }
+                        serde_json::to_vec(&body).unwrap_or_default()
+                    })
+                    .collect();
+                let started = Instant::now();
+                let answers: Vec<(Value, f64)> = futures::stream::iter(bodies)
+                    .map(|body| {
+                        let (api, path) = (&api, &search_path);
+                        async move {
+                            let asked = Instant::now();
+                            let answer = api
+                                .call(
+                                    api.org_request(Method::POST, path)
+                                        .header("content-type", "application/json")
+                                        .body(body),
+                                )
+                                .await?;
+                            Ok::<_, anyhow::Error>((answer, asked.elapsed().as_secs_f64() * 1000.0))
+                        }
+                    })
+                    .buffered(concurrency)
+                    .try_collect()
+                    .await?;
+                let wall = started.elapsed().as_secs_f64();
+                let mut latencies: Vec<f64> = answers.iter().map(|(_, ms)| *ms).collect();
+                latencies.sort_by(f64::total_cmp);
+                println!(
+                    "{label:<35} {set:<10} {concurrency:>4} {:>6.1}  {:>6.2}  {:>6.2}",
+                    answers.len() as f64 / wall,
+                    percentile(&latencies, 50.0),
+                    percentile(&latencies, 99.0)
+                );
+                if concurrency == 1 && with_vector && set == "claims" {
+                    let keys = answers.iter().map(|(a, _)| result_keys(a)).collect();
+                    match mode {
+                        "semantic" => approximate = keys,
+                        _ => hybrid_answers = keys,
                     }
-                    if with_text {
-                        body["query"] = json!(text);
-                    }
-                    serde_json::to_vec(&body).unwrap_or_default()
-                })
-                .collect();
-            let started = Instant::now();
-            let answers: Vec<(Value, f64)> = futures::stream::iter(bodies)
-                .map(|body| {
-                    let (api, path) = (&api, &search_path);
-                    async move {
-                        let asked = Instant::now();
-                        let answer = api
-                            .call(
-                                api.org_request(Method::POST, path)
-                                    .header("content-type", "application/json")
-                                    .body(body),
-                            )
-                            .await?;
-                        Ok::<_, anyhow::Error>((answer, asked.elapsed().as_secs_f64() * 1000.0))
-                    }
-                })
-                .buffered(concurrency)
-                .try_collect()
-                .await?;
-            let wall = started.elapsed().as_secs_f64();
-            let mut latencies: Vec<f64> = answers.iter().map(|(_, ms)| *ms).collect();
-            latencies.sort_by(f64::total_cmp);
-            println!(
-                "{label:<28} {concurrency:>4} {:>6.1}  {:>6.2}  {:>6.2}",
-                answers.len() as f64 / wall,
-                percentile(&latencies, 50.0),
-                percentile(&latencies, 99.0)
-            );
-            if concurrency == 1 && with_vector {
-                let keys = answers.iter().map(|(a, _)| result_keys(a)).collect();
-                match mode {
-                    "semantic" => approximate = keys,
-                    _ => hybrid_answers = keys,
                 }
             }
         }
@@ -298,6 +324,29 @@ pub async fn run(options: &SearchBenchOptions, settings: &Config) -> anyhow::Res
     );
     println!("peak RSS (process) {:.0} MiB", peak_rss_mib());
     Ok(())
+}
+
+/// The first `n` words of a text.
+fn first_words(text: &str, n: usize) -> String {
+    text.split_whitespace()
+        .take(n)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Up to `count` passages of exactly `words` words: the start of each abstract (after its
+/// title line) that has that many, in corpus order.
+fn passages(documents: &[(String, String)], words: usize, count: usize) -> Vec<String> {
+    documents
+        .iter()
+        .map(|(_, text)| {
+            text.split_once('\n')
+                .map_or(text.as_str(), |(_, body)| body)
+        })
+        .filter(|body| body.split_whitespace().count() >= words)
+        .map(|body| first_words(body, words))
+        .take(count)
+        .collect()
 }
 
 /// The share of the true answers' chunks that the answers hold.
