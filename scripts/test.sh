@@ -14,9 +14,18 @@ fi
 # alone (see crates/kiln-embed/src/lane.rs).
 export CANDLE_NUM_THREADS="${CANDLE_NUM_THREADS:-1}"
 
+# PostgreSQL and an S3 server (SeaweedFS) on loopback, for the cluster backend's tests; both
+# stop when this script exits.
+source scripts/services.sh
+start_services
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo test"
+echo "== cargo test (embedded backend; catalog and blob tests on both backends)"
 cargo test --workspace --locked
+echo "== cargo test: the HTTP suite again on the cluster backend (PostgreSQL + S3)"
+KILN_TEST_BACKEND=cluster cargo test --locked -p kiln \
+    --test api --test cluster --test crash --test files --test office --test provider --test search \
+    --test uploads

@@ -36,6 +36,9 @@ pub struct AppState {
     pub catalog: Catalog,
     pub blobs: Blobs,
     pub index: Arc<kiln_index::ChunkIndex>,
+    /// On a cluster's API node, what keeps `index` in step with the catalog's index log;
+    /// searches wait for it to catch up (read-your-writes).
+    pub replica: Option<Arc<kiln_replica::Replica>>,
     pub embedder: Arc<dyn kiln_embed::Embedder>,
     /// Wakes the workers when work arrives.
     pub waker: kiln_pipeline::Waker,

@@ -44,6 +44,9 @@ pub struct SearchRequest {
     pub score_threshold: Option<f32>,
 }
 
+/// The longest a search waits for this node's index replica to catch up with the log.
+const REPLICA_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A search over several stores of the organization: either `store_ids` or `slice_id`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct KnowledgeSearchRequest {
@@ -220,6 +223,13 @@ pub async fn search(
         }
     };
 
+    // Read-your-writes on a cluster: everything logged before this search is in the index.
+    if let Some(replica) = &app.replica {
+        replica
+            .catch_up(REPLICA_WAIT)
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::ServiceUnavailable, e.to_string()))?;
+    }
     let index = app.index.clone();
     let keyword_query = (mode != Mode::Semantic).then(|| query.clone().unwrap_or_default());
     let depth = if mode == Mode::Hybrid {

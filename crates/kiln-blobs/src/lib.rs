@@ -2,11 +2,14 @@
 //! so a local folder (the default) and S3-compatible storage are the same code.
 //!
 //! Layout: `orgs/{org}/stores/{store}/files/{file}/original` and `.../text.json`.
+//!
+//! Backends: a local folder (the embedded default) or S3-compatible object storage
+//! (`s3://BUCKET/PREFIX`, for a cluster). Large writes go up in parts (S3 multipart uploads).
 
 use std::path::Path as FsPath;
 use std::sync::Arc;
 
-use bytes::Bytes;
+pub use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -20,6 +23,8 @@ pub enum BlobError {
     Io(#[source] object_store::Error),
     #[error("cannot prepare blob folder: {0}")]
     Setup(#[source] std::io::Error),
+    #[error("blob storage settings: {0}")]
+    Config(String),
 }
 
 impl From<object_store::Error> for BlobError {
@@ -69,6 +74,19 @@ pub fn file_prefix(organization_id: &str, store_id: &str, file_id: &str) -> Path
 
 const PROBE: &str = "_kiln/probe";
 
+/// Where S3-compatible object storage is and how to sign in; a setting left `None` comes from
+/// the usual AWS variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, …).
+#[derive(Debug, Clone, Default)]
+pub struct S3Options {
+    /// `s3://BUCKET` or `s3://BUCKET/PREFIX`.
+    pub url: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub allow_http: Option<bool>,
+}
+
 /// The blob store. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Blobs {
@@ -81,6 +99,61 @@ impl Blobs {
         std::fs::create_dir_all(dir).map_err(BlobError::Setup)?;
         let local = LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true);
         Self::from_store(Arc::new(local)).await
+    }
+
+    /// Blobs in S3-compatible object storage, under the URL's prefix.
+    pub async fn open_s3(options: &S3Options) -> Result<Blobs> {
+        use object_store::aws::AmazonS3Builder;
+        let rest = options
+            .url
+            .strip_prefix("s3://")
+            .ok_or_else(|| BlobError::Config(format!("not an s3:// URL: {}", options.url)))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(BlobError::Config(format!("no bucket in {}", options.url)));
+        }
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if builder
+            .get_config_value(&object_store::aws::AmazonS3ConfigKey::Region)
+            .is_none()
+        {
+            builder = builder.with_region("us-east-1");
+        }
+        if let Some(region) = &options.region {
+            builder = builder.with_region(region);
+        }
+        if let Some(key) = &options.access_key_id {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &options.secret_access_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        if let Some(endpoint) = &options.endpoint {
+            // Servers other than AWS take the bucket in the path.
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false);
+            let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+                .iter()
+                .any(|p| endpoint.starts_with(p));
+            if loopback {
+                builder = builder.with_allow_http(true);
+            }
+        }
+        if let Some(allow) = options.allow_http {
+            builder = builder.with_allow_http(allow);
+        }
+        let s3 = builder.build()?;
+        // `with_url` would drop the prefix (object_store 0.14): wrap the store instead.
+        let store: Arc<dyn ObjectStore> = if prefix.trim_matches('/').is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(object_store::prefix::PrefixStore::new(
+                s3,
+                prefix.trim_matches('/'),
+            ))
+        };
+        Self::from_store(store).await
     }
 
     /// Blobs in any object store; writes a probe object to check it is writable.
@@ -126,6 +199,7 @@ impl Blobs {
 
     /// Deletes every blob under `prefix`; returns how many were deleted. Blobs that vanish
     /// meanwhile (another deleter, a concurrent cleanup of empty folders) count as deleted.
+    /// Deletes go in bulk where the store has it (S3 deletes up to 1,000 keys a request).
     pub async fn delete_prefix(&self, prefix: &Path) -> Result<usize> {
         let mut deleted = 0;
         // A listing can trip over folders removed under it; list again until clean.
@@ -133,14 +207,21 @@ impl Blobs {
             let listed: Vec<object_store::Result<object_store::ObjectMeta>> =
                 self.store.list(Some(prefix)).collect().await;
             let mut tripped = false;
+            let mut locations = Vec::with_capacity(listed.len());
             for entry in listed {
                 match entry {
-                    Ok(meta) => match self.store.delete(&meta.location).await {
-                        Ok(()) => deleted += 1,
-                        Err(object_store::Error::NotFound { .. }) => {}
-                        Err(err) => return Err(err.into()),
-                    },
+                    Ok(meta) => locations.push(Ok(meta.location)),
                     Err(object_store::Error::NotFound { .. }) => tripped = true,
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            let mut results = self
+                .store
+                .delete_stream(futures::stream::iter(locations).boxed());
+            while let Some(result) = results.next().await {
+                match result {
+                    Ok(_) => deleted += 1,
+                    Err(object_store::Error::NotFound { .. }) => {}
                     Err(err) => return Err(err.into()),
                 }
             }
@@ -190,10 +271,81 @@ impl BlobWriter {
 mod tests {
     use super::*;
 
+    /// The test S3 server (`KILN_TEST_S3`: endpoint, bucket, key, secret, set by the test
+    /// command) under a prefix of its own.
+    fn test_s3() -> Option<S3Options> {
+        let spec = std::env::var("KILN_TEST_S3").ok()?;
+        let parts: Vec<&str> = spec.split(',').collect();
+        let [endpoint, bucket, key, secret] = parts[..] else {
+            panic!("KILN_TEST_S3 is endpoint,bucket,key,secret: {spec}");
+        };
+        Some(S3Options {
+            url: format!("s3://{bucket}/unit-{}", kiln_core::IdKind::File.generate()),
+            endpoint: Some(endpoint.into()),
+            region: None,
+            access_key_id: Some(key.into()),
+            secret_access_key: Some(secret.into()),
+            allow_http: None,
+        })
+    }
+
+    /// The backends to test: a local folder, and the test S3 server when there is one.
+    async fn backends() -> Vec<(tempfile::TempDir, Blobs)> {
+        let dir = tempfile::tempdir().unwrap();
+        let local = Blobs::open_local(dir.path()).await.unwrap();
+        let mut out = vec![(dir, local)];
+        match test_s3() {
+            Some(options) => out.push((
+                tempfile::tempdir().unwrap(),
+                Blobs::open_s3(&options).await.unwrap(),
+            )),
+            None => eprintln!("blob tests on S3 SKIPPED: KILN_TEST_S3 is not set"),
+        }
+        out
+    }
+
     #[tokio::test]
     async fn put_get_and_delete_a_prefix() {
-        let dir = tempfile::tempdir().unwrap();
-        let blobs = Blobs::open_local(dir.path()).await.unwrap();
+        for (_dir, blobs) in backends().await {
+            put_get_and_delete_a_prefix_in(blobs).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn an_s3_url_needs_a_bucket_and_a_large_write_goes_up_in_parts() {
+        for url in ["file:///x", "s3://"] {
+            let options = S3Options {
+                url: url.into(),
+                ..S3Options::default()
+            };
+            assert!(matches!(
+                Blobs::open_s3(&options).await,
+                Err(BlobError::Config(_))
+            ));
+        }
+        let Some(options) = test_s3() else {
+            eprintln!("S3 multipart test SKIPPED: KILN_TEST_S3 is not set");
+            return;
+        };
+        let blobs = Blobs::open_s3(&options).await.unwrap();
+        // 12 MiB in 64 KiB writes: more than two of the writer's 5 MiB parts.
+        let path = Path::from("big/original");
+        let mut writer = blobs.writer(&path).await.unwrap();
+        for i in 0..192u32 {
+            writer.write(&[(i % 251) as u8; 65536]).await.unwrap();
+        }
+        writer.finish().await.unwrap();
+        let back = blobs.get(&path).await.unwrap();
+        assert_eq!(back.len(), 12 << 20);
+        assert!(
+            back.chunks(65536)
+                .enumerate()
+                .all(|(i, c)| c[0] == (i % 251) as u8)
+        );
+        assert_eq!(blobs.delete_prefix(&Path::from("big")).await.unwrap(), 1);
+    }
+
+    async fn put_get_and_delete_a_prefix_in(blobs: Blobs) {
         blobs.ping().await.unwrap();
         let a = file_prefix("org_a", "vs_a", "file_1")
             .clone()

@@ -13,7 +13,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 use crate::rows::{enum_col, opt_ts, ts};
-use crate::{Catalog, CatalogError, Resource, Result};
+use crate::{Catalog, CatalogError, Dialect, Resource, Result};
 
 /// A file accepted by the API, its bytes already in blob storage.
 #[derive(Debug, Clone)]
@@ -91,7 +91,9 @@ fn file_sql(tail: &'static str) -> AssertSqlSafe<String> {
     AssertSqlSafe(format!("SELECT {FILE_COLUMNS} FROM files {tail}"))
 }
 
-/// Log sequence numbers: increasing within a process, and (being time-based) across restarts.
+/// Log sequence numbers on SQLite: increasing within a process, and (being time-based) across
+/// restarts; one process writes a SQLite catalog at a time. On PostgreSQL, where several
+/// processes log the same file, a database sequence gives them (`file_log_seq`).
 fn next_seq() -> i64 {
     static LAST: AtomicI64 = AtomicI64::new(0);
     kiln_core::time::strictly_increasing(&LAST, Timestamp::now().millis() * 1000)
@@ -110,22 +112,32 @@ pub(crate) async fn append_log(
     message: &str,
     data: Value,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO file_logs (file_id, seq, organization_id, ts, level, attempt, step, event, \
-         message, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(file_id)
-    .bind(next_seq())
-    .bind(organization_id)
-    .bind(Timestamp::now().millis())
-    .bind(level.as_str())
-    .bind(attempt)
-    .bind(step.map(Step::as_str))
-    .bind(event)
-    .bind(message)
-    .bind(data.to_string())
-    .execute(&mut *conn)
-    .await?;
+    let (sql, seq) = match Dialect::of(conn) {
+        Dialect::Sqlite => (
+            "INSERT INTO file_logs (file_id, seq, organization_id, ts, level, attempt, step, \
+             event, message, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            Some(next_seq()),
+        ),
+        Dialect::Postgres => (
+            "INSERT INTO file_logs (file_id, seq, organization_id, ts, level, attempt, step, \
+             event, message, data) VALUES ($1, COALESCE($2, nextval('file_log_seq')), $3, $4, \
+             $5, $6, $7, $8, $9, $10)",
+            None,
+        ),
+    };
+    sqlx::query(sql)
+        .bind(file_id)
+        .bind(seq)
+        .bind(organization_id)
+        .bind(Timestamp::now().millis())
+        .bind(level.as_str())
+        .bind(attempt)
+        .bind(step.map(Step::as_str))
+        .bind(event)
+        .bind(message)
+        .bind(data.to_string())
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -150,6 +162,13 @@ pub(crate) async fn enqueue(
     .bind(now)
     .execute(&mut *conn)
     .await?;
+    if Dialect::of(conn) == Dialect::Postgres {
+        // Wakes idle workers on every node when the transaction commits.
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(crate::JOBS_CHANNEL)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(())
 }
 

@@ -90,6 +90,9 @@ async fn insert_key(
     Ok(NewApiKey { info, value })
 }
 
+/// The PostgreSQL advisory lock that makes first starts on one database take turns.
+const BOOTSTRAP_LOCK: i64 = 0x6b69_6c6e_626f_6f74; // "kilnboot"
+
 impl Catalog {
     pub async fn create_organization(&self, name: &str) -> Result<Organization> {
         let mut conn = self.write.acquire().await?;
@@ -119,6 +122,13 @@ impl Catalog {
     /// returns both; otherwise does nothing and returns `None`.
     pub async fn bootstrap(&self, name: &str) -> Result<Option<(Organization, NewApiKey)>> {
         let mut tx = self.write_tx().await?;
+        if self.dialect == crate::Dialect::Postgres {
+            // Servers starting together on a new database take turns: one creates it.
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(BOOTSTRAP_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
             .fetch_one(&mut *tx)
             .await?;
@@ -225,29 +235,37 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_process_writing_while_the_server_writes_waits_its_turn() {
-        let (dir, server, org, _) = crate::test_catalog().await;
-        // `kiln admin` on the same file, as a second process would open it.
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
-        let admin = Catalog::open(&url, 1).await.unwrap();
-        // The server is in the middle of a write when the admin starts creating a key (which
-        // reads the organization, then inserts): it must wait for the server, not fail.
-        let mut busy = server.write_tx().await.unwrap();
-        sqlx::query("UPDATE organizations SET updated_at = updated_at + 1")
-            .execute(&mut *busy)
-            .await
-            .unwrap();
-        let creating =
-            tokio::spawn(
-                async move { admin.create_api_key(&org, Role::Reader, Some("late")).await },
-            );
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        busy.commit().await.unwrap();
-        let key = creating
-            .await
-            .unwrap()
-            .expect("the admin's write waited, then went in");
-        assert_eq!(key.info.name.as_deref(), Some("late"));
-        assert!(server.authenticate(&key.value).await.unwrap().is_some());
+        for crate::TestCatalog {
+            url,
+            catalog: server,
+            org,
+            ..
+        } in crate::test_catalogs().await
+        {
+            // `kiln admin` on the same file, as a second process would open it.
+            let admin = Catalog::open(&url, 1).await.unwrap();
+            let org_id = org.clone();
+            // The server is in the middle of a write when the admin starts creating a key (which
+            // reads the organization, then inserts): it must wait for the server, not fail.
+            let mut busy = server.write_tx().await.unwrap();
+            sqlx::query("UPDATE organizations SET updated_at = updated_at + 1")
+                .execute(&mut *busy)
+                .await
+                .unwrap();
+            let creating = tokio::spawn(async move {
+                admin
+                    .create_api_key(&org_id, Role::Reader, Some("late"))
+                    .await
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            busy.commit().await.unwrap();
+            let key = creating
+                .await
+                .unwrap()
+                .expect("the admin's write waited, then went in");
+            assert_eq!(key.info.name.as_deref(), Some("late"));
+            assert!(server.authenticate(&key.value).await.unwrap().is_some());
+        }
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! Kiln's catalog: organizations, API keys, slices, stores and files, behind one API.
 //!
 //! The catalog speaks portable SQL through sqlx's `Any` driver, so the same code path serves
-//! SQLite (the embedded default) and, later, PostgreSQL. On SQLite, writes go through a single
-//! connection (WAL mode, `busy_timeout`), reads through a pool.
+//! SQLite (the embedded default) and PostgreSQL (a cluster: many servers and workers on one
+//! database). The few places where the two differ branch on [`Dialect`]: how a write
+//! transaction begins, row locks, the queue's claim, log sequence numbers. On SQLite, writes
+//! go through a single connection (WAL mode, `busy_timeout`), reads through a pool; on
+//! PostgreSQL one pool serves both.
 
 mod files;
+mod index_log;
 mod keys;
 mod migrate;
 mod queue;
@@ -18,9 +22,10 @@ use std::sync::Once;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Executor};
 
 pub use files::{FileFilter, NewFile, RetryOutcome};
+pub use index_log::{INDEX_CHANNEL, IndexChange, IndexHead, IndexSnapshot, LogEntry};
 pub use keys::NewApiKey;
 pub use queue::{Claimed, Completion, FailOutcome, JobKind, Liveness, LogLine, SearchableFile};
 pub use slices::{NewSlice, SliceFilter, SlicePatch};
@@ -68,54 +73,142 @@ impl std::fmt::Display for Resource {
 
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
+/// The database behind a catalog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    fn of_url(url: &str) -> Option<Dialect> {
+        if url.starts_with("sqlite:") {
+            Some(Dialect::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Dialect::Postgres)
+        } else {
+            None
+        }
+    }
+
+    /// The dialect of an open connection.
+    pub(crate) fn of(conn: &AnyConnection) -> Dialect {
+        if conn.backend_name() == "PostgreSQL" {
+            Dialect::Postgres
+        } else {
+            Dialect::Sqlite
+        }
+    }
+
+    /// What a `SELECT` in a write transaction appends to lock the rows it read until the
+    /// transaction ends: on PostgreSQL another transaction could change them in between;
+    /// SQLite has one writer at a time (and no such clause).
+    pub(crate) fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
+}
+
 /// The catalog. Cheap to clone.
 #[derive(Clone)]
 pub struct Catalog {
     write: AnyPool,
     read: AnyPool,
+    dialect: Dialect,
+    url: String,
 }
 
 impl Catalog {
     /// Opens (creating if needed) the catalog at `url` and applies pending migrations.
+    /// `max_readers` sizes SQLite's read pool; PostgreSQL gets one pool of
+    /// `max_readers + 8` connections for reads and writes.
     pub async fn open(url: &str, max_readers: u32) -> Result<Catalog> {
         static DRIVERS: Once = Once::new();
         DRIVERS.call_once(sqlx::any::install_default_drivers);
 
-        if !url.starts_with("sqlite:") {
+        let Some(dialect) = Dialect::of_url(url) else {
             return Err(CatalogError::UnsupportedUrl(redact_url(url)));
-        }
-        let options = AnyConnectOptions::from_str(url)?;
-        let pool = |max: u32| {
-            AnyPoolOptions::new()
-                .max_connections(max.max(1))
-                .min_connections(0)
-                .acquire_timeout(Duration::from_secs(30))
-                // A local file needs no liveness ping before each use (a round trip saved).
-                .test_before_acquire(false)
-                .after_connect(|conn, _meta| {
-                    Box::pin(async move {
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
-                             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-                        )
-                        .await?;
-                        Ok(())
-                    })
-                })
-                .connect_with(options.clone())
         };
-        let write = pool(1).await?;
-        migrate::run(&write).await?;
-        let read = pool(max_readers).await?;
-        Ok(Catalog { write, read })
+        let options = AnyConnectOptions::from_str(url)?;
+        let (write, read) = match dialect {
+            Dialect::Sqlite => {
+                let pool = |max: u32| {
+                    AnyPoolOptions::new()
+                        .max_connections(max.max(1))
+                        .min_connections(0)
+                        .acquire_timeout(Duration::from_secs(30))
+                        // A local file needs no liveness ping before each use (a round trip
+                        // saved).
+                        .test_before_acquire(false)
+                        .after_connect(|conn, _meta| {
+                            Box::pin(async move {
+                                conn.execute(
+                                    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+                                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                                )
+                                .await?;
+                                Ok(())
+                            })
+                        })
+                        .connect_with(options.clone())
+                };
+                let write = pool(1).await?;
+                migrate::run(&write, dialect).await?;
+                (write, pool(max_readers).await?)
+            }
+            Dialect::Postgres => {
+                let connect = || {
+                    AnyPoolOptions::new()
+                        .max_connections(max_readers.max(1) + 8)
+                        .min_connections(1)
+                        .acquire_timeout(Duration::from_secs(30))
+                        .connect_with(options.clone())
+                };
+                let pool = match connect().await {
+                    Err(e) if is_missing_database(&e) => {
+                        // A new cluster: create its database (the role needs CREATEDB).
+                        create_database(url).await?;
+                        connect().await?
+                    }
+                    other => other?,
+                };
+                migrate::run(&pool, dialect).await?;
+                (pool.clone(), pool)
+            }
+        };
+        index_log::seed(&write).await?;
+        Ok(Catalog {
+            write,
+            read,
+            dialect,
+            url: url.to_string(),
+        })
+    }
+
+    /// The database behind this catalog.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The URL this catalog was opened with (for connections of its own, e.g. to listen for
+    /// notifications on PostgreSQL).
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// A write transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`): a
     /// deferred transaction that reads and then writes fails at once with "database is
     /// locked", whatever the busy timeout, when another process sharing the file (`kiln admin`
-    /// on a served data dir) committed in between; an immediate one waits its turn.
+    /// on a served data dir) committed in between; an immediate one waits its turn. On
+    /// PostgreSQL a plain transaction; what it reads to decide a write is locked with
+    /// `Dialect::for_update` or decided by a conditional `UPDATE`.
     pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(self.write.begin_with("BEGIN IMMEDIATE").await?)
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.write.begin().await?,
+        })
     }
 
     /// Checks that the catalog answers.
@@ -131,6 +224,75 @@ impl Catalog {
     }
 }
 
+/// The channel a PostgreSQL catalog notifies when a job is queued.
+pub const JOBS_CHANNEL: &str = "kiln_jobs";
+
+impl Catalog {
+    /// On PostgreSQL, calls `on` for each notification on `channel` (see `JOBS_CHANNEL`,
+    /// `INDEX_CHANNEL`) until the task is aborted, reconnecting after a lost connection
+    /// (and calling `on` then too: notifications may have been missed meanwhile). `None` on
+    /// SQLite, whose writers share this process or poll.
+    pub fn listen(
+        &self,
+        channel: &'static str,
+        on: impl Fn() + Send + Sync + 'static,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if self.dialect != Dialect::Postgres {
+            return None;
+        }
+        let url = self.url.clone();
+        Some(tokio::spawn(async move {
+            loop {
+                let listened: std::result::Result<(), sqlx::Error> = async {
+                    let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+                    listener.listen(channel).await?;
+                    on();
+                    loop {
+                        listener.recv().await?;
+                        on();
+                    }
+                }
+                .await;
+                if let Err(e) = listened {
+                    tracing::warn!(channel, error = %e, "lost the catalog's notifications; reconnecting");
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }))
+    }
+}
+
+/// Whether connecting failed because the database does not exist (PostgreSQL's 3D000).
+fn is_missing_database(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("3D000"))
+}
+
+/// Creates the database a PostgreSQL URL names, connecting to the server's `postgres`
+/// database to do so. Another process creating it at the same time is no error.
+async fn create_database(url: &str) -> Result<()> {
+    use sqlx::Connection;
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
+    let name = options
+        .get_database()
+        .ok_or_else(|| CatalogError::UnsupportedUrl(redact_url(url)))?
+        .to_string();
+    let mut admin = sqlx::PgConnection::connect_with(&options.database("postgres")).await?;
+    let create = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+    let created = sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+        .execute(&mut admin)
+        .await;
+    admin.close().await?;
+    match created {
+        // 42P04: it exists (created meanwhile by another process).
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(()),
+        Err(e) => Err(e.into()),
+        Ok(_) => {
+            tracing::info!(database = %name, "created the catalog database");
+            Ok(())
+        }
+    }
+}
+
 /// A URL with any password removed, safe to print.
 fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -141,42 +303,104 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-/// A catalog in a temporary folder with one organization, slice and store, for tests.
+/// For tests on PostgreSQL: databases of their own on a test server.
+pub mod testing {
+    /// The PostgreSQL server tests may use (`KILN_TEST_POSTGRES`, a URL of its `postgres`
+    /// database, set by the test command), if any.
+    pub fn postgres_server() -> Option<String> {
+        std::env::var("KILN_TEST_POSTGRES")
+            .ok()
+            .filter(|url| !url.is_empty())
+    }
+
+    /// A URL like `server`'s, of the database `name` (created when a catalog opens it).
+    pub fn database(server: &str, name: &str) -> String {
+        let (base, _) = server.rsplit_once('/').unwrap_or((server, ""));
+        format!("{base}/{name}")
+    }
+}
+
+/// The catalogs tests run against: SQLite in a temporary folder, and a new database on the
+/// test PostgreSQL server when there is one (said once on stderr when there is not).
 #[cfg(test)]
-pub(crate) async fn test_catalog() -> (tempfile::TempDir, Catalog, String, String) {
-    use kiln_core::types::{AccessMode, OwnerType, SliceType};
+pub(crate) async fn test_urls() -> Vec<(tempfile::TempDir, String)> {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
-    let catalog = Catalog::open(&url, 4).await.unwrap();
-    let org = catalog.create_organization("o").await.unwrap();
-    let slice = catalog
-        .create_slice(
-            &org.id,
-            NewSlice {
-                name: "s".into(),
-                description: None,
-                slice_type: SliceType::Standard,
-                owner_type: OwnerType::Organization,
-                owner_id: None,
-            },
-            "ak_x",
-        )
-        .await
-        .unwrap();
-    let store = catalog
-        .create_store(
-            &org.id,
-            &slice.id,
-            NewStore {
-                name: "st".into(),
-                description: None,
-                access_mode: AccessMode::Organization,
-            },
-            "ak_x",
-        )
-        .await
-        .unwrap();
-    (dir, catalog, org.id, store.id)
+    let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
+    let mut urls = vec![(dir, sqlite)];
+    match testing::postgres_server() {
+        Some(server) => {
+            let name = format!(
+                "kiln_unit_{}",
+                kiln_core::ids::generate_secret()[..16].to_lowercase()
+            );
+            let url = testing::database(&server, &name);
+            urls.push((tempfile::tempdir().unwrap(), url));
+        }
+        None => {
+            static SAID: Once = Once::new();
+            SAID.call_once(|| {
+                eprintln!("catalog tests on PostgreSQL SKIPPED: KILN_TEST_POSTGRES is not set")
+            });
+        }
+    }
+    urls
+}
+
+/// A catalog for a test, with one organization, slice and store.
+#[cfg(test)]
+pub(crate) struct TestCatalog {
+    /// Holds the SQLite file.
+    pub _dir: tempfile::TempDir,
+    pub url: String,
+    pub catalog: Catalog,
+    pub org: String,
+    pub store: String,
+}
+
+/// Catalogs (see `test_urls`) with one organization, slice and store each, for tests.
+#[cfg(test)]
+pub(crate) async fn test_catalogs() -> Vec<TestCatalog> {
+    use kiln_core::types::{AccessMode, OwnerType, SliceType};
+    let mut out = Vec::new();
+    for (dir, url) in test_urls().await {
+        let catalog = Catalog::open(&url, 4).await.unwrap();
+        let org = catalog.create_organization("o").await.unwrap();
+        let slice = catalog
+            .create_slice(
+                &org.id,
+                NewSlice {
+                    name: "s".into(),
+                    description: None,
+                    slice_type: SliceType::Standard,
+                    owner_type: OwnerType::Organization,
+                    owner_id: None,
+                },
+                "ak_x",
+            )
+            .await
+            .unwrap();
+        let store = catalog
+            .create_store(
+                &org.id,
+                &slice.id,
+                NewStore {
+                    name: "st".into(),
+                    description: None,
+                    access_mode: AccessMode::Organization,
+                },
+                "ak_x",
+            )
+            .await
+            .unwrap();
+        out.push(TestCatalog {
+            _dir: dir,
+            url,
+            catalog,
+            org: org.id,
+            store: store.id,
+        });
+    }
+    out
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 use crate::files::{FILE_COLUMNS, append_log, file_record};
-use crate::{Catalog, Result};
+use crate::{Catalog, Dialect, Result};
 
 /// Automatic tries of one processing request (contract §7).
 pub const MAX_ATTEMPTS: i64 = 3;
@@ -121,11 +121,14 @@ impl LogLine {
 
 async fn liveness(conn: &mut AnyConnection, job_id: &str, worker: &str) -> Result<Liveness> {
     // `live` counts the job's file if it still exists and is not deleted.
-    let row = sqlx::query(
+    // Locked on PostgreSQL: inside a write transaction, a reaper or another worker must not
+    // change the job between this check and the writes it allows.
+    let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT j.state, j.lease_owner, \
          (SELECT COUNT(*) FROM files f WHERE f.id = j.file_id AND f.deleted_at IS NULL) AS live \
-         FROM jobs j WHERE j.id = $1",
-    )
+         FROM jobs j WHERE j.id = $1{}",
+        Dialect::of(conn).for_update()
+    )))
     .bind(job_id)
     .fetch_optional(&mut *conn)
     .await?;
@@ -146,25 +149,54 @@ async fn liveness(conn: &mut AnyConnection, job_id: &str, worker: &str) -> Resul
     })
 }
 
+/// The claim: the next due job of the organization with the fewest running jobs (fair
+/// dispatch), taken in one conditional `UPDATE … RETURNING`. On SQLite the one writer makes it
+/// atomic. On PostgreSQL concurrent claimers would all pick the same job and all but one come
+/// back empty, so each organization's head job is picked with `FOR UPDATE SKIP LOCKED` (a job
+/// another claimer is taking is passed over), and organizations are found first, so the
+/// running jobs are counted once per organization instead of once per queued job.
+fn claim_sql(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => {
+            "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
+             WHERE id = (SELECT j.id FROM jobs j WHERE j.state = 'queued' AND j.run_after <= $3 \
+               ORDER BY (SELECT COUNT(*) FROM jobs r WHERE r.organization_id = j.organization_id \
+                         AND r.state = 'running'), j.run_after, j.created_at, j.id LIMIT 1) \
+               AND state = 'queued' \
+             RETURNING id, kind, organization_id, store_id, file_id, attempt"
+        }
+        Dialect::Postgres => {
+            "WITH orgs AS ( \
+               SELECT o.organization_id, (SELECT COUNT(*) FROM jobs r \
+                 WHERE r.organization_id = o.organization_id AND r.state = 'running') AS running \
+               FROM (SELECT DISTINCT organization_id FROM jobs \
+                     WHERE state = 'queued' AND run_after <= $3) o), \
+             pick AS ( \
+               SELECT j.id FROM orgs CROSS JOIN LATERAL ( \
+                 SELECT q.id, q.run_after, q.created_at FROM jobs q \
+                 WHERE q.organization_id = orgs.organization_id AND q.state = 'queued' \
+                   AND q.run_after <= $3 \
+                 ORDER BY q.run_after, q.created_at, q.id LIMIT 1 FOR UPDATE SKIP LOCKED) j \
+               ORDER BY orgs.running, j.run_after, j.created_at, j.id LIMIT 1) \
+             UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
+             WHERE id = (SELECT id FROM pick) AND state = 'queued' \
+             RETURNING id, kind, organization_id, store_id, file_id, attempt"
+        }
+    }
+}
+
 impl Catalog {
     /// Claims the next due job for `worker` with a lease of `lease`.
     pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Claimed>> {
         loop {
             let mut tx = self.write_tx().await?;
             let now = Timestamp::now().millis();
-            let row = sqlx::query(
-                "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
-                 WHERE id = (SELECT j.id FROM jobs j WHERE j.state = 'queued' AND j.run_after <= $3 \
-                   ORDER BY (SELECT COUNT(*) FROM jobs r WHERE r.organization_id = j.organization_id \
-                             AND r.state = 'running'), j.run_after, j.created_at, j.id LIMIT 1) \
-                   AND state = 'queued' \
-                 RETURNING id, kind, organization_id, store_id, file_id, attempt",
-            )
-            .bind(worker)
-            .bind(now + lease.as_millis() as i64)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let row = sqlx::query(claim_sql(self.dialect))
+                .bind(worker)
+                .bind(now + lease.as_millis() as i64)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
             let Some(row) = row else { return Ok(None) };
             let job_id: String = row.try_get("id")?;
             let kind_text: String = row.try_get("kind")?;
@@ -747,123 +779,144 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_claimers_never_share_a_job() {
-        let (_dir, catalog, org, store) = crate::test_catalog().await;
-        for _ in 0..200 {
-            add_file(&catalog, &org, &store).await;
+        for crate::TestCatalog {
+            catalog,
+            org,
+            store,
+            ..
+        } in crate::test_catalogs().await
+        {
+            for _ in 0..200 {
+                add_file(&catalog, &org, &store).await;
+            }
+            let claimers = (0..8).map(|n| {
+                let catalog = catalog.clone();
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    while let Some(job) = catalog
+                        .claim(&format!("w{n}"), Duration::from_secs(60))
+                        .await
+                        .unwrap()
+                    {
+                        mine.push(job.file_id);
+                    }
+                    mine
+                })
+            });
+            let mut all = Vec::new();
+            for claimer in claimers {
+                all.extend(claimer.await.unwrap());
+            }
+            assert_eq!(all.len(), 200);
+            all.sort();
+            all.dedup();
+            assert_eq!(all.len(), 200, "a job was claimed twice");
         }
-        let claimers = (0..8).map(|n| {
-            let catalog = catalog.clone();
-            tokio::spawn(async move {
-                let mut mine = Vec::new();
-                while let Some(job) = catalog
-                    .claim(&format!("w{n}"), Duration::from_secs(60))
-                    .await
-                    .unwrap()
-                {
-                    mine.push(job.file_id);
-                }
-                mine
-            })
-        });
-        let mut all = Vec::new();
-        for claimer in claimers {
-            all.extend(claimer.await.unwrap());
-        }
-        assert_eq!(all.len(), 200);
-        all.sort();
-        all.dedup();
-        assert_eq!(all.len(), 200, "a job was claimed twice");
     }
 
     #[tokio::test]
     async fn expired_leases_are_reaped_and_heartbeats_keep_them() {
-        let (_dir, catalog, org, store) = crate::test_catalog().await;
-        let a = add_file(&catalog, &org, &store).await;
-        let b = add_file(&catalog, &org, &store).await;
-        let first = catalog
-            .claim("w1", Duration::from_millis(300))
-            .await
-            .unwrap()
-            .unwrap();
-        let second = catalog
-            .claim("w2", Duration::from_millis(300))
-            .await
-            .unwrap()
-            .unwrap();
-        let mut files = [first.file_id.clone(), second.file_id.clone()];
-        files.sort();
-        let mut expected = [a, b];
-        expected.sort();
-        assert_eq!(files, expected);
-        // w2 heartbeats; w1 does not.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(
-            catalog
-                .heartbeat(&second.job_id, "w2", Duration::from_secs(60))
+        for crate::TestCatalog {
+            catalog,
+            org,
+            store,
+            ..
+        } in crate::test_catalogs().await
+        {
+            let a = add_file(&catalog, &org, &store).await;
+            let b = add_file(&catalog, &org, &store).await;
+            let first = catalog
+                .claim("w1", Duration::from_millis(300))
                 .await
                 .unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(catalog.reap_expired().await.unwrap(), 1);
-        assert_eq!(
-            catalog.liveness(&first.job_id, "w1").await.unwrap(),
-            Liveness::LeaseLost
-        );
-        assert_eq!(
-            catalog.liveness(&second.job_id, "w2").await.unwrap(),
-            Liveness::Alive
-        );
-        assert!(
-            !catalog
-                .heartbeat(&first.job_id, "w1", Duration::from_secs(60))
+                .unwrap();
+            let second = catalog
+                .claim("w2", Duration::from_millis(300))
                 .await
                 .unwrap()
-        );
-        // The reaped job is claimable again, with a new generation.
-        let again = catalog
-            .claim("w3", Duration::from_secs(60))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(again.file_id, first.file_id);
-        assert_eq!(again.file.as_ref().unwrap().generation, 2);
+                .unwrap();
+            let mut files = [first.file_id.clone(), second.file_id.clone()];
+            files.sort();
+            let mut expected = [a, b];
+            expected.sort();
+            assert_eq!(files, expected);
+            // w2 heartbeats; w1 does not.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(
+                catalog
+                    .heartbeat(&second.job_id, "w2", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(catalog.reap_expired().await.unwrap(), 1);
+            assert_eq!(
+                catalog.liveness(&first.job_id, "w1").await.unwrap(),
+                Liveness::LeaseLost
+            );
+            assert_eq!(
+                catalog.liveness(&second.job_id, "w2").await.unwrap(),
+                Liveness::Alive
+            );
+            assert!(
+                !catalog
+                    .heartbeat(&first.job_id, "w1", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            );
+            // The reaped job is claimable again, with a new generation.
+            let again = catalog
+                .claim("w3", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(again.file_id, first.file_id);
+            assert_eq!(again.file.as_ref().unwrap().generation, 2);
+        }
     }
 
     #[tokio::test]
     async fn transient_failures_retry_until_the_third_try() {
-        let (_dir, catalog, org, store) = crate::test_catalog().await;
-        add_file(&catalog, &org, &store).await;
-        for try_number in 0..MAX_ATTEMPTS {
-            let job = catalog
-                .claim("w", Duration::from_secs(60))
-                .await
-                .unwrap()
-                .expect("due at once");
-            assert_eq!(job.job_attempt, try_number);
-            let outcome = catalog
-                .fail(
-                    &job,
-                    "w",
-                    Step::Embedding,
-                    FileErrorCode::EmbeddingFailed,
-                    "down",
-                    true,
-                    Duration::ZERO,
-                )
-                .await
-                .unwrap();
-            if try_number + 1 < MAX_ATTEMPTS {
-                assert!(matches!(outcome, FailOutcome::RetryScheduled { .. }));
-            } else {
-                assert_eq!(outcome, FailOutcome::Failed);
+        for crate::TestCatalog {
+            catalog,
+            org,
+            store,
+            ..
+        } in crate::test_catalogs().await
+        {
+            add_file(&catalog, &org, &store).await;
+            for try_number in 0..MAX_ATTEMPTS {
+                let job = catalog
+                    .claim("w", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+                    .expect("due at once");
+                assert_eq!(job.job_attempt, try_number);
+                let outcome = catalog
+                    .fail(
+                        &job,
+                        "w",
+                        Step::Embedding,
+                        FileErrorCode::EmbeddingFailed,
+                        "down",
+                        true,
+                        Duration::ZERO,
+                    )
+                    .await
+                    .unwrap();
+                if try_number + 1 < MAX_ATTEMPTS {
+                    assert!(matches!(outcome, FailOutcome::RetryScheduled { .. }));
+                } else {
+                    assert_eq!(outcome, FailOutcome::Failed);
+                }
             }
+            assert!(
+                catalog
+                    .claim("w", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
         }
-        assert!(
-            catalog
-                .claim("w", Duration::from_secs(60))
-                .await
-                .unwrap()
-                .is_none()
-        );
     }
 }

@@ -329,78 +329,86 @@ mod tests {
 
     #[tokio::test]
     async fn store_figures_are_computed_from_live_files() {
-        let (dir, catalog, org, store_id) = crate::test_catalog().await;
-        // Opening again applies no migration twice.
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("c.db").display());
-        Catalog::open(&url, 2).await.unwrap();
-        let store = catalog.get_store(&org, &store_id).await.unwrap();
-        let new = NewStore {
-            name: "st2".into(),
-            description: None,
-            access_mode: AccessMode::Organization,
-        };
-        let other = catalog
-            .create_store(&org, &store.slice_id, new, "ak_x")
-            .await
-            .unwrap();
-        insert_file(&catalog, &org, &store.id, "pending", 10, false).await;
-        insert_file(&catalog, &org, &store.id, "completed", 100, false).await;
-        insert_file(&catalog, &org, &store.id, "completed", 1000, false).await;
-        insert_file(&catalog, &org, &store.id, "failed", 5, false).await;
-        insert_file(&catalog, &org, &store.id, "completed", 7777, true).await;
-        insert_file(&catalog, &org, &other.id, "processing", 3, false).await;
+        for crate::TestCatalog {
+            url,
+            catalog,
+            org,
+            store: store_id,
+            ..
+        } in crate::test_catalogs().await
+        {
+            // Opening again applies no migration twice.
+            Catalog::open(&url, 2).await.unwrap();
+            let store = catalog.get_store(&org, &store_id).await.unwrap();
+            let new = NewStore {
+                name: "st2".into(),
+                description: None,
+                access_mode: AccessMode::Organization,
+            };
+            let other = catalog
+                .create_store(&org, &store.slice_id, new, "ak_x")
+                .await
+                .unwrap();
+            insert_file(&catalog, &org, &store.id, "pending", 10, false).await;
+            insert_file(&catalog, &org, &store.id, "completed", 100, false).await;
+            insert_file(&catalog, &org, &store.id, "completed", 1000, false).await;
+            insert_file(&catalog, &org, &store.id, "failed", 5, false).await;
+            insert_file(&catalog, &org, &store.id, "completed", 7777, true).await;
+            insert_file(&catalog, &org, &other.id, "processing", 3, false).await;
 
-        let got = catalog.get_store(&org, &store.id).await.unwrap();
-        assert_eq!(got.file_count, 4);
-        assert_eq!(got.data_size, 1115);
-        assert_eq!(
-            (
-                got.file_counts.pending,
-                got.file_counts.processing,
-                got.file_counts.completed,
-                got.file_counts.failed,
-                got.file_counts.total
-            ),
-            (1, 0, 2, 1, 4)
-        );
-        let page = catalog
-            .list_stores(&org, None, PageRequest { skip: 0, limit: 10 })
-            .await
-            .unwrap();
-        assert_eq!(page.total, 2);
-        let listed_other = page.items.iter().find(|s| s.id == other.id).unwrap();
-        assert_eq!(listed_other.file_counts.processing, 1);
-        assert_eq!(listed_other.data_size, 3);
+            let got = catalog.get_store(&org, &store.id).await.unwrap();
+            assert_eq!(got.file_count, 4);
+            assert_eq!(got.data_size, 1115);
+            assert_eq!(
+                (
+                    got.file_counts.pending,
+                    got.file_counts.processing,
+                    got.file_counts.completed,
+                    got.file_counts.failed,
+                    got.file_counts.total
+                ),
+                (1, 0, 2, 1, 4)
+            );
+            let page = catalog
+                .list_stores(&org, None, PageRequest { skip: 0, limit: 10 })
+                .await
+                .unwrap();
+            assert_eq!(page.total, 2);
+            let listed_other = page.items.iter().find(|s| s.id == other.id).unwrap();
+            assert_eq!(listed_other.file_counts.processing, 1);
+            assert_eq!(listed_other.data_size, 3);
 
-        catalog.delete_store(&org, &store.id).await.unwrap();
-        let hidden: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM files WHERE store_id = $1 AND deleted_at IS NULL",
-        )
-        .bind(&store.id)
-        .fetch_one(&catalog.read)
-        .await
-        .unwrap();
-        assert_eq!(hidden, 0, "the store's files are hidden at once");
-        let purge = catalog
-            .claim("w", std::time::Duration::from_secs(60))
-            .await
-            .unwrap()
-            .expect("a purge job is queued");
-        assert_eq!(purge.kind, crate::JobKind::PurgeStore);
-        assert_eq!(purge.file_id, store.id);
-        catalog
-            .forget_store(&purge.job_id, &store.id)
-            .await
-            .unwrap();
-        let remaining: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM files WHERE store_id = $1")
+            catalog.delete_store(&org, &store.id).await.unwrap();
+            let hidden: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM files WHERE store_id = $1 AND deleted_at IS NULL",
+            )
             .bind(&store.id)
             .fetch_one(&catalog.read)
             .await
             .unwrap();
-        assert_eq!(remaining, 0);
-        assert!(matches!(
-            catalog.get_store(&org, &store.id).await,
-            Err(CatalogError::NotFound(Resource::Store))
-        ));
+            assert_eq!(hidden, 0, "the store's files are hidden at once");
+            let purge = catalog
+                .claim("w", std::time::Duration::from_secs(60))
+                .await
+                .unwrap()
+                .expect("a purge job is queued");
+            assert_eq!(purge.kind, crate::JobKind::PurgeStore);
+            assert_eq!(purge.file_id, store.id);
+            catalog
+                .forget_store(&purge.job_id, &store.id)
+                .await
+                .unwrap();
+            let remaining: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM files WHERE store_id = $1")
+                    .bind(&store.id)
+                    .fetch_one(&catalog.read)
+                    .await
+                    .unwrap();
+            assert_eq!(remaining, 0);
+            assert!(matches!(
+                catalog.get_store(&org, &store.id).await,
+                Err(CatalogError::NotFound(Resource::Store))
+            ));
+        }
     }
 }

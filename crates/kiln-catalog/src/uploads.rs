@@ -279,7 +279,6 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_catalog;
 
     fn new_upload(org: &str, store: &str, size: i64, expires_at: Timestamp) -> NewUpload {
         NewUpload {
@@ -312,83 +311,98 @@ mod tests {
 
     #[tokio::test]
     async fn parts_count_once_and_registration_needs_every_byte() {
-        let (_dir, catalog, org, store) = test_catalog().await;
-        let later = Timestamp(Timestamp::now().millis() + 60_000);
-        let up = catalog
-            .create_upload(new_upload(&org, &store, 10, later))
-            .await
-            .unwrap();
-        assert_eq!(up.received_bytes, 0);
-        assert_eq!(
-            catalog.add_upload_part(&up.id, 0, 4, "a").await.unwrap(),
-            Some(4)
-        );
-        // A second writer that saw 0 bytes loses; so does one past the declared size.
-        assert_eq!(
-            catalog.add_upload_part(&up.id, 0, 4, "b").await.unwrap(),
-            None
-        );
-        assert_eq!(
-            catalog.add_upload_part(&up.id, 4, 7, "c").await.unwrap(),
-            None
-        );
-        let early = catalog.register_upload(file_for(&up)).await;
-        assert!(matches!(
-            early,
-            Err(CatalogError::NotFound(Resource::Upload))
-        ));
-        assert_eq!(
-            catalog.add_upload_part(&up.id, 4, 6, "d").await.unwrap(),
-            Some(10)
-        );
-        let parts = catalog.upload_parts(&up.id).await.unwrap();
-        let names: Vec<&str> = parts.iter().map(|p| p.blob_name.as_str()).collect();
-        assert_eq!(names, ["a", "d"]);
-        let file = catalog.register_upload(file_for(&up)).await.unwrap();
-        assert_eq!(file.id, up.id);
-        assert_eq!(file.file_size, 10);
-        // Registered once: the upload is gone, a second registration finds nothing.
-        assert!(catalog.upload(&up.id).await.is_err());
-        assert!(catalog.register_upload(file_for(&up)).await.is_err());
-        assert!(catalog.upload_parts(&up.id).await.unwrap().is_empty());
+        for crate::TestCatalog {
+            catalog,
+            org,
+            store,
+            ..
+        } in crate::test_catalogs().await
+        {
+            let later = Timestamp(Timestamp::now().millis() + 60_000);
+            let up = catalog
+                .create_upload(new_upload(&org, &store, 10, later))
+                .await
+                .unwrap();
+            assert_eq!(up.received_bytes, 0);
+            assert_eq!(
+                catalog.add_upload_part(&up.id, 0, 4, "a").await.unwrap(),
+                Some(4)
+            );
+            // A second writer that saw 0 bytes loses; so does one past the declared size.
+            assert_eq!(
+                catalog.add_upload_part(&up.id, 0, 4, "b").await.unwrap(),
+                None
+            );
+            assert_eq!(
+                catalog.add_upload_part(&up.id, 4, 7, "c").await.unwrap(),
+                None
+            );
+            let early = catalog.register_upload(file_for(&up)).await;
+            assert!(matches!(
+                early,
+                Err(CatalogError::NotFound(Resource::Upload))
+            ));
+            assert_eq!(
+                catalog.add_upload_part(&up.id, 4, 6, "d").await.unwrap(),
+                Some(10)
+            );
+            let parts = catalog.upload_parts(&up.id).await.unwrap();
+            let names: Vec<&str> = parts.iter().map(|p| p.blob_name.as_str()).collect();
+            assert_eq!(names, ["a", "d"]);
+            let file = catalog.register_upload(file_for(&up)).await.unwrap();
+            assert_eq!(file.id, up.id);
+            assert_eq!(file.file_size, 10);
+            // Registered once: the upload is gone, a second registration finds nothing.
+            assert!(catalog.upload(&up.id).await.is_err());
+            assert!(catalog.register_upload(file_for(&up)).await.is_err());
+            assert!(catalog.upload_parts(&up.id).await.unwrap().is_empty());
+        }
     }
 
     #[tokio::test]
     async fn expired_uploads_are_invisible_and_listed_for_cleanup() {
-        let (_dir, catalog, org, store) = test_catalog().await;
-        let past = Timestamp(Timestamp::now().millis() - 1);
-        let up = catalog
-            .create_upload(new_upload(&org, &store, 3, past))
-            .await
-            .unwrap_err();
-        // Creating reads the row back, which an expired upload no longer shows.
-        assert!(matches!(up, CatalogError::NotFound(Resource::Upload)));
-        let expired = catalog.expired_uploads(Timestamp::now(), 10).await.unwrap();
-        assert_eq!(expired.len(), 1);
-        assert_eq!(
-            catalog
-                .add_upload_part(&expired[0].id, 0, 3, "a")
+        for crate::TestCatalog {
+            catalog,
+            org,
+            store,
+            ..
+        } in crate::test_catalogs().await
+        {
+            let past = Timestamp(Timestamp::now().millis() - 1);
+            let up = catalog
+                .create_upload(new_upload(&org, &store, 3, past))
                 .await
-                .unwrap(),
-            None
-        );
-        catalog.discard_upload(&expired[0].id).await.unwrap();
-        assert!(
-            catalog
-                .expired_uploads(Timestamp::now(), 10)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+                .unwrap_err();
+            // Creating reads the row back, which an expired upload no longer shows.
+            assert!(matches!(up, CatalogError::NotFound(Resource::Upload)));
+            let expired = catalog.expired_uploads(Timestamp::now(), 10).await.unwrap();
+            assert_eq!(expired.len(), 1);
+            assert_eq!(
+                catalog
+                    .add_upload_part(&expired[0].id, 0, 3, "a")
+                    .await
+                    .unwrap(),
+                None
+            );
+            catalog.discard_upload(&expired[0].id).await.unwrap();
+            assert!(
+                catalog
+                    .expired_uploads(Timestamp::now(), 10)
+                    .await
+                    .unwrap()
+                    .is_empty()
+            );
+        }
     }
 
     #[tokio::test]
     async fn the_secret_is_made_once() {
-        let (_dir, catalog, _, _) = test_catalog().await;
-        let a = catalog.server_secret("upload_url").await.unwrap();
-        let b = catalog.server_secret("upload_url").await.unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a.len(), 64);
-        assert_ne!(a, catalog.server_secret("other").await.unwrap());
+        for crate::TestCatalog { catalog, .. } in crate::test_catalogs().await {
+            let a = catalog.server_secret("upload_url").await.unwrap();
+            let b = catalog.server_secret("upload_url").await.unwrap();
+            assert_eq!(a, b);
+            assert_eq!(a.len(), 64);
+            assert_ne!(a, catalog.server_secret("other").await.unwrap());
+        }
     }
 }

@@ -89,8 +89,20 @@ impl Default for CatalogConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BlobsConfig {
-    /// Local folder for blobs (default: `DATA_DIR/blobs`).
+    /// Local folder for blobs (default: `DATA_DIR/blobs`), when no `url` is given.
     pub dir: Option<PathBuf>,
+    /// S3-compatible object storage, `s3://BUCKET/PREFIX` (every server and worker of a
+    /// cluster must name the same). The settings below, when unset, come from the usual AWS
+    /// variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_ALLOW_HTTP`).
+    pub url: Option<String>,
+    /// The S3 endpoint for servers other than AWS (e.g. `http://127.0.0.1:8333`).
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Whether an `http://` endpoint is allowed (it is always allowed on loopback).
+    pub allow_http: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -261,6 +273,9 @@ pub struct WorkerConfig {
     pub extract_timeout_secs: u64,
     /// How often the lease reaper runs, in seconds.
     pub reap_every_secs: u64,
+    /// Whether `kiln serve` runs workers too (`--no-workers` turns them off: an API node of a
+    /// cluster whose work is done by `kiln worker` processes).
+    pub enabled: bool,
 }
 
 impl Default for WorkerConfig {
@@ -272,6 +287,7 @@ impl Default for WorkerConfig {
             retry_base_ms: 2000,
             extract_timeout_secs: 120,
             reap_every_secs: 5,
+            enabled: true,
         }
     }
 }

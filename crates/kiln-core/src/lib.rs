@@ -1,6 +1,7 @@
 //! Kiln's vocabulary: identifiers, timestamps, domain enums, error codes and configuration
 //! types. This crate performs no I/O and knows no other Kiln crate.
 
+pub mod chunk;
 pub mod config;
 pub mod error;
 pub mod ids;
@@ -8,6 +9,7 @@ pub mod model;
 pub mod time;
 pub mod types;
 
+pub use chunk::ChunkRecord;
 pub use error::ErrorCode;
 pub use ids::IdKind;
 pub use time::Timestamp;

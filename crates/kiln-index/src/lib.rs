@@ -50,17 +50,7 @@ pub enum IndexError {
 
 pub type Result<T, E = IndexError> = std::result::Result<T, E>;
 
-/// One chunk to index.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChunkRecord {
-    pub store_id: String,
-    pub file_id: String,
-    pub generation: u64,
-    pub chunk_index: u32,
-    pub text: String,
-    pub page: Option<u32>,
-    pub vector: Vec<f32>,
-}
+pub use kiln_core::ChunkRecord;
 
 /// A search result.
 #[derive(Debug, Clone, PartialEq)]
@@ -657,9 +647,11 @@ impl ChunkIndex {
         Ok(candidates)
     }
 
-    /// The documents of the first `limit` candidates, in their order with their scores. With
-    /// `rescore`, every candidate's score is the exact dot product of that vector and the
-    /// chunk's stored vector instead, and the best `limit` by it are kept.
+    /// The documents of the best `limit` candidates (`candidates` are sorted by score), best
+    /// first. With `rescore`, every candidate's score is the exact dot product of that vector
+    /// and the chunk's stored vector instead, and the best `limit` by it are kept. Equal
+    /// scores are ordered by file and chunk, never by this index's internal keys, so every
+    /// replica of the same chunks gives the same answer.
     pub fn hydrate(
         &self,
         candidates: &[Candidate],
@@ -668,7 +660,18 @@ impl ChunkIndex {
     ) -> Result<Vec<Hit>> {
         let candidates = match rescore {
             Some(_) => candidates,
-            None => &candidates[..limit.min(candidates.len())],
+            None => {
+                // Candidates tied with the last one kept are read too, to choose among them
+                // by file and chunk.
+                let mut end = limit.min(candidates.len());
+                while end > 0
+                    && end < candidates.len()
+                    && candidates[end].score == candidates[end - 1].score
+                {
+                    end += 1;
+                }
+                &candidates[..end]
+            }
         };
         let searcher = self.reader.searcher();
         let mut hits = Vec::with_capacity(candidates.len());
@@ -683,10 +686,14 @@ impl ChunkIndex {
             };
             hits.push(self.hit(&document, candidate.key, score));
         }
-        if rescore.is_some() {
-            hits.sort_by(|a, b| b.score.total_cmp(&a.score));
-            hits.truncate(limit);
-        }
+        hits.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.file_id.cmp(&b.file_id))
+                .then(a.generation.cmp(&b.generation))
+                .then(a.chunk_index.cmp(&b.chunk_index))
+        });
+        hits.truncate(limit);
         Ok(hits)
     }
 

@@ -7,16 +7,17 @@
 //! processes sharing a catalog, can share the work.
 
 mod process;
+mod sink;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kiln_blobs::Blobs;
-use kiln_catalog::{Catalog, Claimed, JobKind};
+use kiln_catalog::{Catalog, Claimed, IndexChange, JobKind};
 pub use kiln_chunk::TokenCounter;
 use kiln_embed::Embedder;
-use kiln_index::ChunkIndex;
+pub use sink::IndexSink;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -25,7 +26,7 @@ use tokio::task::JoinSet;
 pub struct Services {
     pub catalog: Catalog,
     pub blobs: Blobs,
-    pub index: Arc<ChunkIndex>,
+    pub index: IndexSink,
     pub embedder: Arc<dyn Embedder>,
     pub tokens: Arc<dyn TokenCounter>,
 }
@@ -67,7 +68,13 @@ impl Default for PipelineConfig {
             retry_base: Duration::from_secs(2),
             extract_timeout: Duration::from_secs(120),
             embed_batch: 32,
-            name: format!("kiln-{}", std::process::id()),
+            // Unique among every process sharing the catalog (leases name their holder), even
+            // where process IDs repeat (containers).
+            name: format!(
+                "kiln-{}-{}",
+                std::process::id(),
+                &kiln_core::ids::generate_secret()[..6].to_lowercase()
+            ),
         }
     }
 }
@@ -155,8 +162,20 @@ impl Pipeline {
             services.clone(),
             config.clone(),
             waker.clone(),
-            stopped,
+            stopped.clone(),
         ));
+        // Jobs queued by other processes (PostgreSQL): woken at once, not at the next poll.
+        let woken = waker.clone();
+        if let Some(listening) = services
+            .catalog
+            .listen(kiln_catalog::JOBS_CHANNEL, move || woken.wake())
+        {
+            let mut stopped = stopped;
+            tasks.spawn(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+                listening.abort();
+            });
+        }
         waker.wake();
         Pipeline {
             waker,
@@ -198,6 +217,11 @@ async fn reaper(
     loop {
         if let Err(err) = drop_expired_uploads(&services).await {
             tracing::error!(error = %err, "cleaning up expired uploads failed");
+        }
+        // Replicas further behind than a day rebuild from a snapshot instead.
+        let day_ago = kiln_core::Timestamp(kiln_core::Timestamp::now().millis() - 86_400_000);
+        if let Err(err) = catalog.prune_index_log(day_ago).await {
+            tracing::error!(error = %err, "pruning the index log failed");
         }
         match catalog.reap_expired().await {
             Ok(0) => {}
@@ -342,9 +366,13 @@ impl Worker {
     }
 
     async fn purge_file(&self, job: &Claimed) -> Result<(), String> {
-        let index = self.services.index.clone();
-        let file_id = job.file_id.clone();
-        blocking(move || index.delete_file(&file_id).map_err(|e| e.to_string())).await?;
+        self.services
+            .index
+            .delete(IndexChange::DeleteFile {
+                store_id: job.store_id.clone(),
+                file_id: job.file_id.clone(),
+            })
+            .await?;
         self.services
             .blobs
             .delete_prefix(&kiln_blobs::file_prefix(
@@ -362,9 +390,12 @@ impl Worker {
     }
 
     async fn purge_store(&self, job: &Claimed) -> Result<(), String> {
-        let index = self.services.index.clone();
-        let store_id = job.store_id.clone();
-        blocking(move || index.delete_store(&store_id).map_err(|e| e.to_string())).await?;
+        self.services
+            .index
+            .delete(IndexChange::DeleteStore {
+                store_id: job.store_id.clone(),
+            })
+            .await?;
         self.services
             .blobs
             .delete_prefix(&kiln_blobs::store_prefix(

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kiln_catalog::{Claimed, Completion, FailOutcome, Liveness, LogLine};
+use kiln_catalog::{Claimed, Completion, FailOutcome, IndexChange, Liveness, LogLine};
 use kiln_chunk::ChunkOptions;
 use kiln_core::model::FileRecord;
 use kiln_core::types::{FileErrorCode, Step};
@@ -72,20 +72,20 @@ pub(crate) async fn run(worker: &Worker, job: &Claimed) -> Result<(), String> {
     let generation = file.generation as u64;
     // Removes one generation of this file's chunks from the index.
     let drop_generation = |generation: u64| {
-        let index = services.index.clone();
-        let file_id = file.id.clone();
-        blocking(move || {
-            index
-                .delete_generation(&file_id, generation)
-                .map_err(|e| e.to_string())
+        services.index.delete(IndexChange::DeleteGeneration {
+            store_id: file.store_id.clone(),
+            file_id: file.id.clone(),
+            generation,
         })
     };
     match outcome {
         Ok(done) => match services.catalog.complete(job, &worker.name, done).await {
             Ok(Ok(previous)) => {
-                // The flip is committed: the old generation is stale, remove it.
-                if previous > 0 && previous as u64 != generation {
-                    drop_generation(previous as u64).await?;
+                // The flip is committed: the old generation is stale, and so is any between
+                // it and this one (written by an attempt whose process was killed), remove
+                // them.
+                for stale in (previous.max(1) as u64)..generation {
+                    drop_generation(stale).await?;
                 }
             }
             Ok(Err(Liveness::Cancelled)) => cleanup_deleted(worker, job, &file).await?,
@@ -131,9 +131,14 @@ pub(crate) async fn run(worker: &Worker, job: &Claimed) -> Result<(), String> {
 /// The file was deleted while it was processed: make sure nothing written by this attempt
 /// outlives the purge (which may already have run).
 async fn cleanup_deleted(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<(), String> {
-    let index = worker.services.index.clone();
-    let file_id = file.id.clone();
-    blocking(move || index.delete_file(&file_id).map_err(|e| e.to_string())).await?;
+    worker
+        .services
+        .index
+        .delete(IndexChange::DeleteFile {
+            store_id: file.store_id.clone(),
+            file_id: file.id.clone(),
+        })
+        .await?;
     worker
         .services
         .blobs
@@ -441,15 +446,7 @@ async fn steps(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<Comp
             vector,
         })
         .collect();
-    let index = services.index.clone();
-    // On a thread of its own, not the work pool: an add waits for the adds of other files to
-    // be committed with it (`ChunkIndex::add`), and would hold a pool thread meanwhile.
-    kiln_embed::lane::background_thread("kiln-index", move || {
-        index.add(&records).map_err(|e| e.to_string())
-    })
-    .await
-    .and_then(|added| added)
-    .map_err(|e| {
+    services.index.add(records).await.map_err(|e| {
         transient(
             step,
             FileErrorCode::IndexFailed,

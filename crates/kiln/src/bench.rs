@@ -62,13 +62,17 @@ pub(crate) fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// The configuration of a server a measuring command starts: `settings`' embedding, worker
-/// and index settings, on `data_dir`, listening on a free loopback port. Models stay where
-/// the settings keep them, not in that data dir.
+/// The configuration of a server a measuring command starts: `settings`' catalog, blobs,
+/// embedding, worker and index settings, on `data_dir`, listening on a free loopback port.
+/// Models stay where the settings keep them, not in that data dir. (A cluster's catalog and
+/// blobs are measured by naming them, e.g. `KILN_CATALOG__URL=postgres://…/new_db`: the
+/// database must be new, as a data dir would be.)
 pub(crate) fn loopback_config(settings: &Config, data_dir: PathBuf) -> Config {
     let mut config = Config {
         data_dir,
         listen: "127.0.0.1:0".into(),
+        catalog: settings.catalog.clone(),
+        blobs: settings.blobs.clone(),
         embedding: settings.embedding.clone(),
         workers: settings.workers.clone(),
         index: settings.index.clone(),

@@ -37,6 +37,19 @@ enum Command {
         /// A folder already holding the model's files (skips fetching).
         #[arg(long)]
         model_dir: Option<PathBuf>,
+        /// Serve the API only; `kiln worker` processes do the work (a cluster's API node).
+        #[arg(long)]
+        no_workers: bool,
+    },
+    /// Process jobs only (a cluster's worker: needs a PostgreSQL catalog): no API, just
+    /// /health, /ready and /metrics on its own address.
+    Worker {
+        /// Address of the operations endpoints.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: String,
+        /// A folder already holding the model's files (skips fetching).
+        #[arg(long)]
+        model_dir: Option<PathBuf>,
     },
     /// Read one PDF from stdin and write its text as JSON to stdout: the child process a
     /// server starts per PDF, so that the PDF engine (C++) runs apart from it.
@@ -241,11 +254,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::ExtractPdf { .. } => unreachable!("main runs a PDF child before any runtime"),
-        Command::Serve { listen, model_dir } => {
+        Command::Worker { listen, model_dir } => {
+            let mut config = settings::load(&overrides)?;
+            if model_dir.is_some() {
+                config.embedding.model_dir = model_dir;
+            }
+            init_logging(&config);
+            let options = server::Options {
+                pdf_reader: Some(std::env::current_exe()?),
+                ..server::Options::default()
+            };
+            let worker = server::WorkerNode::start(config, &listen, options).await?;
+            println!("Kiln worker is listening on http://{}", worker.addr);
+            worker.run_until_signal().await
+        }
+        Command::Serve {
+            listen,
+            model_dir,
+            no_workers,
+        } => {
             overrides.listen = listen;
             let mut config = settings::load(&overrides)?;
             if model_dir.is_some() {
                 config.embedding.model_dir = model_dir;
+            }
+            if no_workers {
+                config.workers.enabled = false;
             }
             init_logging(&config);
             let options = server::Options {

@@ -9,13 +9,14 @@ use std::time::Duration;
 use anyhow::Context;
 use kiln_api::{AppState, Metrics};
 use kiln_blobs::Blobs;
-use kiln_catalog::{Catalog, NewApiKey};
+use kiln_catalog::{Catalog, Dialect, NewApiKey};
 use kiln_core::config::Config;
 use kiln_core::config::EmbeddingProvider;
 use kiln_embed::Embedder;
 use kiln_embed::local::LocalEmbedder;
 use kiln_index::ChunkIndex;
-use kiln_pipeline::{Pipeline, PipelineConfig, Services};
+use kiln_pipeline::{IndexSink, Pipeline, PipelineConfig, Services};
+use kiln_replica::Replica;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -32,10 +33,28 @@ pub async fn open_storage(config: &Config) -> anyhow::Result<(Catalog, Blobs)> {
     let catalog = Catalog::open(&config.catalog_url(), config.catalog.max_readers)
         .await
         .context("cannot open the catalog")?;
-    let blobs = Blobs::open_local(&config.blob_dir())
-        .await
-        .context("cannot open blob storage")?;
+    let blobs = open_blobs(config).await?;
     Ok((catalog, blobs))
+}
+
+/// The configured blob storage: S3 when `blobs.url` is set, else the local folder.
+pub async fn open_blobs(config: &Config) -> anyhow::Result<Blobs> {
+    let blobs = match config.blobs.url.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let b = &config.blobs;
+            Blobs::open_s3(&kiln_blobs::S3Options {
+                url: url.to_string(),
+                endpoint: b.endpoint.clone(),
+                region: b.region.clone(),
+                access_key_id: b.access_key_id.clone(),
+                secret_access_key: b.secret_access_key.clone(),
+                allow_http: b.allow_http,
+            })
+            .await
+        }
+        None => Blobs::open_local(&config.blob_dir()).await,
+    };
+    blobs.context("cannot open blob storage")
 }
 
 /// On a catalog without organizations: creates `default` with an admin key and writes the
@@ -154,6 +173,76 @@ pub async fn load_model(config: &Config) -> anyhow::Result<Model> {
     .await?
 }
 
+/// How often an API node's replica looks at the index log when nothing wakes it.
+const REPLICA_POLL: Duration = Duration::from_millis(500);
+
+/// The index a server searches, where its pipeline writes chunks, and, for a cluster, the
+/// replica keeping the local index in step with the catalog's index log. Chosen by the
+/// catalog: with SQLite one process owns the data dir and writes its index directly; with
+/// PostgreSQL any number of processes share the catalog, so chunks go to the catalog's log
+/// and each API node replays it.
+pub async fn open_index(
+    config: &Config,
+    catalog: &Catalog,
+    dims: usize,
+) -> anyhow::Result<(Arc<ChunkIndex>, IndexSink, Option<Arc<Replica>>)> {
+    let index_dir = config.data_dir.join("index");
+    let ann = ann_options(&config.index);
+    match catalog.dialect() {
+        Dialect::Sqlite => {
+            let index = Arc::new(
+                // Opened on a background-priority thread: the index's own indexing and merge
+                // threads inherit that priority, so merges never delay a request.
+                kiln_embed::lane::background_thread("kiln-index-open", move || {
+                    ChunkIndex::open_with(&index_dir, dims, ann)
+                })
+                .await
+                .map_err(anyhow::Error::msg)?
+                .context("cannot open the index")?,
+            );
+            Ok((index.clone(), IndexSink::Local(index), None))
+        }
+        Dialect::Postgres => {
+            let replica = Arc::new(
+                Replica::open(catalog.clone(), &index_dir, dims, ann)
+                    .await
+                    .context("cannot open the index replica")?,
+            );
+            tracing::info!(opened = ?replica.opened, "index replica ready");
+            Ok((
+                replica.index().clone(),
+                IndexSink::Log(catalog.clone()),
+                Some(replica),
+            ))
+        }
+    }
+}
+
+/// Starts the workers and reaper of a configuration.
+pub fn start_pipeline(config: &Config, services: Services) -> Pipeline {
+    let workers = &config.workers;
+    Pipeline::start(
+        services,
+        PipelineConfig {
+            workers: if workers.count == 0 {
+                PipelineConfig::default().workers
+            } else {
+                workers.count
+            },
+            jobs_per_worker: if workers.jobs_per_worker == 0 {
+                PipelineConfig::default().jobs_per_worker
+            } else {
+                workers.jobs_per_worker
+            },
+            lease: Duration::from_secs(workers.lease_secs.max(1)),
+            reap_every: Duration::from_secs(workers.reap_every_secs.max(1)),
+            retry_base: Duration::from_millis(workers.retry_base_ms),
+            extract_timeout: Duration::from_secs(workers.extract_timeout_secs.max(1)),
+            ..PipelineConfig::default()
+        },
+    )
+}
+
 /// What a server can be started with besides its configuration.
 #[derive(Default)]
 pub struct Options {
@@ -173,11 +262,15 @@ pub struct Server {
     pub initial_key: Option<NewApiKey>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
-    pipeline: Pipeline,
+    pipeline: Option<Pipeline>,
     grace: Duration,
+    /// The index replica's tailer and notification listener (a cluster's API node).
+    background: Vec<JoinHandle<()>>,
     catalog: Catalog,
     /// The chunk index (benchmarks write straight into it).
     pub index: Arc<ChunkIndex>,
+    /// The blob storage this server writes to.
+    pub blobs: Blobs,
 }
 
 impl Server {
@@ -194,52 +287,35 @@ impl Server {
         };
         load_pdf_engine(&config, options.pdf_reader).await?;
         let (catalog, blobs) = open_storage(&config).await?;
-        let index_dir = config.data_dir.join("index");
         let dims = model.embedder.dimensions();
-        let ann = ann_options(&config.index);
-        let index = Arc::new(
-            // Opened on a background-priority thread: the index's own indexing and merge
-            // threads inherit that priority, so merges never delay a request.
-            kiln_embed::lane::background_thread("kiln-index-open", move || {
-                ChunkIndex::open_with(&index_dir, dims, ann)
-            })
-            .await
-            .map_err(anyhow::Error::msg)?
-            .context("cannot open the index")?,
-        );
+        let (index, sink, replica) = open_index(&config, &catalog, dims).await?;
         let initial_key = bootstrap(&config, &catalog).await?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let grace = Duration::from_secs(config.http.shutdown_grace_secs);
-        let workers = &config.workers;
-        let pipeline = Pipeline::start(
-            Services {
-                catalog: catalog.clone(),
-                blobs: blobs.clone(),
-                index: index.clone(),
-                embedder: model.embedder.clone(),
-                tokens: model.tokens.clone(),
-            },
-            PipelineConfig {
-                workers: if workers.count == 0 {
-                    PipelineConfig::default().workers
-                } else {
-                    workers.count
+        let pipeline = config.workers.enabled.then(|| {
+            start_pipeline(
+                &config,
+                Services {
+                    catalog: catalog.clone(),
+                    blobs: blobs.clone(),
+                    index: sink,
+                    embedder: model.embedder.clone(),
+                    tokens: model.tokens.clone(),
                 },
-                jobs_per_worker: if workers.jobs_per_worker == 0 {
-                    PipelineConfig::default().jobs_per_worker
-                } else {
-                    workers.jobs_per_worker
-                },
-                lease: Duration::from_secs(workers.lease_secs.max(1)),
-                reap_every: Duration::from_secs(workers.reap_every_secs.max(1)),
-                retry_base: Duration::from_millis(workers.retry_base_ms),
-                extract_timeout: Duration::from_secs(workers.extract_timeout_secs.max(1)),
-                ..PipelineConfig::default()
-            },
-        );
+            )
+        });
+        let (shutdown, mut stop) = watch::channel(false);
+        let mut background = Vec::new();
+        if let Some(replica) = &replica {
+            background.push(tokio::spawn(
+                replica.clone().run(REPLICA_POLL, stop.clone()),
+            ));
+            let nudged = replica.clone();
+            background.extend(catalog.listen(kiln_catalog::INDEX_CHANNEL, move || nudged.nudge()));
+        }
         let upload_secret = catalog
             .server_secret("upload_url")
             .await
@@ -247,16 +323,17 @@ impl Server {
         let state = AppState {
             upload_signer: Arc::new(kiln_api::UploadSigner::new(&upload_secret)),
             catalog: catalog.clone(),
-            blobs,
+            blobs: blobs.clone(),
             index: index.clone(),
             embedder: model.embedder.clone(),
-            waker: pipeline.waker(),
+            // Without workers here, jobs are announced through the catalog (PostgreSQL).
+            waker: pipeline.as_ref().map(Pipeline::waker).unwrap_or_default(),
+            replica,
             metrics: Arc::new(Metrics::new()),
             http: Arc::new(config.http.clone()),
             searchable: Arc::default(),
         };
         let app = kiln_api::router_with(state, options.extra);
-        let (shutdown, mut stop) = watch::channel(false);
         let task = tokio::spawn(async move {
             let mut stop_serving = stop.clone();
             let serve = axum::serve(listener, app)
@@ -284,13 +361,15 @@ impl Server {
             grace,
             catalog,
             index,
+            blobs,
+            background,
         })
     }
 
     /// `http://ADDR`.
     /// The most originals this server's pipeline has had read and being parsed at once.
     pub fn parsing_peak(&self) -> usize {
-        self.pipeline.parsing_peak()
+        self.pipeline.as_ref().map_or(0, Pipeline::parsing_peak)
     }
 
     pub fn base_url(&self) -> String {
@@ -301,7 +380,12 @@ impl Server {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.shutdown.send(true);
         let served = self.task.await.context("server task failed")?;
-        self.pipeline.shutdown(self.grace).await;
+        if let Some(pipeline) = self.pipeline {
+            pipeline.shutdown(self.grace).await;
+        }
+        for task in self.background {
+            task.abort();
+        }
         // Vector graphs saved now reopen at the next start without being rebuilt.
         let index = self.index.clone();
         if let Err(e) = tokio::task::spawn_blocking(move || index.persist()).await? {
@@ -338,4 +422,160 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = terminate => {},
     }
+}
+
+/// A running `kiln worker`: claims and processes jobs of a shared (PostgreSQL) catalog, and
+/// answers only `/health`, `/ready` and `/metrics` on its own address. It holds no index: the
+/// chunks it writes go to the catalog's index log, which the API nodes replay.
+pub struct WorkerNode {
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+    pipeline: Pipeline,
+    grace: Duration,
+    catalog: Catalog,
+}
+
+#[derive(Clone)]
+struct WorkerState {
+    catalog: Catalog,
+    blobs: Blobs,
+}
+
+impl WorkerNode {
+    /// Opens storage, starts the workers and serves the operations endpoints on `listen`.
+    pub async fn start(
+        config: Config,
+        listen: &str,
+        options: Options,
+    ) -> anyhow::Result<WorkerNode> {
+        let model = match options.model {
+            Some(model) => model,
+            None => load_model(&config).await?,
+        };
+        load_pdf_engine(&config, options.pdf_reader).await?;
+        let (catalog, blobs) = open_storage(&config).await?;
+        if catalog.dialect() != Dialect::Postgres {
+            anyhow::bail!(
+                "kiln worker needs a catalog that every node shares: set catalog.url to postgres://… \
+                 (on the embedded SQLite catalog, `kiln serve` runs the workers itself)"
+            );
+        }
+        if config.blobs.url.as_deref().is_none_or(str::is_empty) {
+            tracing::warn!(
+                dir = %config.blob_dir().display(),
+                "blobs are in a local folder: every node must see the same folder (set blobs.url to s3://… for a cluster)"
+            );
+        }
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let pipeline = start_pipeline(
+            &config,
+            Services {
+                catalog: catalog.clone(),
+                blobs: blobs.clone(),
+                index: IndexSink::Log(catalog.clone()),
+                embedder: model.embedder.clone(),
+                tokens: model.tokens.clone(),
+            },
+        );
+        let app = axum::Router::new()
+            .route(
+                "/health",
+                axum::routing::get(|| async {
+                    axum::Json(serde_json::json!({"status": "ok", "role": "worker"}))
+                }),
+            )
+            .route("/ready", axum::routing::get(worker_ready))
+            .route("/metrics", axum::routing::get(worker_metrics))
+            .with_state(WorkerState {
+                catalog: catalog.clone(),
+                blobs,
+            });
+        let (shutdown, mut stop) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                })
+                .await?;
+            Ok(())
+        });
+        tracing::info!(%addr, "Kiln worker is running");
+        Ok(WorkerNode {
+            addr,
+            shutdown,
+            task,
+            pipeline,
+            grace: Duration::from_secs(config.http.shutdown_grace_secs),
+            catalog,
+        })
+    }
+
+    /// Stops claiming, lets jobs in hand finish within the grace time (the rest are
+    /// re-queued when their lease runs out), and stops serving.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.pipeline.shutdown(self.grace).await;
+        let served = self.task.await.context("worker task failed")?;
+        self.catalog.close().await;
+        served
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        self.shutdown().await
+    }
+}
+
+async fn worker_ready(
+    axum::extract::State(state): axum::extract::State<WorkerState>,
+) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    let catalog = state.catalog.ping().await.is_ok();
+    let storage = state.blobs.ping().await.is_ok();
+    let status = if catalog && storage {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    let checks = serde_json::json!({"catalog": catalog, "storage": storage});
+    (
+        status,
+        axum::Json(
+            serde_json::json!({"status": if catalog && storage { "ready" } else { "not_ready" }, "checks": checks}),
+        ),
+    )
+}
+
+/// The queue as this worker's catalog sees it, in the OpenMetrics text format.
+async fn worker_metrics(
+    axum::extract::State(state): axum::extract::State<WorkerState>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut text = String::from(
+        "# TYPE kiln_jobs gauge\n# HELP kiln_jobs Jobs in the queue by kind and state.\n",
+    );
+    match state.catalog.job_counts().await {
+        Ok(counts) => {
+            for (kind, job_state, n) in counts {
+                text.push_str(&format!(
+                    "kiln_jobs{{kind=\"{kind}\",state=\"{job_state}\"}} {n}\n"
+                ));
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot count jobs"),
+    }
+    text.push_str("# EOF\n");
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }

@@ -1,5 +1,12 @@
 //! Effective configuration: defaults, then a TOML file, then `KILN_*` environment variables
 //! (nested keys with `__`, e.g. `KILN_HTTP__REQUEST_TIMEOUT_SECS`), then command-line flags.
+//!
+//! The `KILN_` prefix is shared: clients and tests read their own variables under it
+//! (`KILN_URL`, `KILN_API_KEY`, `KILN_MODELS_DIR`, `KILN_TEST_POSTGRES`, ...). A variable whose
+//! first word names no section or key of the server's configuration is therefore left out with a
+//! warning that names it and lists the known keys, rather than stopping the server; a misspelt
+//! key inside a known section (`KILN_HTTP__REQEST_TIMEOUT_SECS`) is still an error, as is any
+//! unknown key in the configuration file.
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +30,25 @@ pub fn load(overrides: &Overrides) -> anyhow::Result<Config> {
         }
         figment = figment.merge(Toml::file(file));
     }
-    figment = figment.merge(Env::prefixed("KILN_").split("__").ignore(&["config"]));
+    let known = top_level_keys();
+    let ignored = ignored_env_vars(std::env::vars().map(|(name, _)| name), &known);
+    if !ignored.is_empty() {
+        eprintln!(
+            "warning: ignoring {}: not server configuration (known keys: KILN_{})",
+            ignored.join(", "),
+            known
+                .iter()
+                .map(|k| k.to_ascii_uppercase())
+                .collect::<Vec<_>>()
+                .join(", KILN_")
+        );
+    }
+    figment = figment.merge(
+        Env::prefixed("KILN_")
+            .ignore(&["config"])
+            .filter(move |key| known.contains(&first_word(key.as_str())))
+            .split("__"),
+    );
     if let Some(dir) = &overrides.data_dir {
         figment = figment.merge(Serialized::default("data_dir", dir));
     }
@@ -34,6 +59,37 @@ pub fn load(overrides: &Overrides) -> anyhow::Result<Config> {
         .extract()
         .map_err(|err| anyhow::anyhow!("invalid configuration: {err}"))?;
     Ok(config)
+}
+
+/// The configuration's top-level keys (`data_dir`, `http`, ...).
+fn top_level_keys() -> Vec<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The first word of an environment key after the prefix: `http__timeout` -> `http`.
+fn first_word(key: &str) -> String {
+    key.split("__")
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+/// The `KILN_*` variables that name no top-level configuration key (`KILN_CONFIG` excepted),
+/// sorted.
+fn ignored_env_vars(names: impl Iterator<Item = String>, known: &[String]) -> Vec<String> {
+    let mut ignored: Vec<String> = names
+        .filter(|name| {
+            name.strip_prefix("KILN_").is_some_and(|key| {
+                let word = first_word(key);
+                word != "config" && !known.contains(&word)
+            })
+        })
+        .collect();
+    ignored.sort();
+    ignored
 }
 
 /// The configuration as TOML, every default included.
@@ -78,6 +134,35 @@ mod tests {
             assert!(rendered.contains("request_timeout_secs = 7"), "{rendered}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn client_and_test_variables_are_ignored_but_misspelt_keys_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("KILN_API_KEY", "sk-client");
+            jail.set_env("KILN_TEST_BACKEND", "cluster");
+            jail.set_env("KILN_LISTEN", "127.0.0.1:9100");
+            let config = load(&Overrides::default()).expect("client variables do not break it");
+            assert_eq!(config.listen, "127.0.0.1:9100");
+            jail.set_env("KILN_HTTP__REQEST_TIMEOUT_SECS", "3");
+            let err = load(&Overrides::default()).unwrap_err().to_string();
+            assert!(err.contains("reqest_timeout_secs"), "{err}");
+            Ok(())
+        });
+        let known = top_level_keys();
+        assert!(known.contains(&"http".to_string()), "{known:?}");
+        let names = [
+            "KILN_URL",
+            "KILN_HTTP__X",
+            "KILN_CONFIG",
+            "PATH",
+            "KILN_DATA_DIR",
+            "KILN_MODELS_DIR",
+        ];
+        assert_eq!(
+            ignored_env_vars(names.iter().map(|n| n.to_string()), &known),
+            ["KILN_MODELS_DIR", "KILN_URL"]
+        );
     }
 
     #[test]

@@ -259,12 +259,28 @@ fn config_show_prints_the_effective_configuration() {
         Some(1_048_576)
     );
 
+    // A variable that names no server key (a client's, a test's, or a typo) is left out with a
+    // warning naming it; a misspelt key inside a known section is refused.
     let output = kiln()
         .args(["config", "show"])
         .env("KILN_LISTEN_TYPO", "x")
+        .env("KILN_API_KEY", "sk-client")
         .output()
         .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("KILN_API_KEY, KILN_LISTEN_TYPO") && stderr.contains("KILN_HTTP"),
+        "{stderr}"
+    );
+    let output = kiln()
+        .args(["config", "show"])
+        .env("KILN_HTTP__REQUEST_TIMEOUT", "9")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "unknown settings are refused");
+    assert!(stderr.contains("request_timeout"), "{stderr}");
 }
 
 #[test]

@@ -415,10 +415,37 @@ async fn the_status_endpoint_checks_keys_organizations_and_files_as_every_endpoi
 
 #[tokio::test]
 async fn sixteen_concurrent_retries_make_exactly_one_job() {
-    let t = TestServer::start().await;
+    // No workers: a retried file stays pending (a worker could fail this file again within
+    // milliseconds, and a later retry would then rightly succeed too). It fails here through
+    // the queue, as a worker would fail it.
+    let t = TestServer::start_in(
+        tempfile::tempdir().unwrap(),
+        |dir| {
+            let mut config = common::config_for(dir);
+            config.workers.enabled = false;
+            config
+        },
+        axum::Router::new(),
+    )
+    .await;
     let store = t.store().await;
     let failed = t.upload_ok(&store, "blank.txt", "   ").await;
-    assert_eq!(t.settle(&store, &failed).await["status"], "failed");
+    let catalog = t.catalog().await;
+    let lease = Duration::from_secs(60);
+    let job = catalog.claim("test-worker", lease).await.unwrap().unwrap();
+    catalog
+        .fail(
+            &job,
+            "test-worker",
+            kiln_core::types::Step::Extracting,
+            kiln_core::types::FileErrorCode::NoTextExtracted,
+            "No text",
+            false,
+            Duration::ZERO,
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.status(&store, &failed).await["status"], "failed");
     let url = t.url(&t.files_path(&store, &format!("/{failed}/retry")));
     let calls = (0..16).map(|_| {
         let request = t.client.post(&url).bearer_auth(&t.key);
@@ -438,13 +465,18 @@ async fn sixteen_concurrent_retries_make_exactly_one_job() {
             .count(),
         1
     );
-    t.settle(&store, &failed).await;
-    let logs = t.logs(&store, &failed).await;
-    assert_eq!(
-        logs.iter().filter(|e| e["event"] == "started").count(),
-        2,
-        "one job per request"
-    );
+    let queued: i64 = catalog
+        .job_counts()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|(kind, state, _)| kind == "process" && state == "queued")
+        .map(|(_, _, n)| n)
+        .sum();
+    assert_eq!(queued, 1, "one job for the one retry that was taken");
+    let job = catalog.claim("test-worker", lease).await.unwrap().unwrap();
+    assert_eq!(job.file_id, failed);
+    assert!(catalog.claim("test-worker", lease).await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -593,9 +625,7 @@ async fn bad_uploads_get_clear_envelopes_and_leave_nothing_behind() {
     // Nothing was kept: no file rows, no blobs.
     let (_, list) = t.get(&t.files_path(&store, "")).await;
     assert_eq!(list["total"], 0, "{list}");
-    let blobs = kiln_blobs::Blobs::open_local(&t.dir.path().join("blobs"))
-        .await
-        .unwrap();
+    let blobs = t.server.blobs.clone();
     let org_prefix = object_store_path(&format!("orgs/{}", t.org));
     assert!(blobs.list(&org_prefix).await.unwrap().is_empty());
 }
@@ -639,15 +669,15 @@ async fn delete_during_processing_purges_everything_and_usage_drops_back() {
     let (_, now) = t.get(&usage_path).await;
     assert_eq!(now, before, "usage drops at once");
     // Purged in the background: no chunk, vector or blob remains.
-    let blobs = kiln_blobs::Blobs::open_local(&t.dir.path().join("blobs"))
-        .await
-        .unwrap();
+    let blobs = t.server.blobs.clone();
     let prefix = kiln_blobs::file_prefix(&t.org, &store, &id);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let catalog = t.catalog().await;
     loop {
-        let chunks = index_chunks(&t, &id).await;
+        // In this node's index, and (a cluster) in the catalog's durable copy of the chunks.
+        let chunks = index_chunks(&t, &id).await + catalog.index_chunk_count(&id).await.unwrap();
         let left = blobs.list(&prefix).await.unwrap();
-        let jobs = t.catalog().await.job_counts().await.unwrap();
+        let jobs = catalog.job_counts().await.unwrap();
         let jobs_done = jobs
             .iter()
             .all(|(_, state, n)| !matches!(state.as_str(), "queued" | "running") || *n == 0);
@@ -730,9 +760,7 @@ async fn usage_is_the_sum_over_files_to_the_byte() {
     let chunk_total = index_chunks(&t, &a).await + index_chunks(&t, &b).await;
     assert_eq!(usage["chunk_count"].as_u64().unwrap(), chunk_total);
     // Extracted text is stored and counted exactly.
-    let blobs = kiln_blobs::Blobs::open_local(&t.dir.path().join("blobs"))
-        .await
-        .unwrap();
+    let blobs = t.server.blobs.clone();
     let mut text_bytes = 0;
     for f in [&a, &b] {
         let path = kiln_blobs::file_prefix(&t.org, &store, f).join("text.json");

@@ -181,11 +181,9 @@ async fn pieces_resend_and_register_make_a_searchable_file() {
     assert_eq!(usage["original_bytes"], total, "{usage}");
 
     // The parts are gone; the upload is over: a second register or PUT finds nothing.
-    let parts = t.dir.path().join(format!(
-        "blobs/orgs/{}/stores/{store}/files/{id}/parts",
-        t.org
-    ));
-    assert!(!parts.exists(), "parts left at {}", parts.display());
+    let parts = kiln_blobs::file_prefix(&t.org, &store, id).join("parts");
+    let left = t.server.blobs.list(&parts).await.unwrap();
+    assert!(left.is_empty(), "parts left: {left:?}");
     let (status, body) = t
         .post(&t.files_path(&store, "/register"), json!({"upload_id": id}))
         .await;
@@ -474,15 +472,17 @@ async fn the_reaper_removes_uploads_a_minute_after_they_expire() {
     let (old, recent) = (new(120), new(10));
     let _ = catalog.create_upload(old.clone()).await;
     let _ = catalog.create_upload(recent.clone()).await;
-    let folder = |id: &str| {
-        t.dir.path().join(format!(
-            "blobs/orgs/{}/stores/{store}/files/{id}/parts",
-            t.org
-        ))
-    };
+    let blobs = &t.server.blobs;
+    let folder = |id: &str| kiln_blobs::file_prefix(&t.org, &store, id).join("parts");
+    let exists = |id: String| async move { !blobs.list(&folder(&id)).await.unwrap().is_empty() };
     for id in [&old.id, &recent.id] {
-        std::fs::create_dir_all(folder(id)).unwrap();
-        std::fs::write(folder(id).join("0000000000000000-x"), b"0123456789").unwrap();
+        blobs
+            .put(
+                &folder(id).join("0000000000000000-x"),
+                kiln_blobs::Bytes::from_static(b"0123456789"),
+            )
+            .await
+            .unwrap();
     }
     let listed = |secs_ago: i64| {
         let catalog = catalog.clone();
@@ -497,7 +497,7 @@ async fn the_reaper_removes_uploads_a_minute_after_they_expire() {
         }
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while folder(&old.id).exists() || listed(100).await.contains(&old.id) {
+    while exists(old.id.clone()).await || listed(100).await.contains(&old.id) {
         assert!(
             std::time::Instant::now() < deadline,
             "the old upload was never removed"
@@ -505,6 +505,6 @@ async fn the_reaper_removes_uploads_a_minute_after_they_expire() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Expired only ten seconds ago: kept for now (a register may still be finishing).
-    assert!(folder(&recent.id).exists());
+    assert!(exists(recent.id.clone()).await);
     assert!(listed(0).await.contains(&recent.id));
 }

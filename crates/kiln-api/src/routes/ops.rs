@@ -35,8 +35,21 @@ pub(crate) async fn ready(
     let storage = app.blobs.ping().await.is_ok();
     // The model is loaded before the server starts listening; its vectors must fit the index.
     let model = app.embedder.dimensions() == app.index.dimensions();
-    let checks = json!({ "catalog": catalog, "storage": storage, "model": model });
-    if catalog && storage && model {
+    let mut checks = json!({ "catalog": catalog, "storage": storage, "model": model });
+    // A cluster node: how far its index replica is behind the catalog's log.
+    let index = match &app.replica {
+        Some(replica) => {
+            let synced = replica.catch_up(std::time::Duration::from_secs(5)).await;
+            checks["index"] = json!({
+                "applied": replica.applied(),
+                "behind": replica.behind(),
+                "error": synced.as_ref().err().map(ToString::to_string),
+            });
+            synced.is_ok()
+        }
+        None => true,
+    };
+    if catalog && storage && model && index {
         Ok(Json(json!({ "status": "ready", "checks": checks })))
     } else {
         Err(ApiError::new(ErrorCode::ServiceUnavailable, "Not ready").detail("checks", checks))

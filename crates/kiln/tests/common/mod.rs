@@ -17,12 +17,81 @@ pub struct TestServer {
     pub client: reqwest::Client,
 }
 
+/// Whether the HTTP tests run against the cluster backends (`KILN_TEST_BACKEND=cluster`):
+/// PostgreSQL for the catalog (`KILN_TEST_POSTGRES`) and S3 for blobs (`KILN_TEST_S3`), both
+/// started by the test command. Otherwise the embedded default.
+pub fn cluster() -> bool {
+    match std::env::var("KILN_TEST_BACKEND").as_deref() {
+        Ok("cluster") => true,
+        Ok("embedded") | Err(_) => false,
+        Ok(other) => panic!("KILN_TEST_BACKEND is embedded or cluster, not {other}"),
+    }
+}
+
+/// Points a configuration at the test cluster's services: a database and an S3 prefix of
+/// its own, named after the data dir (so a server restarted on the same dir finds them).
+pub fn use_cluster(config: &mut Config) {
+    let tag = format!(
+        "{:016x}",
+        fnv1a(config.data_dir.to_string_lossy().as_bytes())
+    );
+    let server = kiln_catalog::testing::postgres_server()
+        .expect("KILN_TEST_BACKEND=cluster needs KILN_TEST_POSTGRES (set by scripts/test.sh)");
+    config.catalog.url = Some(kiln_catalog::testing::database(
+        &server,
+        &format!("kiln_t_{tag}"),
+    ));
+    let spec = std::env::var("KILN_TEST_S3")
+        .expect("KILN_TEST_BACKEND=cluster needs KILN_TEST_S3 (set by scripts/test.sh)");
+    let parts: Vec<&str> = spec.split(',').collect();
+    let [endpoint, bucket, key, secret] = parts[..] else {
+        panic!("KILN_TEST_S3 is endpoint,bucket,key,secret: {spec}");
+    };
+    config.blobs.url = Some(format!("s3://{bucket}/t-{tag}"));
+    config.blobs.endpoint = Some(endpoint.into());
+    config.blobs.access_key_id = Some(key.into());
+    config.blobs.secret_access_key = Some(secret.into());
+}
+
+/// In the cluster run, the `KILN_*` variables that point a `kiln` process on `dir` at the
+/// test cluster (as `use_cluster` does for a configuration); none otherwise.
+pub fn cluster_env(dir: &std::path::Path) -> Vec<(&'static str, String)> {
+    if !cluster() {
+        return Vec::new();
+    }
+    let mut config = Config {
+        data_dir: dir.to_path_buf(),
+        ..Config::default()
+    };
+    use_cluster(&mut config);
+    let b = config.blobs;
+    [
+        ("KILN_CATALOG__URL", config.catalog.url),
+        ("KILN_BLOBS__URL", b.url),
+        ("KILN_BLOBS__ENDPOINT", b.endpoint),
+        ("KILN_BLOBS__ACCESS_KEY_ID", b.access_key_id),
+        ("KILN_BLOBS__SECRET_ACCESS_KEY", b.secret_access_key),
+    ]
+    .into_iter()
+    .filter_map(|(name, value)| Some((name, value?)))
+    .collect()
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 pub fn config_for(dir: &std::path::Path) -> Config {
     let mut config = Config {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".to_string(),
         ..Config::default()
     };
+    if cluster() {
+        use_cluster(&mut config);
+    }
     config.embedding.models_dir = Some(kiln_embed::fetch::shared_models_dir());
     config.workers.retry_base_ms = 200;
     config.workers.reap_every_secs = 1;
@@ -338,8 +407,19 @@ impl TestServer {
 /// variables removed). With a `wrapper`, runs `wrapper… kiln serve …` instead (the wrapper
 /// ends by exec'ing its trailing arguments). Returns the child, the base URL and the admin
 /// key printed on a first start. The caller kills and waits for the child.
-#[allow(clippy::zombie_processes)]
 pub fn spawn_kiln(
+    dir: &std::path::Path,
+    env: &[(&str, String)],
+    wrapper: &[String],
+) -> (Child, String, Option<String>) {
+    spawn_kiln_as(&["serve", "--listen", "127.0.0.1:0"], dir, env, wrapper)
+}
+
+/// As `spawn_kiln`, running `kiln ARGS… --data-dir DIR` (e.g. `worker --listen …`); waits for
+/// the line saying where it listens.
+#[allow(clippy::zombie_processes)]
+pub fn spawn_kiln_as(
+    args: &[&str],
     dir: &std::path::Path,
     env: &[(&str, String)],
     wrapper: &[String],
@@ -358,14 +438,11 @@ pub fn spawn_kiln(
             command.env_remove(name);
         }
     }
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .env(
-            "KILN_EMBEDDING__MODELS_DIR",
-            kiln_embed::fetch::shared_models_dir(),
-        );
-    for (name, value) in env {
+    command.args(args).arg("--data-dir").arg(dir).env(
+        "KILN_EMBEDDING__MODELS_DIR",
+        kiln_embed::fetch::shared_models_dir(),
+    );
+    for (name, value) in cluster_env(dir).iter().chain(env) {
         command.env(name, value);
     }
     let mut child = command
@@ -383,7 +460,7 @@ pub fn spawn_kiln(
         if line.starts_with("ak_") {
             key = Some(line.clone());
         }
-        if let Some(url) = line.strip_prefix("Kiln is listening on ") {
+        if let Some((_, url)) = line.split_once(" is listening on ") {
             // Keep draining stdout so the server never blocks on it.
             std::thread::spawn(move || for _ in lines.by_ref() {});
             return (child, url.to_string(), key);

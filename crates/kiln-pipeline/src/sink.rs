@@ -1,0 +1,72 @@
+//! Where the pipeline writes chunks: straight into the local index (the embedded backend), or
+//! into the catalog's durable index log (a cluster), which every API node's replica replays.
+//! Workers of a cluster hold no index at all.
+
+use std::sync::Arc;
+
+use kiln_catalog::{Catalog, IndexChange};
+use kiln_index::{ChunkIndex, ChunkRecord};
+
+use crate::blocking;
+
+#[derive(Clone)]
+pub enum IndexSink {
+    /// This process's own index.
+    Local(Arc<ChunkIndex>),
+    /// The catalog's index log (PostgreSQL).
+    Log(Catalog),
+}
+
+impl IndexSink {
+    /// Writes chunks; when this returns they are durable, and searchable once their
+    /// generation is active (on a cluster, on each node as soon as its replica has caught up,
+    /// which every search waits for).
+    pub async fn add(&self, chunks: Vec<ChunkRecord>) -> Result<(), String> {
+        match self {
+            IndexSink::Local(index) => {
+                let index = index.clone();
+                // On a thread of its own, not the work pool: an add waits for the adds of
+                // other files to be committed with it (`ChunkIndex::add`), and would hold a
+                // pool thread meanwhile.
+                kiln_embed::lane::background_thread("kiln-index", move || {
+                    index.add(&chunks).map_err(|e| e.to_string())
+                })
+                .await
+                .and_then(|added| added)
+            }
+            IndexSink::Log(catalog) => catalog
+                .index_add(&chunks)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Removes a file's generation, a whole file, or a whole store.
+    pub async fn delete(&self, change: IndexChange) -> Result<(), String> {
+        match self {
+            IndexSink::Local(index) => {
+                let index = index.clone();
+                blocking(move || {
+                    match change {
+                        IndexChange::Add { .. } => Ok(()),
+                        IndexChange::DeleteGeneration {
+                            file_id,
+                            generation,
+                            ..
+                        } => index.delete_generation(&file_id, generation),
+                        IndexChange::DeleteFile { file_id, .. } => index.delete_file(&file_id),
+                        IndexChange::DeleteStore { store_id } => index.delete_store(&store_id),
+                    }
+                    .map_err(|e| e.to_string())
+                })
+                .await
+            }
+            IndexSink::Log(catalog) => catalog
+                .index_delete(change)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
