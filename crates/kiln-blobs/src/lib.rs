@@ -232,6 +232,23 @@ impl Blobs {
         Ok(deleted)
     }
 
+    /// Copies every blob into `target`, each streamed; returns the blobs and bytes copied.
+    pub async fn copy_to(&self, target: &Blobs) -> Result<(u64, u64)> {
+        let (mut blobs, mut bytes) = (0, 0);
+        let mut listed = self.store.list(None);
+        while let Some(meta) = listed.try_next().await? {
+            let mut reader = self.get_stream(&meta.location).await?;
+            let mut writer = target.writer(&meta.location).await?;
+            while let Some(piece) = reader.try_next().await? {
+                bytes += piece.len() as u64;
+                writer.write(&piece).await?;
+            }
+            writer.finish().await?;
+            blobs += 1;
+        }
+        Ok((blobs, bytes))
+    }
+
     /// Paths under `prefix` (for tests and audits).
     pub async fn list(&self, prefix: &Path) -> Result<Vec<Path>> {
         Ok(self

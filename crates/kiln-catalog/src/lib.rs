@@ -7,6 +7,7 @@
 //! go through a single connection (WAL mode, `busy_timeout`), reads through a pool; on
 //! PostgreSQL one pool serves both.
 
+mod copy;
 mod files;
 mod index_log;
 mod keys;
@@ -39,6 +40,8 @@ pub enum CatalogError {
     NotFound(Resource),
     #[error("the slice is archived")]
     SliceArchived,
+    #[error("the target catalog is not empty (it has organizations)")]
+    NotEmpty,
     #[error("unsupported catalog URL: {0}")]
     UnsupportedUrl(String),
     #[error("migration {version} failed: {source}")]

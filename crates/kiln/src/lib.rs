@@ -5,5 +5,6 @@ pub mod admin;
 pub mod bench;
 pub mod client;
 pub mod eval;
+pub mod migrate;
 pub mod server;
 pub mod settings;

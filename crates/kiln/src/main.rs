@@ -51,6 +51,20 @@ enum Command {
         #[arg(long)]
         model_dir: Option<PathBuf>,
     },
+    /// Move this (stopped) embedded data dir into a cluster: its catalog rows into PostgreSQL,
+    /// its blobs into S3 (credentials from the AWS_* variables), its chunks and vectors into
+    /// the catalog's index log. Nothing is embedded again.
+    MigrateTo {
+        /// The cluster's catalog, `postgres://…` (its database must be new).
+        #[arg(long)]
+        catalog: String,
+        /// The cluster's blobs, `s3://BUCKET/PREFIX`.
+        #[arg(long)]
+        blobs: String,
+        /// The S3 endpoint, for servers other than AWS.
+        #[arg(long)]
+        blobs_endpoint: Option<String>,
+    },
     /// Read one PDF from stdin and write its text as JSON to stdout: the child process a
     /// server starts per PDF, so that the PDF engine (C++) runs apart from it.
     #[command(hide = true)]
@@ -254,6 +268,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::ExtractPdf { .. } => unreachable!("main runs a PDF child before any runtime"),
+        Command::MigrateTo {
+            catalog,
+            blobs,
+            blobs_endpoint,
+        } => {
+            let source = settings::load(&overrides)?;
+            init_logging(&source);
+            let mut target = source.clone();
+            target.catalog.url = Some(catalog);
+            target.blobs.url = Some(blobs);
+            if blobs_endpoint.is_some() {
+                target.blobs.endpoint = blobs_endpoint;
+            }
+            let moved = kiln::migrate::migrate(&source, &target).await?;
+            println!("{}", serde_json::to_string_pretty(&moved)?);
+            Ok(())
+        }
         Command::Worker { listen, model_dir } => {
             let mut config = settings::load(&overrides)?;
             if model_dir.is_some() {

@@ -84,14 +84,20 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 pub fn config_for(dir: &std::path::Path) -> Config {
+    let mut config = embedded_config_for(dir);
+    if cluster() {
+        use_cluster(&mut config);
+    }
+    config
+}
+
+/// The tests' configuration on the embedded backend, whichever run this is.
+pub fn embedded_config_for(dir: &std::path::Path) -> Config {
     let mut config = Config {
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".to_string(),
         ..Config::default()
     };
-    if cluster() {
-        use_cluster(&mut config);
-    }
     config.embedding.models_dir = Some(kiln_embed::fetch::shared_models_dir());
     config.workers.retry_base_ms = 200;
     config.workers.reap_every_secs = 1;
