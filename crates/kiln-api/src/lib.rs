@@ -28,7 +28,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub use error::ApiError;
 pub use metrics::Metrics;
 pub use routes::UploadSigner;
-pub use search::{FUSION_DEPTH, fuse};
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use kiln_catalog::{SearchStore, SearchableFile};
 use kiln_core::ErrorCode;
-use kiln_index::{Candidate, Hit, Scope};
+use kiln_index::{Hit, Scope};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -83,13 +83,6 @@ pub struct SearchResponse {
 
 /// The most stores one search may name in `store_ids`.
 pub const MAX_STORES: usize = 100;
-
-/// Candidates taken from each list before fusion (at least `top_k`).
-pub const FUSION_DEPTH: usize = 50;
-/// The semantic list's weight in hybrid search; the keyword list has the rest. Chosen on
-/// SciFact's training queries (`kiln eval`): nDCG@10 0.734–0.736 for weights 0.4–0.5 over
-/// min-max-normalised scores, against 0.723 for reciprocal-rank fusion (k = 60).
-const SEMANTIC_WEIGHT: f32 = 0.45;
 
 /// A store's searchable files by ID.
 type Files = Arc<HashMap<String, SearchableFile>>;
@@ -231,47 +224,19 @@ pub async fn search(
             .map_err(|e| ApiError::new(ErrorCode::ServiceUnavailable, e.to_string()))?;
     }
     let index = app.index.clone();
-    let keyword_query = (mode != Mode::Semantic).then(|| query.clone().unwrap_or_default());
-    let depth = if mode == Mode::Hybrid {
-        FUSION_DEPTH.max(top_k)
-    } else {
-        top_k
-    };
+    let text = query.clone().unwrap_or_default();
     let threshold = request.score_threshold;
     let (hits, files) = tokio::task::spawn_blocking(move || {
         let scope = Scope {
             store_ids: &store_ids,
             active: &active,
         };
-        let keyword = || match &keyword_query {
-            Some(q) => index.keyword_candidates(&scope, q, depth),
-            None => Ok(Vec::new()),
+        let mode = match mode {
+            Mode::Keyword => kiln_index::Mode::Keyword,
+            Mode::Semantic => kiln_index::Mode::Semantic,
+            Mode::Hybrid => kiln_index::Mode::Hybrid,
         };
-        // Semantic answers are rescored exactly, so they take more candidates from a graph.
-        let semantic = || match &vector {
-            Some(v) => index.semantic_candidates(&scope, v, depth, mode == Mode::Semantic),
-            None => Ok(Vec::new()),
-        };
-        // Hybrid runs both lists at once, on this thread and one more.
-        let (keyword, semantic) = if mode == Mode::Hybrid {
-            std::thread::scope(|threads| {
-                let semantic = threads.spawn(semantic);
-                let keyword = keyword();
-                let semantic = semantic
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                (keyword, semantic)
-            })
-        } else {
-            (keyword(), semantic())
-        };
-        let (keyword, semantic) = (keyword?, semantic?);
-        // Only the answer's chunks are read from the index; semantic scores made exact.
-        let hits = match mode {
-            Mode::Keyword => index.hydrate(&keyword, None, top_k)?,
-            Mode::Semantic => index.hydrate(&semantic, vector.as_deref(), top_k)?,
-            Mode::Hybrid => index.hydrate(&fuse(&keyword, &semantic), None, top_k)?,
-        };
+        let hits = index.search(&scope, mode, &text, vector.as_deref(), top_k)?;
         let hits: Vec<Hit> = hits
             .into_iter()
             .filter(|hit| threshold.is_none_or(|t| hit.score >= t))
@@ -323,71 +288,4 @@ pub async fn search(
 
 fn find_file<'a>(catalogs: &'a [Files], id: &str) -> Option<&'a SearchableFile> {
     catalogs.iter().find_map(|files| files.get(id))
-}
-
-/// Hybrid fusion: a weighted sum of each list's scores normalised to [0, 1] over that list
-/// (min-max); a chunk missing from a list scores 0 there. BM25 and cosine scores live on
-/// different scales, so they are compared by where they fall within their own list.
-pub fn fuse(keyword: &[Candidate], semantic: &[Candidate]) -> Vec<Candidate> {
-    let mut fused: HashMap<u64, f32> = HashMap::new();
-    for (weight, list) in [
-        (1.0 - SEMANTIC_WEIGHT, keyword),
-        (SEMANTIC_WEIGHT, semantic),
-    ] {
-        let low = list.iter().map(|c| c.score).fold(f32::INFINITY, f32::min);
-        let high = list
-            .iter()
-            .map(|c| c.score)
-            .fold(f32::NEG_INFINITY, f32::max);
-        for candidate in list {
-            let normalised = if high > low {
-                (candidate.score - low) / (high - low)
-            } else {
-                1.0
-            };
-            *fused.entry(candidate.key).or_default() += weight * normalised;
-        }
-    }
-    let mut candidates: Vec<Candidate> = fused
-        .into_iter()
-        .map(|(key, score)| Candidate { key, score })
-        .collect();
-    candidates.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.key.cmp(&b.key)));
-    candidates
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn list(pairs: &[(u64, f32)]) -> Vec<Candidate> {
-        pairs
-            .iter()
-            .map(|&(key, score)| Candidate { key, score })
-            .collect()
-    }
-
-    /// Worked by hand with weights 0.55 (keyword) and 0.45 (semantic):
-    /// keyword 12, 8, 2 → 1, 0.6, 0; semantic 0.9, 0.7, 0.5 → 1, 0.5, 0.
-    #[test]
-    fn fusion_weighs_normalised_scores() {
-        let keyword = list(&[(1, 12.0), (2, 8.0), (3, 2.0)]);
-        let semantic = list(&[(2, 0.9), (4, 0.7), (1, 0.5)]);
-        let fused = fuse(&keyword, &semantic);
-        let got: Vec<(u64, f32)> = fused.iter().map(|c| (c.key, c.score)).collect();
-        // 2: 0.55·0.6 + 0.45·1 = 0.78; 1: 0.55·1 + 0 = 0.55; 4: 0.45·0.5 = 0.225; 3: 0.
-        let want = [(2, 0.78), (1, 0.55), (4, 0.225), (3, 0.0)];
-        assert_eq!(got.len(), want.len());
-        for ((key, score), (want_key, want_score)) in got.iter().zip(want) {
-            assert_eq!(*key, want_key);
-            assert!((score - want_score).abs() < 1e-6, "{got:?}");
-        }
-        // One list alone keeps its order; a list of one scores as its best.
-        let alone = fuse(&keyword, &[]);
-        assert_eq!(
-            alone.iter().map(|c| c.key).collect::<Vec<_>>(),
-            vec![1, 2, 3]
-        );
-        assert_eq!(fuse(&[], &list(&[(9, 0.3)]))[0].score, SEMANTIC_WEIGHT);
-    }
 }

@@ -8,6 +8,7 @@
 //! Every chunk is a tantivy document holding its text and its f32 vector, under a unique
 //! `key`; per-store vector structures are derived from those documents on first use.
 
+mod hybrid;
 mod keyword;
 mod maxscore;
 mod vectors;
@@ -27,6 +28,7 @@ use tantivy::{
     DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term, doc,
 };
 
+pub use hybrid::{FUSION_DEPTH, Mode, SEMANTIC_WEIGHT, fuse};
 use keyword::TEXT_TOKENIZER;
 pub use vectors::AnnOptions;
 use vectors::{Row, StoreVectors};

@@ -307,14 +307,11 @@ pub async fn run(options: &SearchBenchOptions, settings: &Config) -> anyhow::Res
     );
     // Hybrid answers against hybrid computed with exact vectors (same keyword list, same
     // fusion): what the graph's shorter list for fusion costs.
-    let depth = kiln_api::FUSION_DEPTH;
     let truth = query_vectors
         .iter()
         .zip(&query_texts)
         .map(|(vector, text)| {
-            let keyword = exact_index.keyword_candidates(&scope, text, depth)?;
-            let semantic = exact_index.semantic_candidates(&scope, vector, depth, false)?;
-            exact_index.hydrate(&kiln_api::fuse(&keyword, &semantic), None, 10)
+            exact_index.search(&scope, kiln_index::Mode::Hybrid, text, Some(vector), 10)
         })
         .collect::<Result<Vec<_>, _>>()?;
     println!(
