@@ -8,6 +8,7 @@ use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -29,6 +30,8 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    replica_applied: Gauge,
+    replica_behind: Gauge,
 }
 
 impl Default for Metrics {
@@ -56,10 +59,24 @@ impl Metrics {
             "HTTP request latency by method and route",
             latency.clone(),
         );
+        let replica_applied = Gauge::default();
+        let replica_behind = Gauge::default();
+        registry.register(
+            "index_replica_applied",
+            "The last index-log entry this node's index has applied (cluster API nodes)",
+            replica_applied.clone(),
+        );
+        registry.register(
+            "index_replica_behind",
+            "Index-log entries this node had not applied at the last head it read (cluster API nodes)",
+            replica_behind.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
+            replica_applied,
+            replica_behind,
         }
     }
 
@@ -69,6 +86,12 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Where this node's index replica stands (set before each rendering).
+    pub fn set_replica(&self, applied: u64, behind: u64) {
+        self.replica_applied.set(applied as i64);
+        self.replica_behind.set(behind as i64);
     }
 
     fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {

@@ -742,6 +742,12 @@ async fn operations_endpoints() {
         metrics.contains("kiln_http_request_duration_seconds_bucket{"),
         "{metrics}"
     );
+    // A cluster API node says where its index replica stands (nothing logged yet here).
+    assert!(metrics.contains("kiln_index_replica_behind 0"), "{metrics}");
+    assert!(
+        metrics.contains("kiln_index_replica_applied 0"),
+        "{metrics}"
+    );
 
     let (s, openapi, _) = t.call(Method::GET, "/openapi.json", None, None).await;
     assert_eq!(s, StatusCode::OK);

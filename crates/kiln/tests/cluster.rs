@@ -306,6 +306,28 @@ async fn two_api_nodes_and_two_workers_survive_sigkill_and_a_new_node_agrees() {
     }
     let reference = api.completed(&b, &first).await;
     api.same_answers(&a, &b, &[&first]).await;
+    // Each node's replica has applied at least one log entry per file, and is not behind.
+    for node in [&a, &b] {
+        let metrics = api
+            .client
+            .get(format!("{}/metrics", node.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let gauge = |name: &str| -> u64 {
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+                .parse()
+                .unwrap()
+        };
+        assert!(gauge("kiln_index_replica_applied") >= FILES as u64);
+        assert_eq!(gauge("kiln_index_replica_behind"), 0);
+    }
 
     // Round two: SIGKILL a worker mid-batch, and an API node once the uploads are in.
     let second = api.new_store(&b, "second").await;

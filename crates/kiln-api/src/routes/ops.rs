@@ -66,6 +66,11 @@ pub(crate) async fn metrics(
     if app.http.metrics_require_key {
         crate::auth::authenticate(&headers, &app).await?;
     }
+    if let Some(replica) = &app.replica {
+        // The lag against the head as it is now, not as last seen.
+        let _ = replica.catch_up(std::time::Duration::ZERO).await;
+        app.metrics.set_replica(replica.applied(), replica.behind());
+    }
     Ok((
         [(
             header::CONTENT_TYPE,
