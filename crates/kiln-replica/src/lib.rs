@@ -435,6 +435,16 @@ mod tests {
         hits
     }
 
+    /// Closes a replica's index once its merges are done, as a process exit would, so the
+    /// folder can be opened again at once.
+    fn close(replica: Replica) {
+        let Replica { index, .. } = replica;
+        Arc::into_inner(index)
+            .expect("the only handle")
+            .finish_merges()
+            .unwrap();
+    }
+
     async fn open(catalog: &Catalog, dir: &Path) -> Replica {
         Replica::open(catalog.clone(), dir, DIMS, AnnOptions::default())
             .await
@@ -492,7 +502,7 @@ mod tests {
             replica.sync().await.unwrap();
             assert_eq!(keyword(replica.index(), "s1", "cobalt").len(), 4);
             assert_eq!(keyword(replica.index(), "s1", "amber").len(), 2);
-            drop(replica);
+            close(replica);
 
             // Reopened: resumes where it was, then applies a store delete.
             let replica = open(&catalog, &index_dir).await;
@@ -514,7 +524,7 @@ mod tests {
             assert!(keyword(replica.index(), "s2", "amber").is_empty());
             assert!(keyword(replica.index(), "s1", "amber").is_empty());
             assert_eq!(keyword(replica.index(), "s1", "cobalt").len(), 4);
-            drop(replica);
+            close(replica);
 
             // Down while the log was pruned past it: rebuilt, with the same answers.
             add(&catalog, "s1", "f4", 1, 1, "cobalt").await;
