@@ -103,6 +103,29 @@ impl ApiError {
     }
 }
 
+/// Maps a catalog error about a store: a 404 names the store under `key`.
+pub(crate) fn store_not_found<'a>(
+    key: &'a str,
+    store_id: &'a str,
+) -> impl FnOnce(CatalogError) -> ApiError + 'a {
+    move |err| ApiError::from(err).detail_if_not_found(key, store_id)
+}
+
+/// Maps a catalog error about a file in a store: a missing file names the file and the store
+/// (under `store_key`), a missing store the store.
+pub(crate) fn file_not_found<'a>(
+    store_key: &'a str,
+    store_id: &'a str,
+    file_id: &'a str,
+) -> impl FnOnce(CatalogError) -> ApiError + 'a {
+    move |err| match err {
+        CatalogError::NotFound(kiln_catalog::Resource::File) => ApiError::from(err)
+            .detail("file_id", file_id)
+            .detail(store_key, store_id),
+        other => ApiError::from(other).detail_if_not_found(store_key, store_id),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), axum::Json(self.envelope())).into_response();
@@ -126,6 +149,7 @@ impl From<CatalogError> for ApiError {
                     Resource::Store => (ErrorCode::VectorStoreNotFound, "Vector store"),
                     Resource::ApiKey => (ErrorCode::ResourceNotFound, "API key"),
                     Resource::File => (ErrorCode::FileNotInStore, "File not found in this store"),
+                    Resource::OrgFile => (ErrorCode::FileNotFound, "File"),
                     Resource::Upload => (ErrorCode::UploadNotFound, "Upload"),
                 };
                 let message = if resource == Resource::File {

@@ -184,6 +184,33 @@ pub fn check_name(field: &str, name: &str) -> Option<crate::error::FieldError> {
     }
 }
 
+/// A numbered page (the vector-stores family's `page` from 1 and a size field, e.g.
+/// `page_size` or `limit`, 1–100) as a window, or the fields' problems.
+pub fn numbered_page(
+    page: Option<i64>,
+    size: Option<i64>,
+    size_field: &str,
+) -> Result<(i64, PageRequest), Vec<crate::error::FieldError>> {
+    let mut fields = Vec::new();
+    let number = page.unwrap_or(1);
+    if number < 1 {
+        fields.push(crate::error::FieldError::new("page", "must be 1 or more"));
+    }
+    let limit = size.unwrap_or(PageRequest::DEFAULT_LIMIT);
+    if !(1..=PageRequest::MAX_LIMIT).contains(&limit) {
+        fields.push(crate::error::FieldError::new(
+            size_field,
+            format!("must be between 1 and {}", PageRequest::MAX_LIMIT),
+        ));
+    }
+    if fields.is_empty() {
+        let skip = (number - 1).saturating_mul(limit);
+        Ok((number, PageRequest { skip, limit }))
+    } else {
+        Err(fields)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,8 @@ pub mod auth;
 pub mod context;
 pub mod error;
 pub mod extract;
+mod idempotency;
+mod ingest;
 pub mod metrics;
 mod openapi;
 mod routes;
@@ -66,6 +68,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(json_limit))
+        .layer(from_fn_with_state(state.clone(), idempotency::layer))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn_with_state(state.metrics.clone(), metrics::track))
         .layer(from_fn_with_state(timeout, context::request_context))

@@ -72,6 +72,11 @@ pub fn file_prefix(organization_id: &str, store_id: &str, file_id: &str) -> Path
     ))
 }
 
+/// Where an organization file's blobs live (an organization upload: no store).
+pub fn org_file_prefix(organization_id: &str, file_id: &str) -> Path {
+    Path::from(format!("orgs/{organization_id}/files/{file_id}"))
+}
+
 const PROBE: &str = "_kiln/probe";
 
 /// Where S3-compatible object storage is and how to sign in; a setting left `None` comes from
@@ -201,6 +206,19 @@ impl Blobs {
     /// meanwhile (another deleter, a concurrent cleanup of empty folders) count as deleted.
     /// Deletes go in bulk where the store has it (S3 deletes up to 1,000 keys a request).
     pub async fn delete_prefix(&self, prefix: &Path) -> Result<usize> {
+        self.delete_prefix_except(prefix, &[]).await
+    }
+
+    /// Deletes one blob; one that is not there counts as deleted.
+    pub async fn delete(&self, path: &Path) -> Result<()> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// As [`Blobs::delete_prefix`], leaving the blobs at `keep`.
+    pub async fn delete_prefix_except(&self, prefix: &Path, keep: &[Path]) -> Result<usize> {
         let mut deleted = 0;
         // A listing can trip over folders removed under it; list again until clean.
         for _ in 0..5 {
@@ -210,6 +228,7 @@ impl Blobs {
             let mut locations = Vec::with_capacity(listed.len());
             for entry in listed {
                 match entry {
+                    Ok(meta) if keep.contains(&meta.location) => {}
                     Ok(meta) => locations.push(Ok(meta.location)),
                     Err(object_store::Error::NotFound { .. }) => tripped = true,
                     Err(err) => return Err(err.into()),

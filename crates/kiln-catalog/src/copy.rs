@@ -14,12 +14,14 @@ const TABLES: &[&str] = &[
     "api_keys",
     "slices",
     "stores",
+    "org_files",
     "files",
     "jobs",
     "file_logs",
     "uploads",
     "upload_parts",
     "server_secrets",
+    "idempotency_keys",
 ];
 
 /// Rows per `INSERT`.

@@ -4,7 +4,7 @@
 use std::sync::atomic::AtomicI64;
 
 use kiln_core::model::{
-    FileCounts, FileRecord, LogEntry, Page, PageRequest, Principal, UsageFigures,
+    FileCounts, FileRecord, LogEntry, OrgFile, Page, PageRequest, Principal, UsageFigures,
 };
 use kiln_core::types::{FileErrorCode, FileStatus, LogLevel, Step};
 use kiln_core::{IdKind, Timestamp};
@@ -27,11 +27,14 @@ pub struct NewFile {
     pub file_size: i64,
     pub sha256: Option<String>,
     pub created_by: String,
+    /// Where the original was stored.
+    pub original_blob: String,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct FileFilter {
-    pub status: Option<FileStatus>,
+    /// Any of these statuses (none: all).
+    pub statuses: Vec<FileStatus>,
     /// Case-insensitive substring of the file name or relative path.
     pub search: Option<String>,
 }
@@ -51,7 +54,7 @@ pub(crate) const FILE_COLUMNS: &str = "id, organization_id, store_id, file_name,
      mime_type, file_size, sha256, status, current_step, progress_percent, error_code, \
      error_message, retryable, attempts, generation, active_generation, chunk_count, \
      extracted_text_bytes, vector_bytes, index_bytes, embedding_model, created_by, created_at, \
-     updated_at, queued_at, started_at, completed_at";
+     updated_at, queued_at, started_at, completed_at, org_file_id, original_blob";
 
 pub(crate) fn file_record(row: &AnyRow) -> Result<FileRecord> {
     let error_code: Option<String> = row.try_get("error_code")?;
@@ -84,6 +87,8 @@ pub(crate) fn file_record(row: &AnyRow) -> Result<FileRecord> {
         extracted_text_bytes: row.try_get("extracted_text_bytes")?,
         vector_bytes: row.try_get("vector_bytes")?,
         index_bytes: row.try_get("index_bytes")?,
+        org_file_id: row.try_get("org_file_id")?,
+        original_blob: row.try_get("original_blob")?,
     })
 }
 
@@ -189,7 +194,7 @@ pub(crate) async fn require_store(
         .ok_or(CatalogError::NotFound(Resource::Store))
 }
 
-async fn fetch_file(
+pub(crate) async fn fetch_file(
     conn: &mut AnyConnection,
     organization_id: &str,
     store_id: &str,
@@ -209,6 +214,44 @@ async fn fetch_file(
     }
 }
 
+/// Deletes a store's file row (a link) inside the caller's transaction: hidden at once, its
+/// queued processing cancelled, a purge job for its chunks and blobs; a knowledge-family
+/// organization file goes with its last link. `false`: no such live file.
+pub(crate) async fn unlink(
+    conn: &mut AnyConnection,
+    organization_id: &str,
+    store_id: &str,
+    file_id: &str,
+    now: i64,
+) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE files SET deleted_at = $1, updated_at = $1 \
+         WHERE organization_id = $2 AND store_id = $3 AND id = $4 AND deleted_at IS NULL",
+    )
+    .bind(now)
+    .bind(organization_id)
+    .bind(store_id)
+    .bind(file_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if n == 0 {
+        return Ok(false);
+    }
+    crate::stores::bump_search_version(&mut *conn, store_id).await?;
+    sqlx::query(
+        "UPDATE jobs SET state = 'cancelled', updated_at = $1 \
+         WHERE file_id = $2 AND kind = 'process' AND state = 'queued'",
+    )
+    .bind(now)
+    .bind(file_id)
+    .execute(&mut *conn)
+    .await?;
+    enqueue(&mut *conn, "purge", organization_id, store_id, file_id, now).await?;
+    crate::org_files::release_after_unlink(&mut *conn, file_id, now).await?;
+    Ok(true)
+}
+
 /// Why a file was not found: its store is missing (checked first, as the contract says), or
 /// the file is.
 async fn missing_file(
@@ -222,57 +265,85 @@ async fn missing_file(
     }
 }
 
-/// Inserts a file with its first job and log entries (inside the caller's transaction).
+/// Inserts a knowledge-family file: its organization file and its store link under one ID,
+/// with the link's first job and log entries (inside the caller's transaction).
 pub(crate) async fn insert_file(tx: &mut AnyConnection, new: &NewFile) -> Result<FileRecord> {
     require_store(&mut *tx, &new.organization_id, &new.store_id).await?;
+    let org_file = crate::org_files::insert_org_file(
+        &mut *tx,
+        &crate::NewOrgFile {
+            id: new.id.clone(),
+            organization_id: new.organization_id.clone(),
+            file_name: new.file_name.clone(),
+            relative_path: new.relative_path.clone(),
+            mime_type: new.mime_type.clone(),
+            file_size: new.file_size,
+            sha256: new.sha256.clone(),
+            created_by: new.created_by.clone(),
+            blob_path: new.original_blob.clone(),
+        },
+        crate::org_files::Origin::Store,
+    )
+    .await?;
+    insert_link(&mut *tx, &org_file, &new.store_id, &new.id, &new.created_by).await
+}
+
+/// Links an organization file into a store: the store's file row (`link_id`), its first job
+/// and log entries (inside the caller's transaction).
+pub(crate) async fn insert_link(
+    tx: &mut AnyConnection,
+    org_file: &OrgFile,
+    store_id: &str,
+    link_id: &str,
+    by: &str,
+) -> Result<FileRecord> {
     // The creation time orders lists (strictly increasing, so it may run a little ahead of
     // the clock in a burst); the queue's times are the clock's, or the job would not be due.
     let created = Timestamp::created().millis();
     let now = Timestamp::now().millis();
+    let org = &org_file.organization_id;
     sqlx::query(
         "INSERT INTO files (id, organization_id, store_id, file_name, relative_path, \
              mime_type, file_size, sha256, status, current_step, created_by, created_at, \
-             updated_at, queued_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 'queued', $9, $10, $11, $11)",
+             updated_at, queued_at, org_file_id, original_blob) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 'queued', $9, $10, $11, $11, $12, $13)",
     )
-    .bind(&new.id)
-    .bind(&new.organization_id)
-    .bind(&new.store_id)
-    .bind(&new.file_name)
-    .bind(new.relative_path.clone())
-    .bind(&new.mime_type)
-    .bind(new.file_size)
-    .bind(new.sha256.clone())
-    .bind(&new.created_by)
+    .bind(link_id)
+    .bind(org)
+    .bind(store_id)
+    .bind(&org_file.file_name)
+    .bind(org_file.relative_path.clone())
+    .bind(&org_file.mime_type)
+    .bind(org_file.file_size)
+    .bind(org_file.sha256.clone())
+    .bind(by)
     .bind(created)
     .bind(now)
+    .bind(&org_file.id)
+    .bind(&org_file.blob_path)
     .execute(&mut *tx)
     .await?;
-    enqueue(
+    enqueue(&mut *tx, "process", org, store_id, link_id, now).await?;
+    append_log(
         &mut *tx,
-        "process",
-        &new.organization_id,
-        &new.store_id,
-        &new.id,
-        now,
+        org,
+        link_id,
+        0,
+        LogLevel::Info,
+        None,
+        "uploaded",
+        &format!(
+            "Received {} ({} bytes)",
+            org_file.file_name, org_file.file_size
+        ),
+        json!({"file_size": org_file.file_size, "mime_type": org_file.mime_type,
+               "sha256": org_file.sha256, "by": by, "file_id": org_file.id}),
     )
     .await?;
     append_log(
-            &mut *tx,
-            &new.organization_id,
-            &new.id,
-            0,
-            LogLevel::Info,
-            None,
-            "uploaded",
-            &format!("Received {} ({} bytes)", new.file_name, new.file_size),
-            json!({"file_size": new.file_size, "mime_type": new.mime_type, "sha256": new.sha256, "by": new.created_by}),
-        )
-        .await?;
-    append_log(
         &mut *tx,
-        &new.organization_id,
-        &new.id,
+        org,
+        link_id,
         0,
         LogLevel::Info,
         Some(Step::Queued),
@@ -281,7 +352,7 @@ pub(crate) async fn insert_file(tx: &mut AnyConnection, new: &NewFile) -> Result
         json!({}),
     )
     .await?;
-    fetch_file(&mut *tx, &new.organization_id, &new.store_id, &new.id).await
+    fetch_file(&mut *tx, org, store_id, link_id).await
 }
 
 impl Catalog {
@@ -379,24 +450,21 @@ impl Catalog {
     ) -> Result<Page<FileRecord>> {
         let mut conn = self.read.acquire().await?;
         require_store(&mut conn, organization_id, store_id).await?;
-        let status = filter.status.map(FileStatus::as_str);
-        let pattern = filter.search.as_ref().map(|s| {
-            let escaped = s
-                .to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            format!("%{escaped}%")
+        // Statuses as one comma-separated text, matched with `LIKE` (portable: no arrays).
+        let status = (!filter.statuses.is_empty()).then(|| {
+            let names: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+            format!(",{},", names.join(","))
         });
+        let pattern = filter.search.as_deref().map(crate::rows::contains_pattern);
         const WHERE: &str = "WHERE organization_id = $1 AND store_id = $2 AND deleted_at IS NULL \
-             AND (CAST($3 AS TEXT) IS NULL OR status = $3) \
+             AND (CAST($3 AS TEXT) IS NULL OR $3 LIKE '%,' || status || ',%') \
              AND (CAST($4 AS TEXT) IS NULL OR LOWER(file_name) LIKE $4 ESCAPE '\\' \
                   OR LOWER(COALESCE(relative_path, '')) LIKE $4 ESCAPE '\\')";
         let total: i64 =
             sqlx::query_scalar(AssertSqlSafe(format!("SELECT COUNT(*) FROM files {WHERE}")))
                 .bind(organization_id)
                 .bind(store_id)
-                .bind(status)
+                .bind(status.clone())
                 .bind(pattern.clone())
                 .fetch_one(&mut *conn)
                 .await?;
@@ -486,30 +554,9 @@ impl Catalog {
         let now = Timestamp::now().millis();
         let mut deleted = Vec::new();
         for file_id in file_ids {
-            let n = sqlx::query(
-                "UPDATE files SET deleted_at = $1, updated_at = $1 \
-                 WHERE organization_id = $2 AND store_id = $3 AND id = $4 AND deleted_at IS NULL",
-            )
-            .bind(now)
-            .bind(organization_id)
-            .bind(store_id)
-            .bind(file_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 0 {
+            if !unlink(&mut tx, organization_id, store_id, file_id, now).await? {
                 continue;
             }
-            crate::stores::bump_search_version(&mut tx, store_id).await?;
-            sqlx::query(
-                "UPDATE jobs SET state = 'cancelled', updated_at = $1 \
-                 WHERE file_id = $2 AND kind = 'process' AND state = 'queued'",
-            )
-            .bind(now)
-            .bind(file_id)
-            .execute(&mut *tx)
-            .await?;
-            enqueue(&mut tx, "purge", organization_id, store_id, file_id, now).await?;
             append_log(
                 &mut tx,
                 organization_id,
@@ -518,7 +565,7 @@ impl Catalog {
                 LogLevel::Info,
                 None,
                 "deleted",
-                "Deleted; its chunks, vectors and stored original are being purged",
+                "Deleted; its chunks and vectors are being purged, and its original unless another store holds the file",
                 json!({"by": by}),
             )
             .await?;

@@ -40,12 +40,7 @@ fn key_info(row: &AnyRow) -> Result<ApiKeyInfo> {
 
 async fn insert_organization(conn: &mut sqlx::AnyConnection, name: &str) -> Result<Organization> {
     let now = Timestamp::created();
-    let org = Organization {
-        id: IdKind::Organization.generate(),
-        name: name.to_string(),
-        created_at: now,
-        updated_at: now,
-    };
+    let org = Organization::new(IdKind::Organization.generate(), name.to_string(), now, now);
     sqlx::query(
         "INSERT INTO organizations (id, name, created_at, updated_at) VALUES ($1, $2, $3, $4)",
     )

@@ -9,9 +9,11 @@
 
 mod copy;
 mod files;
+mod idempotency;
 mod index_log;
 mod keys;
 mod migrate;
+mod org_files;
 mod queue;
 mod rows;
 mod slices;
@@ -26,11 +28,13 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Executor};
 
 pub use files::{FileFilter, NewFile, RetryOutcome};
+pub use idempotency::{IdempotencyClaim, StoredResponse};
 pub use index_log::{INDEX_CHANNEL, IndexChange, IndexHead, IndexSnapshot, LogEntry};
 pub use keys::NewApiKey;
+pub use org_files::{LinkOutcome, NewOrgFile};
 pub use queue::{Claimed, Completion, FailOutcome, JobKind, Liveness, LogLine, SearchableFile};
 pub use slices::{NewSlice, SliceFilter, SlicePatch};
-pub use stores::{NewStore, SearchStore, StorePatch};
+pub use stores::{NewStore, SearchStore, StorePatch, StoreQuery, StoreSort};
 pub use uploads::{NewUpload, Upload, UploadPart};
 
 /// Everything that can go wrong in the catalog.
@@ -58,6 +62,8 @@ pub enum Resource {
     Slice,
     Store,
     File,
+    /// A file of the organization (not of one store).
+    OrgFile,
     Upload,
 }
 
@@ -69,6 +75,7 @@ impl std::fmt::Display for Resource {
             Resource::Slice => "slice",
             Resource::Store => "store",
             Resource::File => "file",
+            Resource::OrgFile => "organization file",
             Resource::Upload => "upload",
         })
     }

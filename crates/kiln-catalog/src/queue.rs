@@ -28,6 +28,8 @@ pub enum JobKind {
     Purge,
     /// Remove a deleted store's chunks, vectors and blobs.
     PurgeStore,
+    /// Remove a deleted organization file's original.
+    PurgeOrgFile,
 }
 
 impl JobKind {
@@ -36,6 +38,7 @@ impl JobKind {
             "process" => Some(JobKind::Process),
             "purge" => Some(JobKind::Purge),
             "purge_store" => Some(JobKind::PurgeStore),
+            "purge_org_file" => Some(JobKind::PurgeOrgFile),
             _ => None,
         }
     }
@@ -48,7 +51,7 @@ pub struct Claimed {
     pub kind: JobKind,
     pub organization_id: String,
     pub store_id: String,
-    /// For `PurgeStore`, the store ID.
+    /// For `PurgeStore`, the store ID; for `PurgeOrgFile`, the organization file's.
     pub file_id: String,
     /// This job's automatic try, from 0.
     pub job_attempt: i64,
@@ -771,6 +774,7 @@ mod tests {
                 file_size: 1,
                 sha256: None,
                 created_by: "ak_x".into(),
+                original_blob: format!("orgs/{org}/stores/{store}/files/{id}/original"),
             })
             .await
             .unwrap();

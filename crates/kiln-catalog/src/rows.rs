@@ -31,12 +31,12 @@ pub(crate) fn enum_col<T>(row: &AnyRow, col: &str, parse: fn(&str) -> Option<T>)
 pub(crate) const ORG_COLUMNS: &str = "id, name, created_at, updated_at";
 
 pub(crate) fn organization(row: &AnyRow) -> Result<Organization> {
-    Ok(Organization {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        created_at: ts(row, "created_at")?,
-        updated_at: ts(row, "updated_at")?,
-    })
+    Ok(Organization::new(
+        row.try_get("id")?,
+        row.try_get("name")?,
+        ts(row, "created_at")?,
+        ts(row, "updated_at")?,
+    ))
 }
 
 /// Selects a slice with its live store count; append `WHERE ...` on alias `sl`.
@@ -107,4 +107,17 @@ pub(crate) fn store(row: &AnyRow) -> Result<Store> {
         created_at: ts(row, "created_at")?,
         updated_at: ts(row, "updated_at")?,
     })
+}
+
+/// A `LIKE` pattern (escape character: backslash) matching `text` anywhere, case-insensitively
+/// when compared with `LOWER(column)`; its own `%`, `_` and backslashes taken literally.
+pub(crate) fn contains_pattern(text: &str) -> String {
+    format!("%{}%", escape_like(&text.to_lowercase()))
+}
+
+/// `text` with `LIKE`'s special characters escaped by a backslash.
+pub(crate) fn escape_like(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }

@@ -36,6 +36,30 @@ fn slice_sql(tail: &'static str) -> AssertSqlSafe<String> {
 }
 
 impl Catalog {
+    /// The organization's default slice, made on first use: where stores created without a
+    /// slice go (the vector-stores family has no slices). Its ID follows from the
+    /// organization's, so concurrent first uses make one.
+    pub async fn default_slice(&self, organization_id: &str, created_by: &str) -> Result<String> {
+        let suffix = organization_id
+            .strip_prefix(IdKind::Organization.prefix())
+            .unwrap_or(organization_id);
+        let id = format!("{}{suffix}", IdKind::Slice.prefix());
+        let now = Timestamp::created().millis();
+        sqlx::query(
+            "INSERT INTO slices (id, organization_id, name, description, slice_type, owner_type, \
+             owner_id, status, created_by, created_at, updated_at) \
+             VALUES ($1, $2, 'Default', 'Stores created without a slice', 'standard', \
+             'organization', NULL, 'active', $3, $4, $4) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&id)
+        .bind(organization_id)
+        .bind(created_by)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(id)
+    }
+
     pub async fn create_slice(
         &self,
         organization_id: &str,

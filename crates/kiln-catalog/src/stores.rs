@@ -25,6 +25,28 @@ pub struct StorePatch {
     pub slice_id: Option<String>,
 }
 
+/// Which stores a list holds, and in what order (newest first by default).
+#[derive(Debug, Clone, Default)]
+pub struct StoreQuery {
+    pub slice_id: Option<String>,
+    pub access_mode: Option<AccessMode>,
+    /// Case-insensitive substring of the name or description.
+    pub search: Option<String>,
+    pub sort: StoreSort,
+    pub ascending: bool,
+}
+
+/// What a store list is ordered by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StoreSort {
+    #[default]
+    CreatedAt,
+    UpdatedAt,
+    Name,
+    FileCount,
+    DataSize,
+}
+
 /// A store as search sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchStore {
@@ -109,20 +131,52 @@ impl Catalog {
         slice_id: Option<&str>,
         window: PageRequest,
     ) -> Result<Page<Store>> {
-        let total: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM stores s WHERE s.organization_id = $1 \
-             AND (CAST($2 AS TEXT) IS NULL OR s.slice_id = $2)",
-        )
+        let query = StoreQuery {
+            slice_id: slice_id.map(str::to_string),
+            ..StoreQuery::default()
+        };
+        self.list_stores_by(organization_id, &query, window).await
+    }
+
+    /// An organization's stores, filtered and ordered as `query` says.
+    pub async fn list_stores_by(
+        &self,
+        organization_id: &str,
+        query: &StoreQuery,
+        window: PageRequest,
+    ) -> Result<Page<Store>> {
+        const WHERE: &str = "WHERE s.organization_id = $1 \
+             AND (CAST($2 AS TEXT) IS NULL OR s.slice_id = $2) \
+             AND (CAST($3 AS TEXT) IS NULL OR s.access_mode = $3) \
+             AND (CAST($4 AS TEXT) IS NULL OR LOWER(s.name) LIKE $4 ESCAPE '\\' \
+                  OR LOWER(COALESCE(s.description, '')) LIKE $4 ESCAPE '\\')";
+        let pattern = query.search.as_deref().map(rows::contains_pattern);
+        let mode = query.access_mode.map(AccessMode::as_str);
+        let total: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM stores s {WHERE}"
+        )))
         .bind(organization_id)
-        .bind(slice_id)
+        .bind(query.slice_id.clone())
+        .bind(mode)
+        .bind(pattern.clone())
         .fetch_one(&self.read)
         .await?;
-        let rows = sqlx::query(store_sql(
-            "WHERE s.organization_id = $1 AND (CAST($2 AS TEXT) IS NULL OR s.slice_id = $2) \
-             GROUP BY s.id ORDER BY s.created_at DESC, s.id DESC LIMIT $3 OFFSET $4",
-        ))
+        let column = match query.sort {
+            StoreSort::CreatedAt => "s.created_at",
+            StoreSort::UpdatedAt => "s.updated_at",
+            StoreSort::Name => "LOWER(s.name)",
+            StoreSort::FileCount => "n_total",
+            StoreSort::DataSize => "data_size",
+        };
+        let direction = if query.ascending { "ASC" } else { "DESC" };
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "{STORE_SELECT} {WHERE} GROUP BY s.id ORDER BY {column} {direction}, s.id {direction} \
+             LIMIT $5 OFFSET $6"
+        )))
         .bind(organization_id)
-        .bind(slice_id)
+        .bind(query.slice_id.clone())
+        .bind(mode)
+        .bind(pattern)
         .bind(window.limit)
         .bind(window.skip)
         .fetch_all(&self.read)
@@ -244,11 +298,21 @@ impl Catalog {
             return Err(CatalogError::NotFound(Resource::Store));
         }
         let now = Timestamp::now().millis();
+        let links: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM files WHERE store_id = $1 AND deleted_at IS NULL")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
         sqlx::query("UPDATE files SET deleted_at = $1 WHERE store_id = $2 AND deleted_at IS NULL")
             .bind(now)
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        // Files the knowledge family created here go with the store unless another store
+        // holds them; organization uploads stay in the organization.
+        for link in &links {
+            crate::org_files::release_after_unlink(&mut tx, link, now).await?;
+        }
         sqlx::query(
             "UPDATE jobs SET state = 'cancelled', updated_at = $1 WHERE store_id = $2 AND state = 'queued'",
         )

@@ -2,7 +2,7 @@
 //! registration that turns a complete upload into a file with its first job, atomically.
 //! Also the server-wide secrets (the key that signs upload URLs).
 
-use kiln_core::model::FileRecord;
+use kiln_core::model::{FileRecord, OrgFile};
 use kiln_core::{Timestamp, ids};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -100,9 +100,12 @@ impl Catalog {
     }
 
     /// Records a new upload in a store.
+    /// An upload into a store, or (`store_id` empty) into the organization.
     pub async fn create_upload(&self, new: NewUpload) -> Result<Upload> {
         let mut tx = self.write_tx().await?;
-        require_store(&mut tx, &new.organization_id, &new.store_id).await?;
+        if !new.store_id.is_empty() {
+            require_store(&mut tx, &new.organization_id, &new.store_id).await?;
+        }
         let now = Timestamp::now().millis();
         sqlx::query(
             "INSERT INTO uploads (id, organization_id, store_id, file_name, relative_path, \
@@ -224,25 +227,18 @@ impl Catalog {
     pub async fn register_upload(&self, new: NewFile) -> Result<FileRecord> {
         let mut tx = self.write_tx().await?;
         require_store(&mut tx, &new.organization_id, &new.store_id).await?;
-        sqlx::query("DELETE FROM upload_parts WHERE upload_id = $1")
-            .bind(&new.id)
-            .execute(&mut *tx)
-            .await?;
-        let removed = sqlx::query(
-            "DELETE FROM uploads WHERE id = $1 AND organization_id = $2 AND store_id = $3 \
-             AND received_bytes = file_size AND expires_at > $4",
-        )
-        .bind(&new.id)
-        .bind(&new.organization_id)
-        .bind(&new.store_id)
-        .bind(Timestamp::now().millis())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if removed == 0 {
-            return Err(CatalogError::NotFound(Resource::Upload));
-        }
+        take_upload(&mut tx, &new.id, &new.organization_id, &new.store_id).await?;
         let file = insert_file(&mut tx, &new).await?;
+        tx.commit().await?;
+        Ok(file)
+    }
+
+    /// Registers a complete organization upload (no store) as an organization file.
+    pub async fn register_org_upload(&self, new: crate::NewOrgFile) -> Result<OrgFile> {
+        let mut tx = self.write_tx().await?;
+        take_upload(&mut tx, &new.id, &new.organization_id, "").await?;
+        let file =
+            crate::org_files::insert_org_file(&mut tx, &new, crate::org_files::Origin::Org).await?;
         tx.commit().await?;
         Ok(file)
     }
@@ -276,6 +272,35 @@ impl Catalog {
     }
 }
 
+/// Removes a complete, unexpired upload and its part rows, as its registration does (inside
+/// the caller's transaction); of concurrent registrations one finds it.
+async fn take_upload(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    organization_id: &str,
+    store_id: &str,
+) -> Result<()> {
+    sqlx::query("DELETE FROM upload_parts WHERE upload_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    let removed = sqlx::query(
+        "DELETE FROM uploads WHERE id = $1 AND organization_id = $2 AND store_id = $3 \
+         AND received_bytes = file_size AND expires_at > $4",
+    )
+    .bind(id)
+    .bind(organization_id)
+    .bind(store_id)
+    .bind(Timestamp::now().millis())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if removed == 0 {
+        return Err(CatalogError::NotFound(Resource::Upload));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,6 +331,7 @@ mod tests {
             file_size: upload.file_size,
             sha256: None,
             created_by: upload.created_by.clone(),
+            original_blob: format!("{}/original", upload.id),
         }
     }
 

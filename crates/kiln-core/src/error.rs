@@ -16,6 +16,7 @@ pub enum ErrorCode {
     SliceNotFound,
     VectorStoreNotFound,
     FileNotInStore,
+    FileNotFound,
     UploadNotFound,
     ResourceNotFound,
     MethodNotAllowed,
@@ -24,6 +25,8 @@ pub enum ErrorCode {
     UploadIncomplete,
     SliceArchived,
     Conflict,
+    IdempotencyKeyInUse,
+    IdempotencyKeyMismatch,
     FileTooLarge,
     PayloadTooLarge,
     UnsupportedFileType,
@@ -41,16 +44,17 @@ impl ErrorCode {
             AuthenticationRequired | InvalidApiKey => 401,
             OrganizationAccessDenied | InsufficientPermissions => 403,
             OrganizationNotFound | SliceNotFound | VectorStoreNotFound | FileNotInStore
-            | UploadNotFound | ResourceNotFound => 404,
+            | FileNotFound | UploadNotFound | ResourceNotFound => 404,
             MethodNotAllowed => 405,
             FileProcessingInProgress
             | FileAlreadyProcessed
             | UploadIncomplete
             | SliceArchived
-            | Conflict => 409,
+            | Conflict
+            | IdempotencyKeyInUse => 409,
             FileTooLarge | PayloadTooLarge => 413,
             UnsupportedFileType => 415,
-            ValidationError => 422,
+            ValidationError | IdempotencyKeyMismatch => 422,
             RateLimitExceeded => 429,
             InternalError => 500,
             ServiceUnavailable => 503,
@@ -69,6 +73,7 @@ impl ErrorCode {
             SliceNotFound => "SLICE_NOT_FOUND",
             VectorStoreNotFound => "VECTOR_STORE_NOT_FOUND",
             FileNotInStore => "FILE_NOT_IN_STORE",
+            FileNotFound => "FILE_NOT_FOUND",
             UploadNotFound => "UPLOAD_NOT_FOUND",
             ResourceNotFound => "RESOURCE_NOT_FOUND",
             MethodNotAllowed => "METHOD_NOT_ALLOWED",
@@ -77,6 +82,8 @@ impl ErrorCode {
             UploadIncomplete => "UPLOAD_INCOMPLETE",
             SliceArchived => "SLICE_ARCHIVED",
             Conflict => "CONFLICT",
+            IdempotencyKeyInUse => "IDEMPOTENCY_KEY_IN_USE",
+            IdempotencyKeyMismatch => "IDEMPOTENCY_KEY_MISMATCH",
             FileTooLarge => "FILE_TOO_LARGE",
             PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             UnsupportedFileType => "UNSUPPORTED_FILE_TYPE",
@@ -97,13 +104,21 @@ impl ErrorCode {
             OrganizationAccessDenied => "You don't have access to this organization.",
             InsufficientPermissions => "You don't have permission to do this.",
             OrganizationNotFound | SliceNotFound | VectorStoreNotFound | FileNotInStore
-            | UploadNotFound | ResourceNotFound => "We couldn't find the requested resource.",
+            | FileNotFound | UploadNotFound | ResourceNotFound => {
+                "We couldn't find the requested resource."
+            }
             MethodNotAllowed => "This method is not allowed here.",
             FileProcessingInProgress => "The file is still being processed.",
             FileAlreadyProcessed => "The file has already been processed.",
             UploadIncomplete => "The upload is not complete yet.",
             SliceArchived => "This knowledge slice is archived.",
             Conflict => "The request conflicts with the current state.",
+            IdempotencyKeyInUse => {
+                "A request with this Idempotency-Key is still running. Try again shortly."
+            }
+            IdempotencyKeyMismatch => {
+                "This Idempotency-Key was used for a different request. Use a new key."
+            }
             FileTooLarge => "The file is too large.",
             PayloadTooLarge => "The request is too large.",
             UnsupportedFileType => "This file type is not supported.",

@@ -11,12 +11,40 @@ pub const DEFAULT_MAX_CHUNK_TOKENS: u32 = 800;
 /// Default chunk overlap, in tokens.
 pub const DEFAULT_CHUNK_OVERLAP_TOKENS: u32 = 400;
 
+/// An organization. Kiln keeps no billing: the fields the Aitronos client requires beside the
+/// name say so (`is_active` always, limits `0` = none).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Organization {
     pub id: String,
     pub name: String,
+    /// Always `organization`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub is_active: bool,
+    /// `0`: Kiln sets no API usage limit.
+    pub api_usage_limit: f64,
+    /// `0`: Kiln sets no total usage limit.
+    pub total_usage_limit: f64,
+    /// `0`: Kiln keeps no storage allowance (usage is reported, never billed).
+    pub storage_free_bytes_allowance: i64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+impl Organization {
+    pub fn new(id: String, name: String, created_at: Timestamp, updated_at: Timestamp) -> Self {
+        Organization {
+            id,
+            name,
+            kind: "organization",
+            is_active: true,
+            api_usage_limit: 0.0,
+            total_usage_limit: 0.0,
+            storage_free_bytes_allowance: 0,
+            created_at,
+            updated_at,
+        }
+    }
 }
 
 /// An API key as listed by the operator tool; the key value itself is never stored.
@@ -201,6 +229,28 @@ pub struct FileRecord {
     pub vector_bytes: i64,
     #[serde(skip)]
     pub index_bytes: i64,
+    /// The organization file this row processes (a knowledge-family upload: the same ID).
+    #[serde(skip)]
+    pub org_file_id: String,
+    /// Where that file's original is in blob storage.
+    #[serde(skip)]
+    pub original_blob: String,
+}
+
+/// A file of an organization (the vector-stores family's `FileResponse`): the original,
+/// which any number of stores may process. Knowledge-family uploads create one too.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrgFile {
+    pub id: String,
+    pub organization_id: String,
+    pub file_name: String,
+    pub relative_path: Option<String>,
+    pub mime_type: String,
+    pub file_size: i64,
+    pub sha256: Option<String>,
+    pub blob_path: String,
+    pub created_by: Option<String>,
+    pub created_at: Timestamp,
 }
 
 /// A file's processing status (contract §5): the Aitronos fields first, then Kiln's.

@@ -341,6 +341,7 @@ impl Worker {
             JobKind::Process => process::run(self, &job).await,
             JobKind::Purge => self.purge_file(&job).await,
             JobKind::PurgeStore => self.purge_store(&job).await,
+            JobKind::PurgeOrgFile => self.purge_org_file(&job).await,
         };
         let _ = done_tx.send(true);
         let _ = heartbeat.await;
@@ -373,13 +374,21 @@ impl Worker {
                 file_id: job.file_id.clone(),
             })
             .await?;
+        // An original stored in this file's folder stays while its organization file lives
+        // (another store holds it).
+        let keep = self
+            .services
+            .catalog
+            .live_original_of_link(&job.file_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let keep: Vec<kiln_blobs::BlobPath> = keep.iter().map(|p| p.as_str().into()).collect();
         self.services
             .blobs
-            .delete_prefix(&kiln_blobs::file_prefix(
-                &job.organization_id,
-                &job.store_id,
-                &job.file_id,
-            ))
+            .delete_prefix_except(
+                &kiln_blobs::file_prefix(&job.organization_id, &job.store_id, &job.file_id),
+                &keep,
+            )
             .await
             .map_err(|e| e.to_string())?;
         self.services
@@ -396,20 +405,70 @@ impl Worker {
                 store_id: job.store_id.clone(),
             })
             .await?;
-        self.services
-            .blobs
-            .delete_prefix(&kiln_blobs::store_prefix(
-                &job.organization_id,
-                &job.store_id,
-            ))
-            .await
-            .map_err(|e| e.to_string())?;
+        purge_store_blobs(
+            &self.services.catalog,
+            &self.services.blobs,
+            &job.organization_id,
+            &job.store_id,
+        )
+        .await?;
         self.services
             .catalog
             .forget_store(&job.job_id, &job.store_id)
             .await
             .map_err(|e| e.to_string())
     }
+}
+
+impl Worker {
+    async fn purge_org_file(&self, job: &Claimed) -> Result<(), String> {
+        let catalog = &self.services.catalog;
+        let blobs = &self.services.blobs;
+        if let Some(original) = catalog
+            .deleted_org_file_blob(&job.file_id)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            blobs
+                .delete(&original.as_str().into())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        blobs
+            .delete_prefix(&kiln_blobs::org_file_prefix(
+                &job.organization_id,
+                &job.file_id,
+            ))
+            .await
+            .map_err(|e| e.to_string())?;
+        catalog
+            .forget_org_file(&job.job_id, &job.file_id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Deletes a deleted store's blobs, leaving the originals of organization files that live on
+/// in other stores (a file uploaded here and then added elsewhere).
+pub async fn purge_store_blobs(
+    catalog: &kiln_catalog::Catalog,
+    blobs: &kiln_blobs::Blobs,
+    organization_id: &str,
+    store_id: &str,
+) -> Result<(), String> {
+    let prefix = kiln_blobs::store_prefix(organization_id, store_id);
+    let keep: Vec<kiln_blobs::BlobPath> = catalog
+        .live_originals_under(prefix.as_ref())
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|p| p.as_str().into())
+        .collect();
+    blobs
+        .delete_prefix_except(&prefix, &keep)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// Runs blocking work off the async threads; a panic becomes an error.

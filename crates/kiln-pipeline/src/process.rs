@@ -57,8 +57,10 @@ fn catalog_error(step: Step, err: impl std::fmt::Display) -> Stop {
     )
 }
 
+/// The original this store's file processes: its organization file's, wherever that was
+/// stored (a store's upload folder, or the organization's).
 pub(crate) fn original_path(file: &FileRecord) -> kiln_blobs::BlobPath {
-    kiln_blobs::file_prefix(&file.organization_id, &file.store_id, &file.id).join("original")
+    kiln_blobs::BlobPath::from(file.original_blob.as_str())
 }
 
 fn text_path(file: &FileRecord) -> kiln_blobs::BlobPath {

@@ -24,6 +24,12 @@ fn index_probe() -> axum::Router<kiln_api::AppState> {
         "/v1/test/index/{file_id}",
         axum::routing::get(
             |State(app): State<kiln_api::AppState>, Path(file_id): Path<String>| async move {
+                // A cluster node's index is a replica of the catalog's log: caught up first,
+                // as a search is (read-your-writes), or a completion just seen may not be in
+                // it yet.
+                if let Some(replica) = &app.replica {
+                    replica.catch_up(Duration::from_secs(10)).await.unwrap();
+                }
                 axum::Json(json!({ "chunks": app.index.count_file(&file_id).unwrap() }))
             },
         ),

@@ -4,14 +4,13 @@
 use axum::Json;
 use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::{HeaderMap, StatusCode};
-use bytes::Bytes;
+use futures::StreamExt;
 use kiln_catalog::{CatalogError, FileFilter, NewFile, Resource, RetryOutcome};
 use kiln_core::model::{Chunking, FileRecord, FileStatusView, LogEntry, Page, UsageFigures};
 use kiln_core::types::FileStatus;
 use kiln_core::{ErrorCode, IdKind};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{FileRef, OrgFileRef, StoreRef};
@@ -24,23 +23,16 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery, page};
 pub const MAX_DIRECT_UPLOAD_BYTES: u64 = 32_505_856;
 /// Longest relative path, in bytes.
 const MAX_RELATIVE_PATH_BYTES: usize = 1024;
-/// Bytes looked at to detect a file's type.
-const SNIFF_BYTES: usize = 8192;
 
 pub(crate) fn store_error(store_id: &str) -> impl FnOnce(CatalogError) -> ApiError + '_ {
-    move |err| ApiError::from(err).detail_if_not_found("store_id", store_id)
+    crate::error::store_not_found("store_id", store_id)
 }
 
 fn file_error<'a>(
     store_id: &'a str,
     file_id: &'a str,
 ) -> impl FnOnce(CatalogError) -> ApiError + 'a {
-    move |err| match err {
-        CatalogError::NotFound(Resource::File) => ApiError::from(err)
-            .detail("file_id", file_id)
-            .detail("store_id", store_id),
-        other => ApiError::from(other).detail_if_not_found("store_id", store_id),
-    }
+    crate::error::file_not_found("store_id", store_id, file_id)
 }
 
 /// Normalises a relative path: `/`-separated, no `.`/empty segments, no trailing slash.
@@ -97,7 +89,7 @@ pub(crate) fn clean_file_name(raw: Option<&str>) -> Result<String, ApiError> {
     Ok(name)
 }
 
-pub(crate) fn too_large(limit: u64, what: &str) -> ApiError {
+pub fn too_large(limit: u64, what: &str) -> ApiError {
     ApiError::new(
         ErrorCode::FileTooLarge,
         format!(
@@ -107,7 +99,7 @@ pub(crate) fn too_large(limit: u64, what: &str) -> ApiError {
     .detail("max_bytes", limit)
 }
 
-pub(crate) fn unsupported(reason: String) -> ApiError {
+pub fn unsupported(reason: String) -> ApiError {
     let supported: Vec<&str> = kiln_extract::SUPPORTED_TYPES
         .iter()
         .map(|t| t.extension)
@@ -164,62 +156,16 @@ pub(crate) async fn upload(
                 }
                 Some("file") if received.is_none() => {
                     let name = clean_file_name(field.file_name())?;
-                    // Buffer just enough to detect the type, then stream the rest.
-                    let mut head = Vec::new();
-                    let mut pending: Vec<Bytes> = Vec::new();
-                    while head.len() < SNIFF_BYTES {
-                        match field.chunk().await.map_err(multipart_error)? {
-                            Some(chunk) => {
-                                head.extend_from_slice(
-                                    &chunk[..chunk.len().min(SNIFF_BYTES - head.len())],
-                                );
-                                pending.push(chunk);
-                            }
-                            None => break,
-                        }
-                    }
-                    if pending.iter().all(|c| c.is_empty()) {
-                        return Err(ApiError::field(
-                            "file",
-                            "is empty (0 bytes); there is nothing to index",
-                        ));
-                    }
-                    let file_type = kiln_extract::detect(&name, &head).map_err(unsupported)?;
-                    let limit = file_type.max_size_bytes.min(MAX_DIRECT_UPLOAD_BYTES);
-                    let mut writer = app.blobs.writer(&blob_path).await?;
-                    let mut hasher = Sha256::new();
-                    let mut size: u64 = 0;
-                    let streamed: Result<(), ApiError> = async {
-                        let mut next = pending.into_iter();
-                        loop {
-                            let chunk = match next.next() {
-                                Some(chunk) => chunk,
-                                None => match field.chunk().await.map_err(multipart_error)? {
-                                    Some(chunk) => chunk,
-                                    None => break,
-                                },
-                            };
-                            size += chunk.len() as u64;
-                            if size > limit {
-                                return Err(too_large(
-                                    limit,
-                                    &format!("A .{} file", file_type.extension),
-                                ));
-                            }
-                            hasher.update(&chunk);
-                            writer.write(&chunk).await?;
-                        }
-                        Ok(())
-                    }
-                    .await;
-                    match streamed {
-                        Ok(()) => writer.finish().await?,
-                        Err(err) => {
-                            writer.abort().await;
-                            return Err(err);
-                        }
-                    }
-                    received = Some((name, file_type, size, hex::encode(hasher.finalize())));
+                    let got = crate::ingest::receive(
+                        &app,
+                        &blob_path,
+                        &name,
+                        "file",
+                        MAX_DIRECT_UPLOAD_BYTES,
+                        field.map(|chunk| chunk.map_err(multipart_error)),
+                    )
+                    .await?;
+                    received = Some((name, got.file_type, got.size, got.sha256));
                 }
                 _ => {
                     // Unknown fields are drained and ignored.
@@ -264,6 +210,7 @@ pub(crate) async fn upload(
             file_size: size as i64,
             sha256: Some(sha256),
             created_by: auth.key_id().to_string(),
+            original_blob: blob_path.to_string(),
         })
         .await;
     match created {
@@ -278,7 +225,7 @@ pub(crate) async fn upload(
     }
 }
 
-fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
+pub(crate) fn multipart_error(err: axum::extract::multipart::MultipartError) -> ApiError {
     if err.status() == StatusCode::PAYLOAD_TOO_LARGE {
         too_large(MAX_DIRECT_UPLOAD_BYTES, "A direct upload")
     } else {
@@ -312,7 +259,7 @@ pub(crate) async fn list_files(
 ) -> Result<Json<Page<FileRecord>>, ApiError> {
     let window = page(query.skip, query.limit)?;
     let filter = FileFilter {
-        status: query.status,
+        statuses: query.status.into_iter().collect(),
         search: query.search.filter(|s| !s.is_empty()),
     };
     Ok(Json(

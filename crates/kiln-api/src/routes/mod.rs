@@ -2,12 +2,16 @@
 
 mod files;
 mod ops;
+mod org_files;
 mod orgs;
 mod search;
 mod slices;
+mod store_files;
 mod stores;
 mod uploads;
+mod vector_stores;
 
+pub(crate) use files::{too_large, unsupported};
 pub use uploads::UploadSigner;
 
 use serde::{Deserialize, Deserializer};
@@ -58,6 +62,55 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(files::organization_usage))
         .routes(routes!(search::search_store))
         .routes(routes!(search::search_knowledge))
+        .merge(vector_stores_family())
+}
+
+/// The vector-stores and organization-files family (`vector-stores-api.md`).
+fn vector_stores_family() -> OpenApiRouter<AppState> {
+    let limit = axum::extract::DefaultBodyLimit::max;
+    OpenApiRouter::new()
+        .routes(routes!(
+            vector_stores::list_vector_stores,
+            vector_stores::create_vector_store
+        ))
+        .routes(routes!(vector_stores::vector_store_usage))
+        .routes(routes!(
+            vector_stores::get_vector_store,
+            vector_stores::update_vector_store,
+            vector_stores::delete_vector_store
+        ))
+        .routes(routes!(
+            store_files::list_store_files,
+            store_files::add_file
+        ))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(store_files::upload_base64))
+                .layer(limit(store_files::MAX_BASE64_BODY_BYTES)),
+        )
+        .routes(routes!(store_files::store_file_status))
+        .routes(routes!(store_files::retry_store_file))
+        .routes(routes!(
+            store_files::get_store_file,
+            store_files::remove_store_file
+        ))
+        .routes(routes!(store_files::store_file_logs))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(org_files::upload_org_files))
+                .layer(limit(
+                    store_files::MAX_BATCH_FILES
+                        * (files::MAX_DIRECT_UPLOAD_BYTES as usize + 64 * 1024),
+                )),
+        )
+        .routes(routes!(org_files::org_upload_url))
+        .routes(routes!(
+            org_files::list_org_files,
+            org_files::register_org_files
+        ))
+        .routes(routes!(org_files::get_org_file, org_files::delete_org_file))
+        .routes(routes!(org_files::org_file_content))
+        .routes(routes!(org_files::download_org_file))
 }
 
 /// A path naming a slice.

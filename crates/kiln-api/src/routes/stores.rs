@@ -204,8 +204,11 @@ pub(crate) async fn delete_store(
         .delete_store(org, &store_id)
         .await
         .map_err(not_found("store_id", &store_id))?;
-    app.blobs
-        .delete_prefix(&kiln_blobs::store_prefix(org, &store_id))
-        .await?;
+    // The store is gone; its purge job deletes whatever this leaves.
+    if let Err(err) =
+        kiln_pipeline::purge_store_blobs(&app.catalog, &app.blobs, org, &store_id).await
+    {
+        tracing::warn!(error = %err, "deleting a store's blobs (its purge job retries)");
+    }
     Ok(StatusCode::NO_CONTENT)
 }

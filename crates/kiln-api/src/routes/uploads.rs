@@ -32,8 +32,16 @@ use crate::extract::{ApiJson, ApiPath, ApiQuery};
 
 /// The piece size we suggest for `Content-Range` uploads.
 pub const CHUNK_SIZE_RECOMMENDED: u64 = 8 * 1024 * 1024;
-/// Bytes looked at to detect a file's type.
-const SNIFF_BYTES: usize = 8192;
+use crate::ingest::SNIFF_BYTES;
+
+/// Where an upload's blobs go: its store's file folder, or (no store) the organization's.
+pub(crate) fn upload_folder(upload: &Upload) -> kiln_blobs::BlobPath {
+    if upload.store_id.is_empty() {
+        kiln_blobs::org_file_prefix(&upload.organization_id, &upload.id)
+    } else {
+        kiln_blobs::file_prefix(&upload.organization_id, &upload.store_id, &upload.id)
+    }
+}
 
 /// Signs and checks upload URLs with a server-wide secret (kept in the catalog, so every
 /// server sharing it accepts the same URLs).
@@ -71,7 +79,8 @@ impl UploadSigner {
 #[serde(deny_unknown_fields)]
 pub(crate) struct UploadUrlRequest {
     /// 1–255 characters; its extension names the type.
-    file_name: String,
+    #[serde(alias = "filename")]
+    pub(crate) file_name: String,
     /// Exact size in bytes (> 0).
     file_size: i64,
     mime_type: String,
@@ -80,7 +89,7 @@ pub(crate) struct UploadUrlRequest {
     sha256: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, ToSchema, Clone)]
 pub(crate) struct UploadUrlResponse {
     /// Becomes the file's id at `register`.
     upload_id: String,
@@ -108,7 +117,7 @@ fn declared_type(file_name: &str, mime_type: &str) -> Option<&'static kiln_extra
 }
 
 /// The base URL clients reach us at: configured, or from the request's `Host`.
-fn public_base(app: &AppState, headers: &HeaderMap) -> String {
+pub(crate) fn public_base(app: &AppState, headers: &HeaderMap) -> String {
     if let Some(url) = app.http.public_url.as_deref().filter(|u| !u.is_empty()) {
         return url.trim_end_matches('/').to_string();
     }
@@ -139,6 +148,22 @@ pub(crate) async fn upload_url(
         .get_store(&org, &store_id)
         .await
         .map_err(store_error(&store_id))?;
+    let started = start_upload(&app, &org, &store_id, &headers, body, auth.key_id())
+        .await
+        .map_err(|err| err.detail_if_not_found("store_id", &store_id))?;
+    Ok((StatusCode::CREATED, Json(started)))
+}
+
+/// Checks a declared upload and records it with its signed URL; `store_id` empty: an upload
+/// into the organization (no store).
+pub(crate) async fn start_upload(
+    app: &AppState,
+    org: &str,
+    store_id: &str,
+    headers: &HeaderMap,
+    body: UploadUrlRequest,
+    by: &str,
+) -> Result<UploadUrlResponse, ApiError> {
     let mut problems = Vec::new();
     let file_name = match clean_file_name(Some(&body.file_name)) {
         Ok(name) if name == body.file_name.trim() => Some(name),
@@ -194,34 +219,30 @@ pub(crate) async fn upload_url(
         .catalog
         .create_upload(NewUpload {
             id: IdKind::File.generate(),
-            organization_id: org,
-            store_id: store_id.clone(),
+            organization_id: org.to_string(),
+            store_id: store_id.to_string(),
             file_name,
             relative_path,
             mime_type: file_type.mime_type.to_string(),
             file_size: body.file_size,
             sha256,
-            created_by: auth.key_id().to_string(),
+            created_by: by.to_string(),
             expires_at: Timestamp(expires_secs * 1000),
         })
-        .await
-        .map_err(store_error(&store_id))?;
+        .await?;
     let signature = app.upload_signer.sign(&upload.id, expires_secs);
-    Ok((
-        StatusCode::CREATED,
-        Json(UploadUrlResponse {
-            upload_url: format!(
-                "{}/v1/uploads/{}?expires={expires_secs}&signature={signature}",
-                public_base(&app, &headers),
-                upload.id
-            ),
-            upload_id: upload.id,
-            method: "PUT",
-            chunk_size_recommended: CHUNK_SIZE_RECOMMENDED,
-            max_file_size: file_type.max_size_bytes,
-            expires_at: upload.expires_at,
-        }),
-    ))
+    Ok(UploadUrlResponse {
+        upload_url: format!(
+            "{}/v1/uploads/{}?expires={expires_secs}&signature={signature}",
+            public_base(app, headers),
+            upload.id
+        ),
+        upload_id: upload.id,
+        method: "PUT",
+        chunk_size_recommended: CHUNK_SIZE_RECOMMENDED,
+        max_file_size: file_type.max_size_bytes,
+        expires_at: upload.expires_at,
+    })
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -396,7 +417,7 @@ pub(crate) async fn put_upload(
     // Bytes before `held` are here already (a resend after a dropped connection): skip them.
     let mut skip = held - start;
     let piece_len = end - start + 1;
-    let blob = kiln_blobs::file_prefix(&upload.organization_id, &upload.store_id, &upload.id)
+    let blob = upload_folder(&upload)
         .join("parts")
         .join(format!("{held:016}-{}", IdKind::Job.generate()));
     let mut writer: Option<kiln_blobs::BlobWriter> = None;
@@ -514,6 +535,50 @@ pub(crate) async fn register(
         Ok(_) | Err(CatalogError::NotFound(_)) => return Err(not_found()),
         Err(err) => return Err(err.into()),
     };
+    let (file_type, sha256, original) = assemble(&app, &upload, not_found).await?;
+    let folder = upload_folder(&upload);
+    let created = app
+        .catalog
+        .register_upload(NewFile {
+            id: upload.id.clone(),
+            organization_id: org,
+            store_id: store_id.clone(),
+            file_name: upload.file_name.clone(),
+            relative_path: relative_path.or(upload.relative_path.clone()),
+            mime_type: file_type.mime_type.to_string(),
+            file_size: upload.file_size,
+            sha256: Some(sha256),
+            created_by: auth.key_id().to_string(),
+            original_blob: original.to_string(),
+        })
+        .await;
+    match created {
+        Ok(file) => {
+            let _ = app.blobs.delete_prefix(&folder.join("parts")).await;
+            app.waker.wake();
+            Ok((StatusCode::CREATED, Json(file)))
+        }
+        // Another registration won the race; its original is the same bytes: leave it.
+        Err(CatalogError::NotFound(Resource::Upload)) => Err(not_found()),
+        Err(err) => Err(store_error(&store_id)(err)),
+    }
+}
+
+/// Assembles a complete upload's parts into its original (`original` in its folder), checking
+/// the declared size and SHA-256 and detecting the type. On a mismatch the bytes are dropped
+/// (the same URL takes them again); an unreadable type ends the upload.
+pub(crate) async fn assemble(
+    app: &AppState,
+    upload: &Upload,
+    not_found: impl Fn() -> ApiError,
+) -> Result<
+    (
+        &'static kiln_extract::FileType,
+        String,
+        kiln_blobs::BlobPath,
+    ),
+    ApiError,
+> {
     if !upload.is_complete() {
         return Err(ApiError::new(
             ErrorCode::UploadIncomplete,
@@ -526,7 +591,7 @@ pub(crate) async fn register(
         .detail("received_bytes", upload.received_bytes)
         .detail("file_size", upload.file_size));
     }
-    let folder = kiln_blobs::file_prefix(&org, &store_id, &upload.id);
+    let folder = upload_folder(upload);
     let original = folder.clone().join("original");
     let parts = app.catalog.upload_parts(&upload.id).await?;
     // Assemble the parts into the original, hashing and keeping the head for detection.
@@ -599,28 +664,5 @@ pub(crate) async fn register(
         }
     };
     writer.finish().await?;
-    let created = app
-        .catalog
-        .register_upload(NewFile {
-            id: upload.id.clone(),
-            organization_id: org,
-            store_id: store_id.clone(),
-            file_name: upload.file_name.clone(),
-            relative_path: relative_path.or(upload.relative_path.clone()),
-            mime_type: file_type.mime_type.to_string(),
-            file_size: upload.file_size,
-            sha256: Some(sha256),
-            created_by: auth.key_id().to_string(),
-        })
-        .await;
-    match created {
-        Ok(file) => {
-            let _ = app.blobs.delete_prefix(&folder.join("parts")).await;
-            app.waker.wake();
-            Ok((StatusCode::CREATED, Json(file)))
-        }
-        // Another registration won the race; its original is the same bytes: leave it.
-        Err(CatalogError::NotFound(Resource::Upload)) => Err(not_found()),
-        Err(err) => Err(store_error(&store_id)(err)),
-    }
+    Ok((file_type, sha256, original))
 }

@@ -518,6 +518,9 @@ async fn build(
                     file_size: text_bytes as i64,
                     sha256: None,
                     created_by: "bench".into(),
+                    original_blob: kiln_blobs::file_prefix(&organization_id, &store_id, &file_id)
+                        .join("original")
+                        .to_string(),
                 })
                 .await?;
             let job = catalog
