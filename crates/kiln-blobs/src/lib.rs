@@ -77,6 +77,16 @@ pub fn org_file_prefix(organization_id: &str, file_id: &str) -> Path {
     Path::from(format!("orgs/{organization_id}/files/{file_id}"))
 }
 
+/// Where a signed-URL upload's blobs live: its file's folder in its store, or (no store: an
+/// organization upload) the organization file's.
+pub fn upload_prefix(organization_id: &str, store_id: &str, upload_id: &str) -> Path {
+    if store_id.is_empty() {
+        org_file_prefix(organization_id, upload_id)
+    } else {
+        file_prefix(organization_id, store_id, upload_id)
+    }
+}
+
 const PROBE: &str = "_kiln/probe";
 
 /// Where S3-compatible object storage is and how to sign in; a setting left `None` comes from

@@ -248,7 +248,8 @@ async fn drop_expired_uploads(services: &Services) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     for upload in expired {
-        let folder = kiln_blobs::file_prefix(&upload.organization_id, &upload.store_id, &upload.id);
+        let folder =
+            kiln_blobs::upload_prefix(&upload.organization_id, &upload.store_id, &upload.id);
         services
             .blobs
             .delete_prefix(&folder)

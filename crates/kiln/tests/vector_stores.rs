@@ -287,3 +287,56 @@ async fn the_openapi_document_lists_both_families() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_batch_over_ten_files_keeps_ten_and_refuses_the_rest_by_name() {
+    let t = TestServer::start().await;
+    let mut form = reqwest::multipart::Form::new();
+    for i in 0..11 {
+        form = form.part(
+            "files",
+            reqwest::multipart::Part::bytes(format!("{TEXT} {i}").into_bytes())
+                .file_name(format!("f{i}.txt")),
+        );
+    }
+    let response = t
+        .client
+        .post(t.url(&t.org_path("/files/upload")))
+        .bearer_auth(&t.key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["total_uploaded"], 10, "{body}");
+    assert_eq!(body["total_failed"], 1, "{body}");
+    assert_eq!(body["success"], false);
+    assert_eq!(body["errors"][0]["filename"], "f10.txt", "{body}");
+    assert_eq!(
+        body["errors"][0]["error_code"], "VALIDATION_ERROR",
+        "{body}"
+    );
+    let (_, list) = t.get(&t.org_path("/files?limit=100")).await;
+    assert_eq!(list["total"], 10, "{list}");
+    // A batch of which nothing is accepted answers its (first) file's error.
+    let form = reqwest::multipart::Form::new().part(
+        "files",
+        reqwest::multipart::Part::bytes(Vec::new()).file_name("empty.txt"),
+    );
+    let response = t
+        .client
+        .post(t.url(&t.org_path("/files/upload")))
+        .bearer_auth(&t.key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    let error = common::assert_envelope(status, &body, 422, "VALIDATION_ERROR");
+    assert_eq!(
+        error["details"]["errors"][0]["filename"], "empty.txt",
+        "{body}"
+    );
+}

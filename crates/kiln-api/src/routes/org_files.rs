@@ -154,13 +154,17 @@ pub(crate) async fn upload_org_files(
         if !matches!(field.name(), Some("files" | "file")) {
             continue; // Unknown fields are skipped.
         }
-        if index == MAX_BATCH_FILES {
-            return Err(ApiError::field(
-                "files",
-                format!("must hold 1 to {MAX_BATCH_FILES} files"),
-            ));
-        }
         let filename = field.file_name().unwrap_or("").to_string();
+        if index >= MAX_BATCH_FILES {
+            // Refused unread: the batch's first ten files stand.
+            let refused = ApiError::field(
+                "files",
+                format!("a request holds at most {MAX_BATCH_FILES} files"),
+            );
+            results.push(index, &filename, Err(refused));
+            index += 1;
+            continue;
+        }
         let outcome: Result<OrgFileView, ApiError> = async {
             let name = clean_file_name(Some(&filename))?;
             let id = IdKind::File.generate();

@@ -36,11 +36,7 @@ use crate::ingest::SNIFF_BYTES;
 
 /// Where an upload's blobs go: its store's file folder, or (no store) the organization's.
 pub(crate) fn upload_folder(upload: &Upload) -> kiln_blobs::BlobPath {
-    if upload.store_id.is_empty() {
-        kiln_blobs::org_file_prefix(&upload.organization_id, &upload.id)
-    } else {
-        kiln_blobs::file_prefix(&upload.organization_id, &upload.store_id, &upload.id)
-    }
+    kiln_blobs::upload_prefix(&upload.organization_id, &upload.store_id, &upload.id)
 }
 
 /// Signs and checks upload URLs with a server-wide secret (kept in the catalog, so every
