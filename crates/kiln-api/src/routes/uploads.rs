@@ -29,10 +29,10 @@ use crate::AppState;
 use crate::auth::{Authorized, Editor};
 use crate::error::{ApiError, ErrorEnvelope, FieldError};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::ingest::SNIFF_BYTES;
 
 /// The piece size we suggest for `Content-Range` uploads.
 pub const CHUNK_SIZE_RECOMMENDED: u64 = 8 * 1024 * 1024;
-use crate::ingest::SNIFF_BYTES;
 
 /// Where an upload's blobs go: its store's file folder, or (no store) the organization's.
 pub(crate) fn upload_folder(upload: &Upload) -> kiln_blobs::BlobPath {
@@ -85,7 +85,7 @@ pub(crate) struct UploadUrlRequest {
     sha256: Option<String>,
 }
 
-#[derive(Serialize, ToSchema, Clone)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct UploadUrlResponse {
     /// Becomes the file's id at `register`.
     upload_id: String,
