@@ -456,10 +456,10 @@ async fn the_reaper_removes_uploads_a_minute_after_they_expire() {
     let expired_at = |secs_ago: i64| {
         kiln_core::Timestamp(kiln_core::Timestamp::now().millis() - secs_ago * 1000)
     };
-    let new = |secs_ago: i64| kiln_catalog::NewUpload {
+    let new = |secs_ago: i64, store_id: &str| kiln_catalog::NewUpload {
         id: kiln_core::IdKind::File.generate(),
         organization_id: t.org.clone(),
-        store_id: store.clone(),
+        store_id: store_id.to_string(),
         file_name: "late.txt".into(),
         relative_path: None,
         mime_type: "text/plain".into(),
@@ -469,13 +469,19 @@ async fn the_reaper_removes_uploads_a_minute_after_they_expire() {
         expires_at: expired_at(secs_ago),
     };
     // Creating reads the row back, which an expired upload no longer shows: the row is there.
-    let (old, recent) = (new(120), new(10));
-    let _ = catalog.create_upload(old.clone()).await;
-    let _ = catalog.create_upload(recent.clone()).await;
+    // An organization upload (no store) keeps its parts in the organization's folder.
+    let (old, recent, org_old) = (new(120, &store), new(10, &store), new(120, ""));
+    for upload in [&old, &recent, &org_old] {
+        let _ = catalog.create_upload(upload.clone()).await;
+    }
     let blobs = &t.server.blobs;
-    let folder = |id: &str| kiln_blobs::file_prefix(&t.org, &store, id).join("parts");
+    let stores: std::collections::HashMap<String, String> = [&old, &recent, &org_old]
+        .iter()
+        .map(|u| (u.id.clone(), u.store_id.clone()))
+        .collect();
+    let folder = |id: &str| kiln_blobs::upload_prefix(&t.org, &stores[id], id).join("parts");
     let exists = |id: String| async move { !blobs.list(&folder(&id)).await.unwrap().is_empty() };
-    for id in [&old.id, &recent.id] {
+    for id in [&old.id, &recent.id, &org_old.id] {
         blobs
             .put(
                 &folder(id).join("0000000000000000-x"),
@@ -497,7 +503,11 @@ async fn the_reaper_removes_uploads_a_minute_after_they_expire() {
         }
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while exists(old.id.clone()).await || listed(100).await.contains(&old.id) {
+    while exists(old.id.clone()).await
+        || exists(org_old.id.clone()).await
+        || listed(100).await.contains(&old.id)
+        || listed(100).await.contains(&org_old.id)
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "the old upload was never removed"
