@@ -27,5 +27,5 @@ echo "== cargo test (embedded backend; catalog and blob tests on both backends)"
 cargo test --workspace --locked
 echo "== cargo test: the HTTP suite again on the cluster backend (PostgreSQL + S3)"
 KILN_TEST_BACKEND=cluster cargo test --locked -p kiln \
-    --test api --test cluster --test crash --test files --test migrate --test office --test provider \
+    --test api --test cluster --test crash --test events --test files --test migrate --test office --test provider \
     --test sdk --test search --test uploads --test vector_stores

@@ -151,6 +151,7 @@ impl From<CatalogError> for ApiError {
                     Resource::File => (ErrorCode::FileNotInStore, "File not found in this store"),
                     Resource::OrgFile => (ErrorCode::FileNotFound, "File"),
                     Resource::Upload => (ErrorCode::UploadNotFound, "Upload"),
+                    Resource::Webhook => (ErrorCode::WebhookNotFound, "Webhook"),
                 };
                 let message = if resource == Resource::File {
                     what.to_string()

@@ -49,6 +49,8 @@ pub struct AppState {
     pub upload_signer: Arc<UploadSigner>,
     /// Each store's searchable files, reused until the store's search version moves.
     pub searchable: Arc<search::SearchableCache>,
+    /// Live feeds of file events for the event streams.
+    pub events: kiln_events::EventHub,
 }
 
 /// The whole API.

@@ -22,6 +22,10 @@ const TABLES: &[&str] = &[
     "upload_parts",
     "server_secrets",
     "idempotency_keys",
+    "event_counters",
+    "events",
+    "webhooks",
+    "webhook_deliveries",
 ];
 
 /// Rows per `INSERT`.

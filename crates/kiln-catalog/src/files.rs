@@ -12,8 +12,10 @@ use serde_json::{Value, json};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
+use crate::events::{NewEvent, write as write_events};
 use crate::rows::{enum_col, opt_ts, ts};
 use crate::{Catalog, CatalogError, Dialect, Resource, Result};
+use kiln_core::types::EventType;
 
 /// A file accepted by the API, its bytes already in blob storage.
 #[derive(Debug, Clone)]
@@ -352,7 +354,28 @@ pub(crate) async fn insert_link(
         json!({}),
     )
     .await?;
-    fetch_file(&mut *tx, org, store_id, link_id).await
+    let record = fetch_file(&mut *tx, org, store_id, link_id).await?;
+    write_events(
+        &mut *tx,
+        org,
+        vec![
+            NewEvent::file(
+                EventType::FileUploaded,
+                store_id,
+                link_id,
+                json!({"file_size": org_file.file_size, "mime_type": org_file.mime_type,
+                       "org_file_id": org_file.id}),
+            ),
+            NewEvent::file(
+                EventType::FileQueued,
+                store_id,
+                link_id,
+                json!({"reason": "uploaded"}),
+            ),
+        ],
+    )
+    .await?;
+    Ok(record)
 }
 
 impl Catalog {
@@ -535,7 +558,27 @@ impl Catalog {
             json!({"by": by, "force": force, "previous_status": file.status.as_str()}),
         )
         .await?;
+        let previous = file.status.as_str();
         let file = fetch_file(&mut tx, organization_id, store_id, file_id).await?;
+        write_events(
+            &mut tx,
+            organization_id,
+            vec![
+                NewEvent::file(
+                    EventType::FileRetried,
+                    store_id,
+                    file_id,
+                    json!({"by": by, "force": force, "previous_status": previous}),
+                ),
+                NewEvent::file(
+                    EventType::FileQueued,
+                    store_id,
+                    file_id,
+                    json!({"reason": "retry"}),
+                ),
+            ],
+        )
+        .await?;
         tx.commit().await?;
         Ok(RetryOutcome::Queued(Box::new(file)))
     }
@@ -571,6 +614,11 @@ impl Catalog {
             .await?;
             deleted.push(file_id.clone());
         }
+        let events = deleted
+            .iter()
+            .map(|id| NewEvent::file(EventType::FileDeleted, store_id, id, json!({"by": by})))
+            .collect();
+        write_events(&mut tx, organization_id, events).await?;
         tx.commit().await?;
         Ok(deleted)
     }

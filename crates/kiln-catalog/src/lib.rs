@@ -8,6 +8,7 @@
 //! PostgreSQL one pool serves both.
 
 mod copy;
+mod events;
 mod files;
 mod idempotency;
 mod index_log;
@@ -19,6 +20,7 @@ mod rows;
 mod slices;
 mod stores;
 mod uploads;
+mod webhooks;
 
 use std::str::FromStr;
 use std::sync::Once;
@@ -27,6 +29,7 @@ use std::time::Duration;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Executor};
 
+pub use events::{EVENTS_CHANNEL, Event, EventFilter, EventPosition, PROGRESS_EVENT_INTERVAL_MS};
 pub use files::{FileFilter, NewFile, RetryOutcome};
 pub use idempotency::{IdempotencyClaim, StoredResponse};
 pub use index_log::{INDEX_CHANNEL, IndexChange, IndexHead, IndexSnapshot, LogEntry};
@@ -36,6 +39,7 @@ pub use queue::{Claimed, Completion, FailOutcome, JobKind, Liveness, LogLine, Se
 pub use slices::{NewSlice, SliceFilter, SlicePatch};
 pub use stores::{NewStore, SearchStore, StorePatch, StoreQuery, StoreSort};
 pub use uploads::{NewUpload, Upload, UploadPart};
+pub use webhooks::{Attempt, ClaimedWebhook, Delivery, DeliveryOutcome, Webhook};
 
 /// Everything that can go wrong in the catalog.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +69,7 @@ pub enum Resource {
     /// A file of the organization (not of one store).
     OrgFile,
     Upload,
+    Webhook,
 }
 
 impl std::fmt::Display for Resource {
@@ -77,6 +82,7 @@ impl std::fmt::Display for Resource {
             Resource::File => "file",
             Resource::OrgFile => "organization file",
             Resource::Upload => "upload",
+            Resource::Webhook => "webhook",
         })
     }
 }
@@ -128,6 +134,7 @@ pub struct Catalog {
     read: AnyPool,
     dialect: Dialect,
     url: String,
+    progress_gate: events::ProgressGate,
 }
 
 impl Catalog {
@@ -194,6 +201,7 @@ impl Catalog {
             read,
             dialect,
             url: url.to_string(),
+            progress_gate: events::ProgressGate::default(),
         })
     }
 
@@ -370,47 +378,76 @@ pub(crate) struct TestCatalog {
 /// Catalogs (see `test_urls`) with one organization, slice and store each, for tests.
 #[cfg(test)]
 pub(crate) async fn test_catalogs() -> Vec<TestCatalog> {
-    use kiln_core::types::{AccessMode, OwnerType, SliceType};
     let mut out = Vec::new();
     for (dir, url) in test_urls().await {
         let catalog = Catalog::open(&url, 4).await.unwrap();
-        let org = catalog.create_organization("o").await.unwrap();
-        let slice = catalog
-            .create_slice(
-                &org.id,
-                NewSlice {
-                    name: "s".into(),
-                    description: None,
-                    slice_type: SliceType::Standard,
-                    owner_type: OwnerType::Organization,
-                    owner_id: None,
-                },
-                "ak_x",
-            )
-            .await
-            .unwrap();
-        let store = catalog
-            .create_store(
-                &org.id,
-                &slice.id,
-                NewStore {
-                    name: "st".into(),
-                    description: None,
-                    access_mode: AccessMode::Organization,
-                },
-                "ak_x",
-            )
-            .await
-            .unwrap();
+        let (org, store) = test_org_with_store(&catalog).await;
         out.push(TestCatalog {
             _dir: dir,
             url,
             catalog,
-            org: org.id,
-            store: store.id,
+            org,
+            store,
         });
     }
     out
+}
+
+/// A new organization with one slice and store in `catalog`: their IDs.
+#[cfg(test)]
+pub(crate) async fn test_org_with_store(catalog: &Catalog) -> (String, String) {
+    use kiln_core::types::{AccessMode, OwnerType, SliceType};
+    let org = catalog.create_organization("o").await.unwrap();
+    let slice = catalog
+        .create_slice(
+            &org.id,
+            NewSlice {
+                name: "s".into(),
+                description: None,
+                slice_type: SliceType::Standard,
+                owner_type: OwnerType::Organization,
+                owner_id: None,
+            },
+            "ak_x",
+        )
+        .await
+        .unwrap();
+    let store = catalog
+        .create_store(
+            &org.id,
+            &slice.id,
+            NewStore {
+                name: "st".into(),
+                description: None,
+                access_mode: AccessMode::Organization,
+            },
+            "ak_x",
+        )
+        .await
+        .unwrap();
+    (org.id, store.id)
+}
+
+/// Registers a one-byte text file in a store, as an upload does: its ID.
+#[cfg(test)]
+pub(crate) async fn test_file(catalog: &Catalog, org: &str, store: &str) -> String {
+    let id = kiln_core::IdKind::File.generate();
+    catalog
+        .create_file(NewFile {
+            id: id.clone(),
+            organization_id: org.into(),
+            store_id: store.into(),
+            file_name: "f.txt".into(),
+            relative_path: None,
+            mime_type: "text/plain".into(),
+            file_size: 1,
+            sha256: None,
+            created_by: "ak_x".into(),
+            original_blob: format!("orgs/{org}/stores/{store}/files/{id}/original"),
+        })
+        .await
+        .unwrap();
+    id
 }
 
 #[cfg(test)]

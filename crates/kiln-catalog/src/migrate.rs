@@ -59,6 +59,11 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
         "org_files",
         Sql::Portable(include_str!("../migrations/0006_org_files.sql")),
     ),
+    (
+        7,
+        "events",
+        Sql::Portable(include_str!("../migrations/0007_events.sql")),
+    ),
 ];
 
 /// An arbitrary key of the PostgreSQL advisory lock that makes processes starting on one

@@ -14,9 +14,11 @@ use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use crate::events::{NewEvent, write as write_events};
 use crate::files::{append_log, enqueue, insert_link, require_store};
 use crate::rows::ts;
 use crate::{Catalog, CatalogError, Resource, Result};
+use kiln_core::types::EventType;
 
 /// An organization file whose original is already in blob storage.
 #[derive(Debug, Clone)]
@@ -327,6 +329,7 @@ impl Catalog {
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
+        let mut events = Vec::new();
         for link in &links {
             let link_id: String = link.try_get("id")?;
             let store_id: String = link.try_get("store_id")?;
@@ -343,7 +346,14 @@ impl Catalog {
                 json!({"by": by, "file_id": id}),
             )
             .await?;
+            events.push(NewEvent::file(
+                EventType::FileDeleted,
+                &store_id,
+                &link_id,
+                json!({"by": by, "org_file_id": id}),
+            ));
         }
+        write_events(&mut tx, organization_id, events).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -12,8 +12,10 @@ use kiln_core::types::{FileErrorCode, LogLevel, Step};
 use serde_json::{Value, json};
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
+use crate::events::{NewEvent, write as write_events};
 use crate::files::{FILE_COLUMNS, append_log, file_record};
 use crate::{Catalog, Dialect, Result};
+use kiln_core::types::EventType;
 
 /// Automatic tries of one processing request (contract §7).
 pub const MAX_ATTEMPTS: i64 = 3;
@@ -277,6 +279,18 @@ impl Catalog {
                     json!({"worker": worker, "job_id": job_id, "generation": file.generation, "job_attempt": claimed.job_attempt}),
                 )
                 .await?;
+                self.progress_gate.reset(&file.id);
+                write_events(
+                    &mut tx,
+                    &file.organization_id,
+                    vec![NewEvent::file(
+                        EventType::FileStepStarted,
+                        &file.store_id,
+                        &file.id,
+                        json!({"step": "extracting"}),
+                    )],
+                )
+                .await?;
                 claimed.file = Some(file);
             }
             tx.commit().await?;
@@ -321,6 +335,23 @@ impl Catalog {
         if state != Liveness::Alive {
             return Ok(state);
         }
+        // A step's start is always an event; progress within a step at most every
+        // `PROGRESS_EVENT_INTERVAL_MS` per file.
+        let before: Option<String> =
+            sqlx::query_scalar("SELECT current_step FROM files WHERE id = $1")
+                .bind(&job.file_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
+        // (The claim already announced `extracting`.)
+        let event = if before.as_deref() != Some(step.as_str()) {
+            self.progress_gate.reset(&job.file_id);
+            Some(EventType::FileStepStarted)
+        } else if self.progress_gate.admit(&job.file_id) {
+            Some(EventType::FileProgress)
+        } else {
+            None
+        };
         sqlx::query(
             "UPDATE files SET current_step = $1, \
              progress_percent = CASE WHEN progress_percent > $2 THEN progress_percent ELSE $2 END, \
@@ -346,6 +377,11 @@ impl Catalog {
                 line.data,
             )
             .await?;
+        }
+        if let Some(kind) = event {
+            let extra = json!({"step": step.as_str()});
+            let event = NewEvent::file(kind, &job.store_id, &job.file_id, extra);
+            write_events(&mut tx, &job.organization_id, vec![event]).await?;
         }
         tx.commit().await?;
         Ok(Liveness::Alive)
@@ -423,7 +459,15 @@ impl Catalog {
             json!({"chunks": done.chunk_count, "generation": file.generation}),
         )
         .await?;
+        let event = NewEvent::file(
+            EventType::FileCompleted,
+            &file.store_id,
+            &file.id,
+            json!({}),
+        );
+        write_events(&mut tx, &file.organization_id, vec![event]).await?;
         tx.commit().await?;
+        self.progress_gate.forget(&file.id);
         Ok(Ok(previous))
     }
 
@@ -447,6 +491,7 @@ impl Catalog {
         let now = Timestamp::now().millis();
         let attempt = job.file.as_ref().map_or(0, |f| f.attempts);
         let next_try = job.job_attempt + 1;
+        let mut events = Vec::new();
         let outcome = if transient && next_try < MAX_ATTEMPTS {
             let run_after = now + retry_delay.as_millis() as i64;
             sqlx::query(
@@ -481,6 +526,13 @@ impl Catalog {
                 json!({"error_code": code.as_str(), "delay_ms": retry_delay.as_millis() as u64, "next_try": next_try + 1, "max_tries": MAX_ATTEMPTS}),
             )
             .await?;
+            events.push(NewEvent::file(
+                EventType::FileQueued,
+                &job.store_id,
+                &job.file_id,
+                json!({"reason": "auto_retry", "error_code": code.as_str(), "message": message,
+                       "delay_ms": retry_delay.as_millis() as u64, "next_try": next_try + 1}),
+            ));
             FailOutcome::RetryScheduled {
                 delay: retry_delay,
                 attempt: next_try,
@@ -518,9 +570,17 @@ impl Catalog {
                 json!({"error_code": code.as_str(), "retryable": transient, "tries": next_try}),
             )
             .await?;
+            events.push(NewEvent::file(
+                EventType::FileFailed,
+                &job.store_id,
+                &job.file_id,
+                json!({"step": step.as_str(), "retryable": transient}),
+            ));
             FailOutcome::Failed
         };
+        write_events(&mut tx, &job.organization_id, events).await?;
         tx.commit().await?;
+        self.progress_gate.forget(&job.file_id);
         Ok(outcome)
     }
 
@@ -565,6 +625,11 @@ impl Catalog {
     /// After a file's purge: forgets the file, its logs and its finished jobs.
     pub async fn forget_file(&self, job_id: &str, file_id: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
+        let file =
+            sqlx::query("SELECT organization_id, store_id, file_name FROM files WHERE id = $1")
+                .bind(file_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         sqlx::query("DELETE FROM file_logs WHERE file_id = $1")
             .bind(file_id)
             .execute(&mut *tx)
@@ -582,6 +647,18 @@ impl Catalog {
             .bind(job_id)
             .execute(&mut *tx)
             .await?;
+        if let Some(file) = file {
+            let org: String = file.try_get("organization_id")?;
+            let store: String = file.try_get("store_id")?;
+            let name: String = file.try_get("file_name")?;
+            let event = NewEvent::file(
+                EventType::FilePurged,
+                &store,
+                file_id,
+                json!({"file_name": name, "status": "deleted"}),
+            );
+            write_events(&mut tx, &org, vec![event]).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -613,7 +690,7 @@ impl Catalog {
     pub async fn reap_expired(&self) -> Result<usize> {
         let now = Timestamp::now().millis();
         let expired = sqlx::query(
-            "SELECT id, kind, organization_id, file_id, lease_owner, lease_losses FROM jobs \
+            "SELECT id, kind, organization_id, store_id, file_id, lease_owner, lease_losses FROM jobs \
              WHERE state = 'running' AND lease_expires_at < $1",
         )
         .bind(now)
@@ -624,6 +701,7 @@ impl Catalog {
             let job_id: String = row.try_get("id")?;
             let kind: String = row.try_get("kind")?;
             let org: String = row.try_get("organization_id")?;
+            let store: String = row.try_get("store_id")?;
             let file_id: String = row.try_get("file_id")?;
             let owner: Option<String> = row.try_get("lease_owner")?;
             let losses: i64 = row.try_get::<i64, _>("lease_losses")? + 1;
@@ -684,6 +762,8 @@ impl Catalog {
                         json!({"error_code": "WORKER_LOST"}),
                     )
                     .await?;
+                    let event = NewEvent::file(EventType::FileFailed, &store, &file_id, json!({}));
+                    write_events(&mut tx, &org, vec![event]).await?;
                 } else {
                     sqlx::query(
                         "UPDATE files SET status = 'pending', current_step = 'queued', progress_percent = 0, \
@@ -693,6 +773,9 @@ impl Catalog {
                     .bind(&file_id)
                     .execute(&mut *tx)
                     .await?;
+                    let extra = json!({"reason": "worker_lost", "lease_losses": losses});
+                    let event = NewEvent::file(EventType::FileQueued, &store, &file_id, extra);
+                    write_events(&mut tx, &org, vec![event]).await?;
                 }
             }
             tx.commit().await?;
@@ -758,28 +841,8 @@ pub struct SearchableFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::NewFile;
-    use kiln_core::IdKind;
 
-    async fn add_file(catalog: &Catalog, org: &str, store: &str) -> String {
-        let id = IdKind::File.generate();
-        catalog
-            .create_file(NewFile {
-                id: id.clone(),
-                organization_id: org.into(),
-                store_id: store.into(),
-                file_name: "f.txt".into(),
-                relative_path: None,
-                mime_type: "text/plain".into(),
-                file_size: 1,
-                sha256: None,
-                created_by: "ak_x".into(),
-                original_blob: format!("orgs/{org}/stores/{store}/files/{id}/original"),
-            })
-            .await
-            .unwrap();
-        id
-    }
+    use crate::test_file as add_file;
 
     #[tokio::test]
     async fn concurrent_claimers_never_share_a_job() {

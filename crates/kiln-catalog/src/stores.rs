@@ -333,6 +333,16 @@ impl Catalog {
             .execute(&mut *tx)
             .await?;
         crate::files::enqueue(&mut tx, "purge_store", organization_id, id, id, now).await?;
+        crate::events::write(
+            &mut tx,
+            organization_id,
+            vec![crate::events::NewEvent::store(
+                kiln_core::types::EventType::StoreDeleted,
+                id,
+                serde_json::json!({"files": links.len()}),
+            )],
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -19,6 +19,7 @@ pub struct Config {
     pub extract: ExtractConfig,
     pub workers: WorkerConfig,
     pub index: IndexConfig,
+    pub events: EventsConfig,
     pub log: LogConfig,
 }
 
@@ -34,6 +35,7 @@ impl Default for Config {
             extract: ExtractConfig::default(),
             workers: WorkerConfig::default(),
             index: IndexConfig::default(),
+            events: EventsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -288,6 +290,42 @@ impl Default for WorkerConfig {
             extract_timeout_secs: 120,
             reap_every_secs: 5,
             enabled: true,
+        }
+    }
+}
+
+/// File lifecycle events: the stream (`GET …/events`), webhooks and the outbox's retention.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Events are kept this many seconds (default 7 days)…
+    pub retention_secs: u64,
+    /// …and at most this many per organization; a stream asking to resume before what is
+    /// kept is told to resync.
+    pub max_per_org: u64,
+    /// How often a node reads new events for its streams, in milliseconds (PostgreSQL also
+    /// wakes it at once by notification).
+    pub poll_ms: u64,
+    /// Time limit of one webhook request, in milliseconds.
+    pub webhook_timeout_ms: u64,
+    /// First webhook retry's delay in milliseconds (doubling per try, at most an hour).
+    pub webhook_retry_base_ms: u64,
+    /// Longest delay between two tries of a webhook delivery, in milliseconds (default 1 h).
+    pub webhook_max_delay_ms: u64,
+    /// How long a failing webhook delivery is retried before it is abandoned, in seconds.
+    pub webhook_retry_for_secs: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            retention_secs: 7 * 24 * 3600,
+            max_per_org: 1_000_000,
+            poll_ms: 100,
+            webhook_timeout_ms: 10_000,
+            webhook_retry_base_ms: 10_000,
+            webhook_max_delay_ms: 3_600_000,
+            webhook_retry_for_secs: 24 * 3600,
         }
     }
 }

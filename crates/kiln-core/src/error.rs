@@ -18,8 +18,10 @@ pub enum ErrorCode {
     FileNotInStore,
     FileNotFound,
     UploadNotFound,
+    WebhookNotFound,
     ResourceNotFound,
     MethodNotAllowed,
+    EventsExpired,
     FileProcessingInProgress,
     FileAlreadyProcessed,
     UploadIncomplete,
@@ -44,8 +46,9 @@ impl ErrorCode {
             AuthenticationRequired | InvalidApiKey => 401,
             OrganizationAccessDenied | InsufficientPermissions => 403,
             OrganizationNotFound | SliceNotFound | VectorStoreNotFound | FileNotInStore
-            | FileNotFound | UploadNotFound | ResourceNotFound => 404,
+            | FileNotFound | UploadNotFound | WebhookNotFound | ResourceNotFound => 404,
             MethodNotAllowed => 405,
+            EventsExpired => 410,
             FileProcessingInProgress
             | FileAlreadyProcessed
             | UploadIncomplete
@@ -75,6 +78,8 @@ impl ErrorCode {
             FileNotInStore => "FILE_NOT_IN_STORE",
             FileNotFound => "FILE_NOT_FOUND",
             UploadNotFound => "UPLOAD_NOT_FOUND",
+            WebhookNotFound => "WEBHOOK_NOT_FOUND",
+            EventsExpired => "EVENTS_EXPIRED",
             ResourceNotFound => "RESOURCE_NOT_FOUND",
             MethodNotAllowed => "METHOD_NOT_ALLOWED",
             FileProcessingInProgress => "FILE_PROCESSING_IN_PROGRESS",
@@ -104,10 +109,13 @@ impl ErrorCode {
             OrganizationAccessDenied => "You don't have access to this organization.",
             InsufficientPermissions => "You don't have permission to do this.",
             OrganizationNotFound | SliceNotFound | VectorStoreNotFound | FileNotInStore
-            | FileNotFound | UploadNotFound | ResourceNotFound => {
+            | FileNotFound | UploadNotFound | WebhookNotFound | ResourceNotFound => {
                 "We couldn't find the requested resource."
             }
             MethodNotAllowed => "This method is not allowed here.",
+            EventsExpired => {
+                "Those events are no longer kept. Reload the current state, then follow from now."
+            }
             FileProcessingInProgress => "The file is still being processed.",
             FileAlreadyProcessed => "The file has already been processed.",
             UploadIncomplete => "The upload is not complete yet.",

@@ -24,6 +24,9 @@ pub enum IdKind {
     ApiKey,
     /// Jobs of the queue (not part of the API).
     Job,
+    Webhook,
+    /// One attempt to deliver an event to a webhook.
+    WebhookDelivery,
 }
 
 impl IdKind {
@@ -36,6 +39,8 @@ impl IdKind {
             IdKind::StoreFile => "vsf_",
             IdKind::ApiKey => KEY_PREFIX,
             IdKind::Job => "job_",
+            IdKind::Webhook => "wh_",
+            IdKind::WebhookDelivery => "whd_",
         }
     }
 
@@ -102,6 +107,8 @@ mod tests {
             IdKind::StoreFile,
             IdKind::ApiKey,
             IdKind::Job,
+            IdKind::Webhook,
+            IdKind::WebhookDelivery,
         ] {
             let a = kind.generate();
             let b = kind.generate();

@@ -130,3 +130,19 @@ string_enum!(
     /// A processing log entry's level.
     LogLevel { Info => "info", Warning => "warning", Error => "error" }
 );
+
+string_enum!(
+    /// A file lifecycle event's type (the event stream and webhooks; README "Events").
+    EventType {
+        FileUploaded => "file.uploaded",
+        FileQueued => "file.queued",
+        FileStepStarted => "file.step_started",
+        FileProgress => "file.progress",
+        FileCompleted => "file.completed",
+        FileFailed => "file.failed",
+        FileRetried => "file.retried",
+        FileDeleted => "file.deleted",
+        FilePurged => "file.purged",
+        StoreDeleted => "store.deleted",
+    }
+);

@@ -218,6 +218,43 @@ pub async fn open_index(
     }
 }
 
+/// Starts webhook delivery and the outbox's retention (on every node: both are safe to run
+/// on many at once).
+fn start_event_tasks(
+    config: &Config,
+    catalog: &Catalog,
+    stop: &watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    let events = &config.events;
+    let delivery = kiln_events::webhooks::DeliveryConfig {
+        timeout: Duration::from_millis(events.webhook_timeout_ms.max(1)),
+        retry_base: Duration::from_millis(events.webhook_retry_base_ms.max(1)),
+        max_delay: Duration::from_millis(events.webhook_max_delay_ms.max(1)),
+        retry_for: Duration::from_secs(events.webhook_retry_for_secs),
+        ..Default::default()
+    };
+    let node = format!(
+        "{}-{}",
+        std::process::id(),
+        &kiln_core::ids::generate_secret()[..8]
+    );
+    vec![
+        tokio::spawn(kiln_events::webhooks::run(
+            catalog.clone(),
+            delivery,
+            node,
+            stop.clone(),
+        )),
+        tokio::spawn(kiln_events::run_retention(
+            catalog.clone(),
+            Duration::from_secs(events.retention_secs),
+            i64::try_from(events.max_per_org).unwrap_or(i64::MAX),
+            Duration::from_secs(60),
+            stop.clone(),
+        )),
+    ]
+}
+
 /// Starts the workers and reaper of a configuration.
 pub fn start_pipeline(config: &Config, services: Services) -> Pipeline {
     let workers = &config.workers;
@@ -316,6 +353,12 @@ impl Server {
             let nudged = replica.clone();
             background.extend(catalog.listen(kiln_catalog::INDEX_CHANNEL, move || nudged.nudge()));
         }
+        background.extend(start_event_tasks(&config, &catalog, &stop));
+        let events = kiln_events::EventHub::new(
+            catalog.clone(),
+            Duration::from_millis(config.events.poll_ms.max(1)),
+            stop.clone(),
+        );
         let upload_secret = catalog
             .server_secret("upload_url")
             .await
@@ -332,6 +375,7 @@ impl Server {
             metrics: Arc::new(Metrics::new()),
             http: Arc::new(config.http.clone()),
             searchable: Arc::default(),
+            events,
         };
         let app = kiln_api::router_with(state, options.extra);
         let task = tokio::spawn(async move {
@@ -434,6 +478,8 @@ pub struct WorkerNode {
     pipeline: Pipeline,
     grace: Duration,
     catalog: Catalog,
+    /// Webhook delivery and event retention.
+    background: Vec<JoinHandle<()>>,
 }
 
 #[derive(Clone)]
@@ -495,6 +541,7 @@ impl WorkerNode {
                 blobs,
             });
         let (shutdown, mut stop) = watch::channel(false);
+        let background = start_event_tasks(&config, &catalog, &stop);
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -511,6 +558,7 @@ impl WorkerNode {
             pipeline,
             grace: Duration::from_secs(config.http.shutdown_grace_secs),
             catalog,
+            background,
         })
     }
 
@@ -520,6 +568,9 @@ impl WorkerNode {
         let _ = self.shutdown.send(true);
         self.pipeline.shutdown(self.grace).await;
         let served = self.task.await.context("worker task failed")?;
+        for task in self.background {
+            task.abort();
+        }
         self.catalog.close().await;
         served
     }

@@ -1,5 +1,6 @@
 //! The API's routes, each documented for the OpenAPI document.
 
+mod events;
 mod files;
 mod ops;
 mod org_files;
@@ -62,6 +63,10 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(files::organization_usage))
         .routes(routes!(search::search_store))
         .routes(routes!(search::search_knowledge))
+        .routes(routes!(events::stream_events))
+        .routes(routes!(events::create_webhook, events::list_webhooks))
+        .routes(routes!(events::get_webhook, events::delete_webhook))
+        .routes(routes!(events::webhook_deliveries))
         .merge(vector_stores_family())
 }
 

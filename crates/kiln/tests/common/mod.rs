@@ -473,3 +473,82 @@ pub fn spawn_kiln_as(
         }
     }
 }
+
+/// One Server-Sent Event as a test reads it.
+#[derive(Debug, Clone)]
+pub struct Sse {
+    pub id: i64,
+    pub event: String,
+    pub data: Value,
+}
+
+/// Reads a `text/event-stream` answer event by event (comments skipped).
+pub struct SseReader {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl SseReader {
+    pub fn new(response: reqwest::Response) -> SseReader {
+        assert_eq!(response.status(), StatusCode::OK);
+        let kind = response.headers()["content-type"].to_str().unwrap();
+        assert!(kind.starts_with("text/event-stream"), "{kind}");
+        SseReader {
+            response,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next event; `None` when the stream ends or nothing comes within `wait`.
+    pub async fn next(&mut self, wait: std::time::Duration) -> Option<Sse> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            while let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let bytes: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let block = String::from_utf8(bytes).expect("events are UTF-8");
+                let (mut id, mut event, mut data) = (None, String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse().ok();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if let Some(id) = id {
+                    let data = serde_json::from_str(&data).expect("event data is JSON");
+                    return Some(Sse { id, event, data });
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk()).await;
+            match chunk {
+                Ok(Ok(Some(bytes))) => self.buffer.extend_from_slice(&bytes),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Every event until the stream ends (or `wait` passes with nothing new).
+    pub async fn drain(&mut self, wait: std::time::Duration) -> Vec<Sse> {
+        let mut out = Vec::new();
+        while let Some(event) = self.next(wait).await {
+            out.push(event);
+        }
+        out
+    }
+}
+
+impl TestServer {
+    /// Opens the organization's event stream with `query` (e.g. `?after=0&follow=false`).
+    pub async fn events(&self, query: &str, key: &str) -> SseReader {
+        let response = self
+            .client
+            .get(self.url(&self.org_path(&format!("/events{query}"))))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        SseReader::new(response)
+    }
+}

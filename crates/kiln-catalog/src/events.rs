@@ -1,0 +1,535 @@
+//! The event outbox: every change of a file's state writes an event in the transaction that
+//! makes the change, numbered per organization (`event_counters`). The counter row is taken
+//! last (`write`, called just before commit), so an organization's events commit in
+//! sequence order: a reader that tails `seq` never skips an event that commits late.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kiln_core::Timestamp;
+use kiln_core::types::EventType;
+use serde_json::{Map, Value, json};
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
+
+use crate::{Catalog, Dialect, Result};
+
+/// The channel a PostgreSQL catalog notifies when events commit (payload: the organization).
+pub const EVENTS_CHANNEL: &str = "kiln_events";
+
+/// At most one `file.progress` event per file per this many milliseconds (step changes,
+/// completions and failures are never held back).
+pub const PROGRESS_EVENT_INTERVAL_MS: i64 = 250;
+
+/// An event of the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub organization_id: String,
+    pub seq: i64,
+    pub event_type: String,
+    pub store_id: Option<String>,
+    pub file_id: Option<String>,
+    pub data: Value,
+    pub created_at: Timestamp,
+}
+
+impl Event {
+    /// The event as the stream and webhooks send it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.seq.to_string(),
+            "seq": self.seq,
+            "type": self.event_type,
+            "organization_id": self.organization_id,
+            "store_id": self.store_id,
+            "file_id": self.file_id,
+            "created_at": self.created_at.to_rfc3339(),
+            "data": self.data,
+        })
+    }
+}
+
+/// Which events a reader wants.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub store_id: Option<String>,
+    pub file_id: Option<String>,
+    /// Empty: every type.
+    pub types: Vec<String>,
+}
+
+impl EventFilter {
+    pub fn matches(&self, event: &Event) -> bool {
+        self.store_id
+            .as_ref()
+            .is_none_or(|s| event.store_id.as_ref() == Some(s))
+            && self
+                .file_id
+                .as_ref()
+                .is_none_or(|f| event.file_id.as_ref() == Some(f))
+            && (self.types.is_empty() || self.types.contains(&event.event_type))
+    }
+}
+
+/// Where an organization's stream stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventPosition {
+    /// The last event written (0: none yet).
+    pub last_seq: i64,
+    /// Events up to here were removed by retention.
+    pub purged_through: i64,
+}
+
+/// An event to write, collected during a transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct NewEvent {
+    kind: EventType,
+    store_id: Option<String>,
+    file_id: Option<String>,
+    /// Type-specific fields, merged over the file's state (for file events).
+    extra: Value,
+}
+
+impl NewEvent {
+    /// A file event: its data is the file's state after the change, plus `extra`.
+    pub(crate) fn file(kind: EventType, store_id: &str, file_id: &str, extra: Value) -> Self {
+        NewEvent {
+            kind,
+            store_id: Some(store_id.to_string()),
+            file_id: Some(file_id.to_string()),
+            extra,
+        }
+    }
+
+    pub(crate) fn store(kind: EventType, store_id: &str, extra: Value) -> Self {
+        NewEvent {
+            kind,
+            store_id: Some(store_id.to_string()),
+            file_id: None,
+            extra,
+        }
+    }
+}
+
+/// The state fields a file event carries.
+async fn file_state(conn: &mut AnyConnection, file_id: &str) -> Result<Map<String, Value>> {
+    let row = sqlx::query(
+        "SELECT file_name, status, current_step, progress_percent, attempts, error_code, \
+         error_message, chunk_count FROM files WHERE id = $1",
+    )
+    .bind(file_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let mut out = Map::new();
+    if let Some(row) = row {
+        out.insert(
+            "file_name".into(),
+            json!(row.try_get::<String, _>("file_name")?),
+        );
+        out.insert("status".into(), json!(row.try_get::<String, _>("status")?));
+        out.insert(
+            "current_step".into(),
+            json!(row.try_get::<Option<String>, _>("current_step")?),
+        );
+        out.insert(
+            "progress_percent".into(),
+            json!(row.try_get::<i64, _>("progress_percent")?),
+        );
+        out.insert("attempt".into(), json!(row.try_get::<i64, _>("attempts")?));
+        let code: Option<String> = row.try_get("error_code")?;
+        if code.is_some() {
+            out.insert("error_code".into(), json!(code));
+            out.insert(
+                "error_message".into(),
+                json!(row.try_get::<Option<String>, _>("error_message")?),
+            );
+        }
+        out.insert(
+            "chunk_count".into(),
+            json!(row.try_get::<i64, _>("chunk_count")?),
+        );
+    }
+    Ok(out)
+}
+
+/// Writes `events` of one organization inside the caller's transaction. Call it last, just
+/// before commit: it locks the organization's counter until the transaction ends.
+pub(crate) async fn write(
+    conn: &mut AnyConnection,
+    organization_id: &str,
+    events: Vec<NewEvent>,
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let now = Timestamp::now().millis();
+    let mut rows = Vec::with_capacity(events.len());
+    for event in events {
+        let mut data = match &event.file_id {
+            Some(file_id) => file_state(&mut *conn, file_id).await?,
+            None => Map::new(),
+        };
+        if let Value::Object(extra) = &event.extra {
+            data.extend(extra.clone());
+        }
+        rows.push((event, Value::Object(data).to_string()));
+    }
+    let n = rows.len() as i64;
+    let last: i64 = sqlx::query_scalar(
+        "INSERT INTO event_counters (organization_id, last_seq) VALUES ($1, $2) \
+         ON CONFLICT (organization_id) DO UPDATE SET last_seq = event_counters.last_seq + $2 \
+         RETURNING last_seq",
+    )
+    .bind(organization_id)
+    .bind(n)
+    .fetch_one(&mut *conn)
+    .await?;
+    for (i, (event, data)) in rows.into_iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO events (organization_id, seq, type, store_id, file_id, data, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(organization_id)
+        .bind(last - n + 1 + i as i64)
+        .bind(event.kind.as_str())
+        .bind(event.store_id)
+        .bind(event.file_id)
+        .bind(data)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if Dialect::of(conn) == Dialect::Postgres {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(EVENTS_CHANNEL)
+            .bind(organization_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+fn event(row: &sqlx::any::AnyRow) -> Result<Event> {
+    let data: String = row.try_get("data")?;
+    Ok(Event {
+        organization_id: row.try_get("organization_id")?,
+        seq: row.try_get("seq")?,
+        event_type: row.try_get("type")?,
+        store_id: row.try_get("store_id")?,
+        file_id: row.try_get("file_id")?,
+        data: serde_json::from_str(&data).unwrap_or(Value::Null),
+        created_at: Timestamp(row.try_get("created_at")?),
+    })
+}
+
+/// Throttles `file.progress` events per file (a file's job runs on one worker at a time, so
+/// a process-local gate suffices; after a lease moves, a few more events at worst).
+#[derive(Clone, Default)]
+pub(crate) struct ProgressGate(Arc<Mutex<HashMap<String, i64>>>);
+
+impl ProgressGate {
+    /// Whether a progress event for `file_id` may be written now.
+    pub(crate) fn admit(&self, file_id: &str) -> bool {
+        let now = Timestamp::now().millis();
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match last.get(file_id) {
+            Some(&at) if now - at < PROGRESS_EVENT_INTERVAL_MS => false,
+            _ => {
+                last.insert(file_id.to_string(), now);
+                true
+            }
+        }
+    }
+
+    /// A step started (always written): the next progress waits its interval from now.
+    pub(crate) fn reset(&self, file_id: &str) {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        last.insert(file_id.to_string(), Timestamp::now().millis());
+    }
+
+    pub(crate) fn forget(&self, file_id: &str) {
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        last.remove(file_id);
+    }
+}
+
+impl Catalog {
+    /// Events of an organization after `after` matching `filter`, oldest first, at most
+    /// `limit`.
+    pub async fn events_after(
+        &self,
+        organization_id: &str,
+        after: i64,
+        filter: &EventFilter,
+        limit: i64,
+    ) -> Result<Vec<Event>> {
+        let mut sql = String::from(
+            "SELECT organization_id, seq, type, store_id, file_id, data, created_at FROM events \
+             WHERE organization_id = $1 AND seq > $2",
+        );
+        if filter.store_id.is_some() {
+            sql.push_str(" AND store_id = $4");
+        }
+        if filter.file_id.is_some() {
+            sql.push_str(" AND file_id = $5");
+        }
+        sql.push_str(" ORDER BY seq LIMIT $3");
+        // Unused placeholders cannot be bound on PostgreSQL: renumber what is present.
+        let sql = if filter.store_id.is_none() && filter.file_id.is_some() {
+            sql.replace("$5", "$4")
+        } else {
+            sql
+        };
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(organization_id)
+            .bind(after)
+            .bind(limit);
+        if let Some(store) = &filter.store_id {
+            query = query.bind(store);
+        }
+        if let Some(file) = &filter.file_id {
+            query = query.bind(file);
+        }
+        let rows = query.fetch_all(&self.read).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let event = event(row)?;
+            if filter.matches(&event) {
+                out.push(event);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where an organization's event stream stands.
+    pub async fn event_position(&self, organization_id: &str) -> Result<EventPosition> {
+        let row = sqlx::query(
+            "SELECT last_seq, purged_through FROM event_counters WHERE organization_id = $1",
+        )
+        .bind(organization_id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(match row {
+            Some(row) => EventPosition {
+                last_seq: row.try_get("last_seq")?,
+                purged_through: row.try_get("purged_through")?,
+            },
+            None => EventPosition {
+                last_seq: 0,
+                purged_through: 0,
+            },
+        })
+    }
+
+    /// Retention: removes events older than `max_age_ms`, and beyond the newest `max_per_org`
+    /// of each organization, with the webhook delivery log of the same age. Safe on every
+    /// node at once. Returns how many events were removed.
+    pub async fn purge_events(&self, max_age_ms: i64, max_per_org: i64) -> Result<u64> {
+        let cutoff = Timestamp::now().millis() - max_age_ms;
+        let orgs = sqlx::query("SELECT organization_id, last_seq FROM event_counters")
+            .fetch_all(&self.read)
+            .await?;
+        let mut removed = 0;
+        for row in orgs {
+            let org: String = row.try_get("organization_id")?;
+            let last: i64 = row.try_get("last_seq")?;
+            let old: Option<i64> = sqlx::query_scalar(
+                "SELECT MAX(seq) FROM events WHERE organization_id = $1 AND created_at < $2",
+            )
+            .bind(&org)
+            .bind(cutoff)
+            .fetch_one(&self.read)
+            .await?;
+            let through = old.unwrap_or(0).max(last - max_per_org);
+            if through <= 0 {
+                continue;
+            }
+            let mut tx = self.write_tx().await?;
+            removed += sqlx::query("DELETE FROM events WHERE organization_id = $1 AND seq <= $2")
+                .bind(&org)
+                .bind(through)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query(
+                "UPDATE event_counters SET purged_through = $1 \
+                 WHERE organization_id = $2 AND purged_through < $1",
+            )
+            .bind(through)
+            .bind(&org)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        }
+        sqlx::query("DELETE FROM webhook_deliveries WHERE created_at < $1")
+            .bind(cutoff)
+            .execute(&self.write)
+            .await?;
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    async fn all(catalog: &Catalog, org: &str) -> Vec<Event> {
+        catalog
+            .events_after(org, 0, &EventFilter::default(), 1000)
+            .await
+            .unwrap()
+    }
+
+    fn types(events: &[Event]) -> Vec<&str> {
+        events.iter().map(|e| e.event_type.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_files_life_is_written_as_events_numbered_per_organization() {
+        for crate::TestCatalog {
+            catalog,
+            org,
+            store,
+            ..
+        } in crate::test_catalogs().await
+        {
+            let (org_b, store_b) = crate::test_org_with_store(&catalog).await;
+            let file = crate::test_file(&catalog, &org, &store).await;
+            crate::test_file(&catalog, &org_b, &store_b).await;
+            let job = catalog
+                .claim("w", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .unwrap();
+            let job = if job.file_id == file {
+                job
+            } else {
+                catalog
+                    .claim("w", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+                    .unwrap()
+            };
+            catalog
+                .fail(
+                    &job,
+                    "w",
+                    kiln_core::types::Step::Extracting,
+                    kiln_core::types::FileErrorCode::CorruptFile,
+                    "bad file",
+                    false,
+                    Duration::ZERO,
+                )
+                .await
+                .unwrap();
+            catalog
+                .retry_file(&org, &store, &file, false, "ak_x")
+                .await
+                .unwrap();
+            catalog
+                .delete_files(&org, &store, std::slice::from_ref(&file), "ak_x")
+                .await
+                .unwrap();
+            let events = all(&catalog, &org).await;
+            assert_eq!(
+                types(&events),
+                [
+                    "file.uploaded",
+                    "file.queued",
+                    "file.step_started",
+                    "file.failed",
+                    "file.retried",
+                    "file.queued",
+                    "file.deleted"
+                ]
+            );
+            assert_eq!(
+                events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+                (1..=7).collect::<Vec<_>>()
+            );
+            assert_eq!(events[3].data["status"], "failed");
+            assert_eq!(events[3].data["error_code"], "CORRUPT_FILE");
+            assert_eq!(events[2].data["current_step"], "extracting");
+            // The other organization has its own numbering and sees none of these.
+            let other = all(&catalog, &org_b).await;
+            assert_eq!(other.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+            assert!(other.iter().all(|e| e.organization_id == org_b));
+            // Filters.
+            let only_failed = EventFilter {
+                types: vec!["file.failed".into()],
+                ..EventFilter::default()
+            };
+            let failed = catalog
+                .events_after(&org, 0, &only_failed, 100)
+                .await
+                .unwrap();
+            assert_eq!(failed.len(), 1);
+            let by_file = EventFilter {
+                file_id: Some(file.clone()),
+                ..EventFilter::default()
+            };
+            assert_eq!(
+                catalog
+                    .events_after(&org, 5, &by_file, 100)
+                    .await
+                    .unwrap()
+                    .len(),
+                2
+            );
+
+            // Retention: everything but the newest event goes, and the position says so.
+            catalog.purge_events(i64::MAX / 4, 1).await.unwrap();
+            let position = catalog.event_position(&org).await.unwrap();
+            assert_eq!(
+                position,
+                EventPosition {
+                    last_seq: 7,
+                    purged_through: 6
+                }
+            );
+            assert_eq!(all(&catalog, &org).await.len(), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn progress_is_coalesced_but_step_changes_never_are() {
+        use kiln_core::types::Step;
+        for crate::TestCatalog {
+            catalog,
+            org,
+            store,
+            ..
+        } in crate::test_catalogs().await
+        {
+            crate::test_file(&catalog, &org, &store).await;
+            let job = catalog
+                .claim("w", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .unwrap();
+            let before = all(&catalog, &org).await.len();
+            // 50 progress reports in a burst, then a new step.
+            for percent in 0..50 {
+                catalog
+                    .record_progress(&job, "w", Step::Embedding, 20 + percent, Vec::new())
+                    .await
+                    .unwrap();
+            }
+            catalog
+                .record_progress(&job, "w", Step::Indexing, 90, Vec::new())
+                .await
+                .unwrap();
+            let events = all(&catalog, &org).await;
+            let new = types(&events[before..]);
+            assert_eq!(new.first(), Some(&"file.step_started"), "{new:?}");
+            assert_eq!(new.last(), Some(&"file.step_started"), "{new:?}");
+            let progress = new.iter().filter(|t| **t == "file.progress").count();
+            // A burst this short fits in one or two intervals.
+            assert!(
+                progress <= 2,
+                "{progress} progress events for one burst: {new:?}"
+            );
+            assert_eq!(events.last().unwrap().data["current_step"], "indexing");
+        }
+    }
+}
