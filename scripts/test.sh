@@ -19,6 +19,15 @@ export CANDLE_NUM_THREADS="${CANDLE_NUM_THREADS:-1}"
 source scripts/services.sh
 start_services
 
+# Chromium and ChromeDriver for the console's browser test (Debian's packages).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    echo "== installing chromium and chromium-driver"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
@@ -27,5 +36,5 @@ echo "== cargo test (embedded backend; catalog and blob tests on both backends)"
 cargo test --workspace --locked
 echo "== cargo test: the HTTP suite again on the cluster backend (PostgreSQL + S3)"
 KILN_TEST_BACKEND=cluster cargo test --locked -p kiln \
-    --test api --test cluster --test crash --test events --test files --test migrate --test office --test provider \
+    --test api --test cluster --test console --test crash --test events --test files --test migrate --test office --test provider \
     --test sdk --test search --test uploads --test vector_stores

@@ -3,6 +3,7 @@
 //! catalog or service function, map the result.
 
 pub mod auth;
+mod console;
 pub mod context;
 pub mod error;
 pub mod extract;
@@ -67,6 +68,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let json_limit = usize::try_from(state.http.max_json_body_bytes).unwrap_or(usize::MAX);
     api.merge(extra)
         .merge(openapi::docs(openapi))
+        .merge(console::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(json_limit))

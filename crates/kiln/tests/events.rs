@@ -507,3 +507,25 @@ async fn webhooks_get_every_event_once_in_order_through_failures_and_timeouts() 
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(receiver.lock().unwrap().accepted.len(), before);
 }
+
+#[tokio::test]
+async fn the_openapi_document_lists_the_event_endpoints() {
+    let t = TestServer::start().await;
+    let (s, doc) = t.get("/openapi.json").await;
+    assert_eq!(s, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    let events = &paths["/v1/organizations/{organization_id}/events"]["get"];
+    assert!(
+        events["responses"]["200"]["content"]["text/event-stream"].is_object(),
+        "{events}"
+    );
+    assert!(events["responses"]["410"].is_object(), "{events}");
+    let hooks = &paths["/v1/organizations/{organization_id}/webhooks"];
+    assert!(hooks["get"].is_object() && hooks["post"].is_object());
+    let hook = &paths["/v1/organizations/{organization_id}/webhooks/{webhook_id}"];
+    assert!(hook["get"].is_object() && hook["delete"].is_object());
+    assert!(
+        paths["/v1/organizations/{organization_id}/webhooks/{webhook_id}/deliveries"]["get"]
+            .is_object()
+    );
+}
