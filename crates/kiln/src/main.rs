@@ -129,6 +129,10 @@ enum BenchCommand {
     /// vectors plus noise) and measure searches over HTTP: QPS, latency, recall@10 of the
     /// approximate search against exact, RSS, time to reopen.
     Search(kiln::bench::search::SearchBenchOptions),
+    /// Subscribers on the event stream of a loopback server while files ingest: events
+    /// delivered per second, each stream checked complete; and the outbox's cost per status
+    /// change.
+    Events(kiln::bench::events::EventsBenchOptions),
     /// Extract every file under DIR (or one file) in this process and report pages/s and MB/s
     /// per format; PDFs also through poppler's `pdftotext`, with the texts' agreement.
     Extract {
@@ -341,6 +345,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = settings::load(&overrides)?;
             kiln::bench::ingest(&corpus, docs, &config).await
+        }
+        Command::Bench {
+            command: BenchCommand::Events(options),
+        } => {
+            let config = settings::load(&overrides)?;
+            kiln::bench::events::run(&options, &config).await
         }
         Command::Bench {
             command: BenchCommand::Search(options),
