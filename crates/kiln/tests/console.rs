@@ -66,8 +66,7 @@ async fn scenario(t: &TestServer, s: &Session) -> Result<(), String> {
     s.goto(&t.url("/console/")).await;
     let key = s.wait_for("#api-key", WAIT).await?;
     s.type_into(&key, &t.key).await;
-    s.click(&s.wait_for("#sign-in-form button", WAIT).await?)
-        .await;
+    s.click_on("#sign-in-form button", WAIT).await?;
     s.until(
         "the stores page",
         "return !document.getElementById('stores').hidden",
@@ -92,8 +91,7 @@ async fn scenario(t: &TestServer, s: &Session) -> Result<(), String> {
     // Create a store.
     let name = s.wait_for("#new-store-name", WAIT).await?;
     s.type_into(&name, "Pottery notes").await;
-    s.click(&s.wait_for("#create-store-form button", WAIT).await?)
-        .await;
+    s.click_on("#create-store-form button", WAIT).await?;
     s.until(
         "the new store's page",
         "return document.getElementById('store-name').textContent === 'Pottery notes' \
@@ -176,8 +174,7 @@ async fn scenario(t: &TestServer, s: &Session) -> Result<(), String> {
         )
         .await;
     let blank_id = blank_id.as_str().unwrap().to_string();
-    s.click(&s.wait_for("#files-body button.retry", WAIT).await?)
-        .await;
+    s.click_on("#files-body button.retry", WAIT).await?;
     let store_id = s.script("return location.hash.split('/')[2]", vec![]).await;
     let store_id = store_id.as_str().unwrap().to_string();
     let deadline = std::time::Instant::now() + WAIT;
@@ -204,8 +201,7 @@ async fn scenario(t: &TestServer, s: &Session) -> Result<(), String> {
     // Search, and see a result with its file, score and text.
     let query = s.wait_for("#query", WAIT).await?;
     s.type_into(&query, "green celadon glaze iron").await;
-    s.click(&s.wait_for("#search-form button", WAIT).await?)
-        .await;
+    s.click_on("#search-form button", WAIT).await?;
     let result = s
         .until(
             "a search result",
@@ -225,7 +221,7 @@ async fn scenario(t: &TestServer, s: &Session) -> Result<(), String> {
 
     // The failed file's page: its error in words and its log by attempt.
     let link = format!("#files-body tr[data-file='{blank_id}'] td.name a");
-    s.click(&s.wait_for(&link, WAIT).await?).await;
+    s.click_on(&link, WAIT).await?;
     let detail = s
         .until(
             "the file's page",
@@ -248,7 +244,7 @@ async fn scenario(t: &TestServer, s: &Session) -> Result<(), String> {
 
     // Back to the store; retry all failed queues the failed file again.
     s.script("history.back(); return true", vec![]).await;
-    s.click(&s.wait_for("#retry-failed", WAIT).await?).await;
+    s.click_on("#retry-failed", WAIT).await?;
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let status = t.status(&store_id, &blank_id).await;

@@ -173,13 +173,25 @@ impl Session {
         }
     }
 
-    pub async fn click(&self, element: &Element) {
-        self.ok(
-            reqwest::Method::POST,
-            &format!("/element/{}/click", element.0),
-            Some(json!({})),
-        )
-        .await;
+    /// Clicks the element matching `css`, waiting up to `wait` for it; found again when the
+    /// page re-drew it between finding and clicking (a live page does).
+    pub async fn click_on(&self, css: &str, wait: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let element = self.wait_for(css, wait).await?;
+            let value = self
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/element/{}/click", element.0),
+                    Some(json!({})),
+                )
+                .await;
+            match value.get("error").and_then(Value::as_str) {
+                None => return Ok(()),
+                Some("stale element reference") if Instant::now() < deadline => {}
+                Some(error) => return Err(format!("clicking {css}: {error} {}", value["message"])),
+            }
+        }
     }
 
     /// Types `text` into an element (for a file input: paths, one per line).
