@@ -256,6 +256,76 @@ async fn scenario(t: &TestServer, s: &Session) -> Result<(), String> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // A large file goes through the resumable upload URL in pieces (9 MiB of blanks: it
+    // fails at once, so nothing waits on the model), and a file dropped on the drop zone
+    // uploads too.
+    let big = dir.path().join("big-blank.txt");
+    std::fs::write(&big, vec![b' '; 9 * 1024 * 1024]).unwrap();
+    let input = s.wait_for("#file-input", WAIT).await?;
+    s.type_into(&input, &big.display().to_string()).await;
+    s.script(
+        "const dt = new DataTransfer();          dt.items.add(new File(['Salt glazing vapour in the kiln. '.repeat(30)], 'dropped.txt', {type: 'text/plain'}));          document.getElementById('drop').dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));          return true",
+        vec![],
+    )
+    .await;
+    s.until(
+        "the large file failed and the dropped one completed",
+        &format!(
+            "const rows = {ROWS_AS_FN};              return rows.some(r => r.name === 'big-blank.txt' && r.status === 'failed')                && rows.some(r => r.name === 'dropped.txt' && r.status === 'completed')"
+        ),
+        WAIT,
+    )
+    .await?;
+    let requests = s
+        .script(
+            "return performance.getEntriesByType('resource').map(e => e.name)",
+            vec![],
+        )
+        .await;
+    let pieces = requests
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|u| u.as_str().unwrap().contains("/uploads/"))
+        .count();
+    let via_url = requests.to_string().contains("/files/upload-url");
+    let registered = requests.to_string().contains("/files/register");
+    if !(via_url && registered && pieces >= 3) {
+        return fail(
+            "the large file's resumable upload (URL, 3 pieces, register)",
+            &requests,
+        );
+    }
+    let (_, listed) = t.get(&t.files_path(&store_id, "?search=big-blank")).await;
+    if listed["items"][0]["file_size"] != 9 * 1024 * 1024 {
+        return fail("the large file's size", &listed);
+    }
+
+    // Delete it from its page (confirming), and it leaves the store.
+    let big_id = listed["items"][0]["id"].as_str().unwrap().to_string();
+    s.click_on(
+        &format!("#files-body tr[data-file='{big_id}'] td.name a"),
+        WAIT,
+    )
+    .await?;
+    s.until(
+        "the large file's page",
+        "return !document.getElementById('file').hidden          && document.getElementById('file-name').textContent === 'big-blank.txt'",
+        WAIT,
+    )
+    .await?;
+    s.click_on("#file-delete", WAIT).await?;
+    s.accept_alert().await;
+    s.until(
+        "the store without the deleted file",
+        &format!(
+            "return !document.getElementById('store').hidden && {ROWS_AS_FN}.length === 4              && !{ROWS_AS_FN}.some(r => r.name === 'big-blank.txt')"
+        ),
+        WAIT,
+    )
+    .await?;
+
     let same = s.script("return window.__sameLoad === true", vec![]).await;
     if same != json!(true) {
         return fail("one page load throughout", &same);
