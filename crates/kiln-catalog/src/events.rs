@@ -532,4 +532,44 @@ mod tests {
             assert_eq!(events.last().unwrap().data["current_step"], "indexing");
         }
     }
+
+    #[tokio::test]
+    async fn a_lost_worker_requeues_with_an_event_and_a_deleted_file_gets_none() {
+        for crate::TestCatalog {
+            catalog,
+            org,
+            store,
+            ..
+        } in crate::test_catalogs().await
+        {
+            let kept = crate::test_file(&catalog, &org, &store).await;
+            let gone = crate::test_file(&catalog, &org, &store).await;
+            for _ in 0..2 {
+                catalog
+                    .claim("w", Duration::from_millis(1))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            catalog
+                .delete_files(&org, &store, std::slice::from_ref(&gone), "ak_x")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            assert_eq!(catalog.reap_expired().await.unwrap(), 2);
+            let events = all(&catalog, &org).await;
+            let requeued: Vec<&Event> = events
+                .iter()
+                .filter(|e| e.event_type == "file.queued" && e.data["reason"] == "worker_lost")
+                .collect();
+            assert_eq!(requeued.len(), 1, "{events:?}");
+            assert_eq!(requeued[0].file_id.as_deref(), Some(kept.as_str()));
+            assert_eq!(requeued[0].data["status"], "pending");
+            let last_of_gone = events
+                .iter()
+                .rfind(|e| e.file_id.as_deref() == Some(gone.as_str()))
+                .unwrap();
+            assert_eq!(last_of_gone.event_type, "file.deleted");
+        }
+    }
 }

@@ -741,7 +741,7 @@ impl Catalog {
                 .await?;
                 if give_up {
                     let message = "The file's processing was interrupted repeatedly (worker lost). Retry it; if it keeps failing, the file may crash the processor.";
-                    sqlx::query(
+                    let live = sqlx::query(
                         "UPDATE files SET status = 'failed', error_code = 'WORKER_LOST', error_message = $1, \
                          retryable = 1, updated_at = $2 WHERE id = $3 AND deleted_at IS NULL",
                     )
@@ -749,7 +749,8 @@ impl Catalog {
                     .bind(now)
                     .bind(&file_id)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected();
                     append_log(
                         &mut tx,
                         &org,
@@ -762,20 +763,27 @@ impl Catalog {
                         json!({"error_code": "WORKER_LOST"}),
                     )
                     .await?;
-                    let event = NewEvent::file(EventType::FileFailed, &store, &file_id, json!({}));
-                    write_events(&mut tx, &org, vec![event]).await?;
+                    // A deleted file's end was its `file.deleted`.
+                    if live > 0 {
+                        let event =
+                            NewEvent::file(EventType::FileFailed, &store, &file_id, json!({}));
+                        write_events(&mut tx, &org, vec![event]).await?;
+                    }
                 } else {
-                    sqlx::query(
+                    let live = sqlx::query(
                         "UPDATE files SET status = 'pending', current_step = 'queued', progress_percent = 0, \
                          queued_at = $1, updated_at = $1 WHERE id = $2 AND deleted_at IS NULL",
                     )
                     .bind(now)
                     .bind(&file_id)
                     .execute(&mut *tx)
-                    .await?;
-                    let extra = json!({"reason": "worker_lost", "lease_losses": losses});
-                    let event = NewEvent::file(EventType::FileQueued, &store, &file_id, extra);
-                    write_events(&mut tx, &org, vec![event]).await?;
+                    .await?
+                    .rows_affected();
+                    if live > 0 {
+                        let extra = json!({"reason": "worker_lost", "lease_losses": losses});
+                        let event = NewEvent::file(EventType::FileQueued, &store, &file_id, extra);
+                        write_events(&mut tx, &org, vec![event]).await?;
+                    }
                 }
             }
             tx.commit().await?;
