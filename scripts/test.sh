@@ -37,4 +37,4 @@ cargo test --workspace --locked
 echo "== cargo test: the HTTP suite again on the cluster backend (PostgreSQL + S3)"
 KILN_TEST_BACKEND=cluster cargo test --locked -p kiln \
     --test api --test cluster --test console --test crash --test events --test files --test migrate --test office --test provider \
-    --test sdk --test search --test uploads --test vector_stores
+    --test sdk --test search --test sync --test uploads --test vector_stores

@@ -1,5 +1,6 @@
-//! A small client of Kiln's own HTTP API, for the commands that measure Kiln from the outside
-//! (`kiln bench ingest`, `kiln eval`): everything they do goes through the API a user calls.
+//! A small client of Kiln's own HTTP API, for the commands that use Kiln from the outside
+//! (the client commands — `kiln sync`, `kiln search`, … — and `kiln bench`, `kiln eval`):
+//! everything they do goes through the API a user calls.
 
 use std::time::Duration;
 
@@ -47,12 +48,14 @@ impl ApiClient {
         self.request(method, &format!("/v1/organizations/{}{rest}", self.org))
     }
 
-    /// Sends and returns the JSON answer; a non-2xx answer is an error carrying its body.
+    /// Sends and returns the JSON answer; a non-2xx answer is an [`HttpFailure`].
     pub async fn call(&self, request: RequestBuilder) -> anyhow::Result<Value> {
         let response = request.send().await?;
         let status = response.status();
         let text = response.text().await?;
-        anyhow::ensure!(status.is_success(), "HTTP {status}: {text}");
+        if !status.is_success() {
+            return Err(HttpFailure::new(status.as_u16(), &text).into());
+        }
         Ok(if text.is_empty() {
             Value::Null
         } else {
@@ -120,23 +123,30 @@ impl ApiClient {
         Ok(file["id"].as_str().context("a file has an id")?.to_string())
     }
 
-    /// Every file of a store (the list endpoint's items), page by page.
-    pub async fn files(&self, store: &str) -> anyhow::Result<Vec<Value>> {
-        let mut files = Vec::new();
+    /// Every item of a list endpoint (`path` under the organization, with or without a
+    /// query), page by page.
+    pub async fn all_pages(&self, path: &str) -> anyhow::Result<Vec<Value>> {
+        let joiner = if path.contains('?') { '&' } else { '?' };
+        let mut all = Vec::new();
         loop {
             let page = self
                 .call(self.org_request(
                     Method::GET,
-                    &format!("/stores/{store}/files?limit=100&skip={}", files.len()),
+                    &format!("{path}{joiner}limit=100&skip={}", all.len()),
                 ))
                 .await?;
             let items = page["items"].as_array().cloned().unwrap_or_default();
             let more = page["has_more"] == true && !items.is_empty();
-            files.extend(items);
+            all.extend(items);
             if !more {
-                return Ok(files);
+                return Ok(all);
             }
         }
+    }
+
+    /// Every file of a store (the list endpoint's items), page by page.
+    pub async fn files(&self, store: &str) -> anyhow::Result<Vec<Value>> {
+        self.all_pages(&format!("/stores/{store}/files")).await
     }
 
     /// Waits until `expected` files of the store are `completed` or `failed`, watching the
@@ -152,6 +162,94 @@ impl ApiClient {
                 return Ok(failed);
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// A non-2xx answer: its status and, from the error envelope, its code and message.
+#[derive(Debug, Clone)]
+pub struct HttpFailure {
+    pub status: u16,
+    pub code: String,
+    pub message: String,
+}
+
+impl HttpFailure {
+    pub fn new(status: u16, body: &str) -> HttpFailure {
+        let envelope: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        let error = &envelope["error"];
+        let message = error["system_message"]
+            .as_str()
+            .or(error["message"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| body.chars().take(300).collect());
+        HttpFailure {
+            status,
+            code: error["code"].as_str().unwrap_or("").to_string(),
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for HttpFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.code.is_empty() {
+            write!(f, "HTTP {}: {}", self.status, self.message)
+        } else {
+            write!(f, "HTTP {} {}: {}", self.status, self.code, self.message)
+        }
+    }
+}
+
+impl std::error::Error for HttpFailure {}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone)]
+pub struct StreamEvent {
+    pub id: i64,
+    pub event: String,
+    pub data: Value,
+}
+
+/// Reads a `text/event-stream` answer event by event (comments and keep-alives skipped).
+pub struct EventStream {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+impl EventStream {
+    pub fn new(response: reqwest::Response) -> EventStream {
+        EventStream {
+            response,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// The next event; `None` when the stream ends.
+    pub async fn next(&mut self) -> anyhow::Result<Option<StreamEvent>> {
+        loop {
+            while let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let block = String::from_utf8_lossy(&block);
+                let (mut id, mut event, mut data) = (None, String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = v.trim().parse().ok();
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.trim_start());
+                    }
+                }
+                if let Some(id) = id {
+                    let data = serde_json::from_str(&data).unwrap_or(Value::Null);
+                    return Ok(Some(StreamEvent { id, event, data }));
+                }
+            }
+            match self.response.chunk().await? {
+                Some(bytes) => self.buffer.extend_from_slice(&bytes),
+                None => return Ok(None),
+            }
         }
     }
 }

@@ -23,6 +23,9 @@ struct Cli {
     /// The data directory (default ./kiln-data).
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// The client commands' profile (see `kiln login`; default `default`).
+    #[arg(long, global = true, env = "KILN_PROFILE")]
+    profile: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -99,6 +102,25 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Save a server's URL and an API key as a profile for the client commands.
+    Login(kiln::cli::LoginArgs),
+    /// Make a store hold what a folder holds: upload new and changed files, wait for them
+    /// to be processed, report failures (exit 3), optionally delete what left the folder.
+    Sync(kiln::cli::SyncArgs),
+    /// Search stores.
+    Search(kiln::cli::SearchArgs),
+    /// List, inspect, retry and delete a store's files.
+    Files {
+        #[command(subcommand)]
+        command: kiln::cli::FilesCommand,
+    },
+    /// List, create and delete stores.
+    Stores {
+        #[command(subcommand)]
+        command: kiln::cli::StoresCommand,
+    },
+    /// Storage figures of the organization or a store.
+    Usage(kiln::cli::UsageArgs),
 }
 
 #[derive(Subcommand)]
@@ -248,7 +270,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(kiln::cli::exit_code(&err))
         }
     }
 }
@@ -270,8 +292,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         data_dir: cli.data_dir,
         listen: None,
     };
+    let profile = cli.profile.as_deref();
     match cli.command {
         Command::ExtractPdf { .. } => unreachable!("main runs a PDF child before any runtime"),
+        Command::Login(args) => kiln::cli::login(args, cli.profile.clone()).await,
+        Command::Sync(args) => kiln::cli::sync(args, profile).await,
+        Command::Search(args) => kiln::cli::search(args, profile).await,
+        Command::Files { command } => kiln::cli::files(command, profile).await,
+        Command::Stores { command } => kiln::cli::stores(command, profile).await,
+        Command::Usage(args) => kiln::cli::usage(args, profile).await,
         Command::MigrateTo {
             catalog,
             blobs,

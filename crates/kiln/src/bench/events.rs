@@ -219,33 +219,15 @@ async fn follow(
 }
 
 /// Reads event positions off a `text/event-stream`.
-struct EventReader {
-    response: reqwest::Response,
-    buffer: Vec<u8>,
-}
+struct EventReader(crate::client::EventStream);
 
 impl EventReader {
     fn new(response: reqwest::Response) -> Self {
-        EventReader {
-            response,
-            buffer: Vec::new(),
-        }
+        EventReader(crate::client::EventStream::new(response))
     }
 
     async fn next(&mut self) -> anyhow::Result<Option<i64>> {
-        loop {
-            while let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
-                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
-                let block = String::from_utf8_lossy(&block);
-                if let Some(id) = block.lines().find_map(|l| l.strip_prefix("id:")) {
-                    return Ok(Some(id.trim().parse()?));
-                }
-            }
-            match self.response.chunk().await? {
-                Some(bytes) => self.buffer.extend_from_slice(&bytes),
-                None => return Ok(None),
-            }
-        }
+        Ok(self.0.next().await?.map(|e| e.id))
     }
 }
 

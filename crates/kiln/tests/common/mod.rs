@@ -482,50 +482,26 @@ pub struct Sse {
     pub data: Value,
 }
 
-/// Reads a `text/event-stream` answer event by event (comments skipped).
-pub struct SseReader {
-    response: reqwest::Response,
-    buffer: Vec<u8>,
-}
+/// Reads a `text/event-stream` answer event by event, waiting a bounded time for each.
+pub struct SseReader(kiln::client::EventStream);
 
 impl SseReader {
     pub fn new(response: reqwest::Response) -> SseReader {
         assert_eq!(response.status(), StatusCode::OK);
         let kind = response.headers()["content-type"].to_str().unwrap();
         assert!(kind.starts_with("text/event-stream"), "{kind}");
-        SseReader {
-            response,
-            buffer: Vec::new(),
-        }
+        SseReader(kiln::client::EventStream::new(response))
     }
 
     /// The next event; `None` when the stream ends or nothing comes within `wait`.
     pub async fn next(&mut self, wait: std::time::Duration) -> Option<Sse> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            while let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
-                let bytes: Vec<u8> = self.buffer.drain(..end + 2).collect();
-                let block = String::from_utf8(bytes).expect("events are UTF-8");
-                let (mut id, mut event, mut data) = (None, String::new(), String::new());
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("id:") {
-                        id = v.trim().parse().ok();
-                    } else if let Some(v) = line.strip_prefix("event:") {
-                        event = v.trim().to_string();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.trim_start());
-                    }
-                }
-                if let Some(id) = id {
-                    let data = serde_json::from_str(&data).expect("event data is JSON");
-                    return Some(Sse { id, event, data });
-                }
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.response.chunk()).await;
-            match chunk {
-                Ok(Ok(Some(bytes))) => self.buffer.extend_from_slice(&bytes),
-                _ => return None,
-            }
+        match tokio::time::timeout(wait, self.0.next()).await {
+            Ok(Ok(Some(e))) => Some(Sse {
+                id: e.id,
+                event: e.event,
+                data: e.data,
+            }),
+            _ => None,
         }
     }
 
