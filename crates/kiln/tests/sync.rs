@@ -412,6 +412,24 @@ async fn exit_codes_say_what_went_wrong() {
         .await
         .unwrap();
     assert_eq!(code(&out), 5, "{}", stderr(&out));
+    // Stores come and go by name.
+    let out = run(home.path(), &["stores", "create", "scratch"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(id.starts_with("vs_"), "{id}");
+    let out = run(home.path(), &["stores", "ls", "--json"]).await;
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == id.as_str())
+    );
+    let out = run(home.path(), &["stores", "rm", "scratch"]).await;
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = run(home.path(), &["stores", "rm", "scratch"]).await;
+    assert_eq!(code(&out), 1, "a store that is gone: {}", stderr(&out));
     // A named profile.
     let out = run(home.path(), &["--profile", "nope", "stores", "ls"]).await;
     assert_eq!(code(&out), 2);

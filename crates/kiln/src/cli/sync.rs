@@ -557,10 +557,10 @@ pub async fn sync(args: SyncArgs, profile: Option<&str>) -> anyhow::Result<()> {
     let local = tokio::task::spawn_blocking(move || walk(&dir)).await??;
 
     // The store: found, or made (not in a dry run).
-    let found = match super::commands::store_id(&api, &args.store).await {
-        Ok(id) => Some(id),
-        Err(err) if super::exit_code(&err) == 1 && !args.store.starts_with("vs_") => None,
-        Err(err) => return Err(err),
+    let found = if args.store.starts_with("vs_") {
+        Some(super::commands::store_id(&api, &args.store).await?)
+    } else {
+        api.find_store(&args.store).await?
     };
     let store = match (found, args.dry_run) {
         (Some(id), _) => Some(id),
