@@ -345,7 +345,7 @@ mod tests {
                 tempfile::tempdir().unwrap(),
                 Blobs::open_s3(&options).await.unwrap(),
             )),
-            None => eprintln!("blob tests on S3 SKIPPED: KILN_TEST_S3 is not set"),
+            None => kiln_testkit::skipped("kiln-blobs tests on S3", "KILN_TEST_S3 is not set"),
         }
         out
     }
@@ -370,7 +370,7 @@ mod tests {
             ));
         }
         let Some(options) = test_s3() else {
-            eprintln!("S3 multipart test SKIPPED: KILN_TEST_S3 is not set");
+            kiln_testkit::skipped("kiln-blobs S3 multipart test", "KILN_TEST_S3 is not set");
             return;
         };
         let blobs = Blobs::open_s3(&options).await.unwrap();

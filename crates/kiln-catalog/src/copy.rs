@@ -117,7 +117,10 @@ mod tests {
     async fn a_catalog_moves_whole_and_only_into_an_empty_one() {
         let mut catalogs = test_catalogs().await;
         if catalogs.len() < 2 {
-            eprintln!("catalog copy to PostgreSQL SKIPPED: KILN_TEST_POSTGRES is not set");
+            kiln_testkit::skipped(
+                "kiln-catalog copy to PostgreSQL",
+                "KILN_TEST_POSTGRES is not set",
+            );
             return;
         }
         let postgres = catalogs.pop().unwrap();

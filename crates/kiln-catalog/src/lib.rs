@@ -357,7 +357,10 @@ pub(crate) async fn test_urls() -> Vec<(tempfile::TempDir, String)> {
         None => {
             static SAID: Once = Once::new();
             SAID.call_once(|| {
-                eprintln!("catalog tests on PostgreSQL SKIPPED: KILN_TEST_POSTGRES is not set")
+                kiln_testkit::skipped(
+                    "kiln-catalog tests on PostgreSQL",
+                    "KILN_TEST_POSTGRES is not set",
+                )
             });
         }
     }

@@ -196,9 +196,12 @@ fn outcome(dir: &Path, entry: &Value) -> Result<Result<Document, ExtractError>, 
 fn real_documents_from_the_manifest() {
     let dir = documents_dir();
     let Ok(manifest) = std::fs::read_to_string(dir.join("manifest.json")) else {
-        println!(
-            "SKIPPED: no manifest at {} (set KILN_EVALDATA to the evaldata folder)",
-            dir.display()
+        kiln_testkit::skipped(
+            "kiln-extract real_documents_from_the_manifest",
+            &format!(
+                "no manifest at {} (set KILN_EVALDATA to the evaldata folder)",
+                dir.display()
+            ),
         );
         return;
     };

@@ -393,7 +393,10 @@ mod tests {
                     kiln_core::ids::generate_secret()[..12].to_lowercase()
                 ),
             )),
-            None => eprintln!("replica tests on PostgreSQL SKIPPED: KILN_TEST_POSTGRES is not set"),
+            None => kiln_testkit::skipped(
+                "kiln-replica tests on PostgreSQL",
+                "KILN_TEST_POSTGRES is not set",
+            ),
         }
         urls
     }

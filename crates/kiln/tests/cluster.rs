@@ -262,8 +262,9 @@ fn agreed(answer: &[(String, u64, i64)]) -> (Vec<i64>, Vec<Vec<(String, u64)>>) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_api_nodes_and_two_workers_survive_sigkill_and_a_new_node_agrees() {
     if !common::cluster() {
-        eprintln!(
-            "SKIPPED two_api_nodes_and_two_workers_survive_sigkill_and_a_new_node_agrees in the embedded run: it runs in the cluster run (KILN_TEST_BACKEND=cluster)"
+        kiln_testkit::elsewhere(
+            "two_api_nodes_and_two_workers_survive_sigkill_and_a_new_node_agrees",
+            "runs in the cluster run (KILN_TEST_BACKEND=cluster)",
         );
         return;
     }

@@ -74,8 +74,9 @@ async fn answers(
 #[tokio::test]
 async fn an_embedded_data_dir_moves_into_a_cluster_with_the_same_answers() {
     if !common::cluster() {
-        eprintln!(
-            "SKIPPED an_embedded_data_dir_moves_into_a_cluster_with_the_same_answers in the embedded run: it runs in the cluster run (KILN_TEST_BACKEND=cluster)"
+        kiln_testkit::elsewhere(
+            "an_embedded_data_dir_moves_into_a_cluster_with_the_same_answers",
+            "runs in the cluster run (KILN_TEST_BACKEND=cluster)",
         );
         return;
     }
