@@ -1,5 +1,5 @@
 //! PDF: the text layer, page by page, read with PDFium (chosen by measuring it against
-//! `pdf_oxide`, `unpdf` and `pdf-extract` on real documents, see docs/architecture.md).
+//! `pdf_oxide`, `unpdf` and `pdf-extract` on real documents, see docs/decisions/pdf-engine.md).
 //!
 //! Before trusting what the engine returns: a file cut short is refused (an engine would
 //! "recover" whatever pages it reached), and an encrypted file is opened with the empty user

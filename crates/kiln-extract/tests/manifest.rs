@@ -21,7 +21,7 @@ fn documents_dir() -> PathBuf {
 /// PDFs whose text PDFium reads in another order than `pdftotext` (whose output the
 /// snippets are), or reads differently, with what differs. For these the snippet's words must
 /// still be in the text, in any order; each is listed in the test's output. They are the
-/// known gaps of the chosen parser (docs/architecture.md, "PDF").
+/// known gaps of the chosen parser (docs/decisions/pdf-engine.md).
 const PDF_ORDER_DIFFERS: &[(&str, &str)] = &[
     (
         "pdf/testPDF.pdf",
