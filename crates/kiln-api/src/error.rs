@@ -163,8 +163,8 @@ impl From<CatalogError> for ApiError {
             CatalogError::SliceArchived => {
                 ApiError::new(ErrorCode::SliceArchived, "The knowledge slice is archived")
             }
-            CatalogError::Db(sqlx_err @ (sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)) => {
-                tracing::error!(error = %sqlx_err, "catalog unavailable");
+            CatalogError::Unavailable(err) => {
+                tracing::error!(error = %err, "catalog unavailable");
                 ApiError::new(
                     ErrorCode::ServiceUnavailable,
                     "The catalog is busy or closed",

@@ -11,8 +11,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::routes::{too_large, unsupported};
 
-/// Bytes looked at to detect a file's type.
-pub(crate) const SNIFF_BYTES: usize = 8192;
+// Bytes looked at to detect a file's type.
+pub(crate) use kiln_extract::SNIFF_BYTES;
 
 /// An original now in blob storage.
 pub(crate) struct Received {

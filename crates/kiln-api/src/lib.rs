@@ -6,7 +6,7 @@ pub mod auth;
 mod console;
 pub mod context;
 pub mod error;
-pub mod extract;
+pub mod extractors;
 mod idempotency;
 mod ingest;
 pub mod metrics;

@@ -54,8 +54,22 @@ pub enum CatalogError {
     UnsupportedUrl(String),
     #[error("migration {version} failed: {source}")]
     Migration { version: i64, source: sqlx::Error },
+    /// The database cannot be reached or its connections are all taken (try again later).
+    #[error("the catalog is unavailable: {0}")]
+    Unavailable(sqlx::Error),
     #[error("catalog error: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
+}
+
+impl From<sqlx::Error> for CatalogError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                CatalogError::Unavailable(err)
+            }
+            other => CatalogError::Db(other),
+        }
+    }
 }
 
 /// The kinds of records a lookup can miss.

@@ -187,7 +187,7 @@ impl Catalog {
 
     /// One of the organization's stores as search needs it (`NotFound` otherwise): a light
     /// lookup, without the store's file figures.
-    pub async fn search_store(&self, organization_id: &str, id: &str) -> Result<SearchStore> {
+    pub async fn store_for_search(&self, organization_id: &str, id: &str) -> Result<SearchStore> {
         let row: Option<(String, i64)> = sqlx::query_as(
             "SELECT name, search_version FROM stores WHERE organization_id = $1 AND id = $2",
         )

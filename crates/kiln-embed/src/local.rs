@@ -36,7 +36,7 @@ impl LocalModel {
     /// Loads the model from a folder holding `model.safetensors`, `tokenizer.json` and
     /// `config.json` with their pinned checksums.
     pub fn load(dir: &Path) -> Result<LocalModel, EmbedError> {
-        crate::lane::background_compute_pool();
+        kiln_background::background_compute_pool();
         fetch::verify(dir).map_err(|e| EmbedError::Permanent(e.to_string()))?;
         let load_err = permanent("cannot load the model");
         let config: Config = serde_json::from_slice(

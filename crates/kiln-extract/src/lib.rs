@@ -17,7 +17,7 @@ mod xls;
 pub use child::{ChildCommand, child_main, read_pdfs_in_children, take_largest_child_rss_kib};
 pub use decode::decode_text;
 pub use pdf::Part;
-pub use types::{FileType, Format, SUPPORTED_TYPES, detect};
+pub use types::{FileType, Format, SNIFF_BYTES, SUPPORTED_TYPES, detect};
 
 /// The extractors' version: raised when a change would extract different text, so text stored
 /// by an older version is extracted again instead of reused.

@@ -156,8 +156,12 @@ fn supported_list() -> String {
     extensions.join(", ")
 }
 
-/// Detects a file's type from its name and its first bytes. The error says, in plain words,
-/// why the file is refused and what is accepted.
+/// How many of a file's first bytes [`detect`] needs (more are ignored): uploads keep this
+/// much while streaming, the pipeline passes this much of a stored original.
+pub const SNIFF_BYTES: usize = 8192;
+
+/// Detects a file's type from its name and its first [`SNIFF_BYTES`] bytes. The error says, in
+/// plain words, why the file is refused and what is accepted.
 pub fn detect(file_name: &str, head: &[u8]) -> Result<&'static FileType, String> {
     let extension = file_name
         .rsplit_once('.')

@@ -187,7 +187,7 @@ fn outcome(dir: &Path, entry: &Value) -> Result<Result<Document, ExtractError>, 
     let file = entry["file"].as_str().unwrap_or_default();
     let bytes = std::fs::read(dir.join(file)).map_err(|e| format!("cannot read: {e}"))?;
     let name = file.rsplit('/').next().unwrap_or(file);
-    let head = &bytes[..bytes.len().min(8192)];
+    let head = &bytes[..bytes.len().min(kiln_extract::SNIFF_BYTES)];
     let file_type = detect(name, head).map_err(|refusal| format!("refused: {refusal}"))?;
     Ok(extract(file_type.format, &bytes))
 }

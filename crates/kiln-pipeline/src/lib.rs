@@ -477,7 +477,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
     // Background priority: processing yields the cores to request handling.
-    kiln_embed::lane::background(f)
+    kiln_background::background(f)
         .await
         .map_err(|e| format!("a processing task failed: {e}"))?
 }

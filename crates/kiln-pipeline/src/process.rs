@@ -232,7 +232,7 @@ async fn guarded_extraction(
         limit,
         // A thread of its own: a parser stuck on hostile input is abandoned at the time limit
         // without holding up the shared pool.
-        kiln_embed::lane::background_thread("kiln-extract", extractor),
+        kiln_background::background_thread("kiln-extract", extractor),
     )
     .await;
     match extraction {
@@ -309,8 +309,11 @@ async fn extract(
             ));
         }
     };
-    let file_type = kiln_extract::detect(&file.file_name, &original[..original.len().min(8192)])
-        .map_err(|reason| permanent(step, FileErrorCode::UnsupportedFormat, reason))?;
+    let file_type = kiln_extract::detect(
+        &file.file_name,
+        &original[..original.len().min(kiln_extract::SNIFF_BYTES)],
+    )
+    .map_err(|reason| permanent(step, FileErrorCode::UnsupportedFormat, reason))?;
     let format = file_type.format;
     let bytes_read = original.len();
     let document = guarded_extraction(config.extract_timeout, format, move || {

@@ -28,7 +28,7 @@ impl IndexSink {
                 // On a thread of its own, not the work pool: an add waits for the adds of
                 // other files to be committed with it (`ChunkIndex::add`), and would hold a
                 // pool thread meanwhile.
-                kiln_embed::lane::background_thread("kiln-index", move || {
+                kiln_background::background_thread("kiln-index", move || {
                     index.add(&chunks).map_err(|e| e.to_string())
                 })
                 .await

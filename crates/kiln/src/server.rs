@@ -193,7 +193,7 @@ pub async fn open_index(
             let index = Arc::new(
                 // Opened on a background-priority thread: the index's own indexing and merge
                 // threads inherit that priority, so merges never delay a request.
-                kiln_embed::lane::background_thread("kiln-index-open", move || {
+                kiln_background::background_thread("kiln-index-open", move || {
                     ChunkIndex::open_with(&index_dir, dims, ann)
                 })
                 .await

@@ -17,7 +17,7 @@ use super::{FileRef, OrgFileRef, StoreRef};
 use crate::AppState;
 use crate::auth::{self, Admin, Authorized, Editor, Reader};
 use crate::error::{ApiError, ErrorEnvelope, FieldError};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, page};
+use crate::extractors::{ApiJson, ApiPath, ApiQuery, page};
 
 /// The largest direct upload (contract §5): 31 MiB.
 pub const MAX_DIRECT_UPLOAD_BYTES: u64 = 32_505_856;

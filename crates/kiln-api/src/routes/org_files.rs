@@ -21,7 +21,7 @@ use super::uploads::{UploadUrlRequest, UploadUrlResponse, assemble, start_upload
 use crate::AppState;
 use crate::auth::{Authorized, Editor, Reader};
 use crate::error::{ApiError, ErrorEnvelope};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, numbered_page};
+use crate::extractors::{ApiJson, ApiPath, ApiQuery, numbered_page};
 
 /// An organization file.
 #[derive(Serialize, ToSchema)]

@@ -8,7 +8,7 @@ use super::StoreRef;
 use crate::AppState;
 use crate::auth::{Authorized, Reader};
 use crate::error::{ApiError, ErrorEnvelope, FieldError};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extractors::{ApiJson, ApiPath};
 use crate::search::{KnowledgeSearchRequest, MAX_STORES, SearchRequest, SearchResponse, search};
 
 /// Search one store.
@@ -77,7 +77,7 @@ pub(crate) async fn search_knowledge(
 
 async fn checked_store(app: &AppState, org: &str, store_id: &str) -> Result<SearchStore, ApiError> {
     app.catalog
-        .search_store(org, store_id)
+        .store_for_search(org, store_id)
         .await
         .map_err(|e| ApiError::from(e).detail_if_not_found("store_id", store_id))
 }

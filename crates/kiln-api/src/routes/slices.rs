@@ -13,7 +13,7 @@ use super::{SliceRef, check_description, double_option};
 use crate::AppState;
 use crate::auth::{Admin, Authorized, Reader};
 use crate::error::{ApiError, ErrorEnvelope};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, check_name, page};
+use crate::extractors::{ApiJson, ApiPath, ApiQuery, check_name, page};
 
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct CreateSlice {

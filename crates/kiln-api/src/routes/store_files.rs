@@ -19,7 +19,7 @@ use super::vector_stores::{Enveloped, VectorStoreRef, enveloped};
 use crate::AppState;
 use crate::auth::{Authorized, Editor, Reader};
 use crate::error::{ApiError, ErrorEnvelope, FieldError};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, numbered_page, page};
+use crate::extractors::{ApiJson, ApiPath, ApiQuery, numbered_page, page};
 
 /// The largest base64 upload request (its own limit, not the 1 MiB of other JSON bodies).
 pub const MAX_BASE64_BODY_BYTES: usize = 64 * 1024 * 1024;

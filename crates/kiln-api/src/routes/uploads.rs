@@ -28,7 +28,7 @@ use super::files::{clean_file_name, relative_path_field, store_error, too_large,
 use crate::AppState;
 use crate::auth::{Authorized, Editor};
 use crate::error::{ApiError, ErrorEnvelope, FieldError};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extractors::{ApiJson, ApiPath, ApiQuery};
 use crate::ingest::SNIFF_BYTES;
 
 /// The piece size we suggest for `Content-Range` uploads.

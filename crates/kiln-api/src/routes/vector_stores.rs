@@ -15,7 +15,7 @@ use super::{StoreRef, check_description, double_option};
 use crate::AppState;
 use crate::auth::{Admin, Authorized, Reader};
 use crate::error::{ApiError, ErrorEnvelope, FieldError};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, check_name};
+use crate::extractors::{ApiJson, ApiPath, ApiQuery, check_name};
 
 /// The family's answer: `{success, message, data}`.
 #[derive(Serialize, ToSchema)]
