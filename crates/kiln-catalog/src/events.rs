@@ -451,8 +451,13 @@ mod tests {
             assert_eq!(events[3].data["error_code"], "CORRUPT_FILE");
             assert_eq!(events[2].data["current_step"], "extracting");
             // The other organization has its own numbering and sees none of these.
+            // (Its file may have been claimed first: 2 or 3 events.)
             let other = all(&catalog, &org_b).await;
-            assert_eq!(other.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+            assert_eq!(&types(&other)[..2], ["file.uploaded", "file.queued"]);
+            assert_eq!(
+                other.iter().map(|e| e.seq).collect::<Vec<_>>(),
+                (1..=other.len() as i64).collect::<Vec<_>>()
+            );
             assert!(other.iter().all(|e| e.organization_id == org_b));
             // Filters.
             let only_failed = EventFilter {
@@ -509,12 +514,14 @@ mod tests {
                 .unwrap();
             let before = all(&catalog, &org).await.len();
             // 50 progress reports in a burst, then a new step.
+            let burst = std::time::Instant::now();
             for percent in 0..50 {
                 catalog
                     .record_progress(&job, "w", Step::Embedding, 20 + percent, Vec::new())
                     .await
                     .unwrap();
             }
+            let took = burst.elapsed().as_millis() as usize;
             catalog
                 .record_progress(&job, "w", Step::Indexing, 90, Vec::new())
                 .await
@@ -524,10 +531,11 @@ mod tests {
             assert_eq!(new.first(), Some(&"file.step_started"), "{new:?}");
             assert_eq!(new.last(), Some(&"file.step_started"), "{new:?}");
             let progress = new.iter().filter(|t| **t == "file.progress").count();
-            // A burst this short fits in one or two intervals.
+            // At most one per interval the burst lasted (it is far shorter than 50 of them).
+            let allowed = took / PROGRESS_EVENT_INTERVAL_MS as usize + 1;
             assert!(
-                progress <= 2,
-                "{progress} progress events for one burst: {new:?}"
+                progress <= allowed && allowed < 25,
+                "{progress} progress events in {took} ms: {new:?}"
             );
             assert_eq!(events.last().unwrap().data["current_step"], "indexing");
         }
