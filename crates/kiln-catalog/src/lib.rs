@@ -35,7 +35,9 @@ pub use idempotency::{IdempotencyClaim, StoredResponse};
 pub use index_log::{INDEX_CHANNEL, IndexChange, IndexHead, IndexSnapshot, LogEntry};
 pub use keys::NewApiKey;
 pub use org_files::{LinkOutcome, NewOrgFile};
-pub use queue::{Claimed, Completion, FailOutcome, JobKind, Liveness, LogLine, SearchableFile};
+pub use queue::{
+    Claimed, CompleteOutcome, Completion, FailOutcome, JobKind, Liveness, LogLine, SearchableFile,
+};
 pub use slices::{NewSlice, SliceFilter, SlicePatch};
 pub use stores::{NewStore, SearchStore, StorePatch, StoreQuery, StoreSort};
 pub use uploads::{NewUpload, Upload, UploadPart};

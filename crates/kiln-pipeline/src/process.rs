@@ -3,7 +3,9 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kiln_catalog::{Claimed, Completion, FailOutcome, IndexChange, Liveness, LogLine};
+use kiln_catalog::{
+    Claimed, CompleteOutcome, Completion, FailOutcome, IndexChange, Liveness, LogLine,
+};
 use kiln_chunk::ChunkOptions;
 use kiln_core::model::FileRecord;
 use kiln_core::types::{FileErrorCode, Step};
@@ -82,7 +84,9 @@ pub(crate) async fn run(worker: &Worker, job: &Claimed) -> Result<(), String> {
     };
     match outcome {
         Ok(done) => match services.catalog.complete(job, &worker.name, done).await {
-            Ok(Ok(previous)) => {
+            Ok(CompleteOutcome::Completed {
+                previous_generation: previous,
+            }) => {
                 // The flip is committed: the old generation is stale, and so is any between
                 // it and this one (written by an attempt whose process was killed), remove
                 // them.
@@ -90,8 +94,10 @@ pub(crate) async fn run(worker: &Worker, job: &Claimed) -> Result<(), String> {
                     drop_generation(stale).await?;
                 }
             }
-            Ok(Err(Liveness::Cancelled)) => cleanup_deleted(worker, job, &file).await?,
-            Ok(Err(_)) => drop_generation(generation).await?,
+            Ok(CompleteOutcome::Stopped(Liveness::Cancelled)) => {
+                cleanup_deleted(worker, job, &file).await?
+            }
+            Ok(CompleteOutcome::Stopped(_)) => drop_generation(generation).await?,
             Err(err) => {
                 // Not recorded: nothing of this attempt may stay in the index.
                 drop_generation(generation).await?;

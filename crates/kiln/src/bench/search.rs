@@ -542,7 +542,7 @@ async fn build(
         let index = &index;
         tokio::task::block_in_place(move || index.add(&records))?;
         for (job, count, text_bytes) in jobs {
-            catalog
+            let outcome = catalog
                 .complete(
                     &job,
                     "bench",
@@ -555,8 +555,10 @@ async fn build(
                         data: json!({"bench": true}),
                     },
                 )
-                .await?
-                .map_err(|state| anyhow::anyhow!("the bench job was taken away: {state:?}"))?;
+                .await?;
+            if let kiln_catalog::CompleteOutcome::Stopped(state) = outcome {
+                anyhow::bail!("the bench job was taken away: {state:?}");
+            }
         }
         eprintln!(
             "built {written} chunks in {n} files, {:.0} s",

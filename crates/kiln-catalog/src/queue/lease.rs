@@ -1,0 +1,288 @@
+//! Claiming jobs with a lease, keeping it, and the reaper that takes back expired ones.
+
+use std::time::Duration;
+
+use kiln_core::Timestamp;
+use kiln_core::types::{EventType, LogLevel, Step};
+use serde_json::json;
+use sqlx::{AssertSqlSafe, Row};
+
+use super::*;
+use crate::events::{NewEvent, write as write_events};
+use crate::files::{FILE_COLUMNS, append_log, file_record};
+use crate::{Catalog, Dialect, Result};
+
+/// The claim: the next due job of the organization with the fewest running jobs (fair
+/// dispatch), taken in one conditional `UPDATE … RETURNING`. On SQLite the one writer makes it
+/// atomic. On PostgreSQL concurrent claimers would all pick the same job and all but one come
+/// back empty, so each organization's head job is picked with `FOR UPDATE SKIP LOCKED` (a job
+/// another claimer is taking is passed over), and organizations are found first, so the
+/// running jobs are counted once per organization instead of once per queued job.
+fn claim_sql(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => {
+            "UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
+             WHERE id = (SELECT j.id FROM jobs j WHERE j.state = 'queued' AND j.run_after <= $3 \
+               ORDER BY (SELECT COUNT(*) FROM jobs r WHERE r.organization_id = j.organization_id \
+                         AND r.state = 'running'), j.run_after, j.created_at, j.id LIMIT 1) \
+               AND state = 'queued' \
+             RETURNING id, kind, organization_id, store_id, file_id, attempt"
+        }
+        Dialect::Postgres => {
+            "WITH orgs AS ( \
+               SELECT o.organization_id, (SELECT COUNT(*) FROM jobs r \
+                 WHERE r.organization_id = o.organization_id AND r.state = 'running') AS running \
+               FROM (SELECT DISTINCT organization_id FROM jobs \
+                     WHERE state = 'queued' AND run_after <= $3) o), \
+             pick AS ( \
+               SELECT j.id FROM orgs CROSS JOIN LATERAL ( \
+                 SELECT q.id, q.run_after, q.created_at FROM jobs q \
+                 WHERE q.organization_id = orgs.organization_id AND q.state = 'queued' \
+                   AND q.run_after <= $3 \
+                 ORDER BY q.run_after, q.created_at, q.id LIMIT 1 FOR UPDATE SKIP LOCKED) j \
+               ORDER BY orgs.running, j.run_after, j.created_at, j.id LIMIT 1) \
+             UPDATE jobs SET state = 'running', lease_owner = $1, lease_expires_at = $2, updated_at = $3 \
+             WHERE id = (SELECT id FROM pick) AND state = 'queued' \
+             RETURNING id, kind, organization_id, store_id, file_id, attempt"
+        }
+    }
+}
+
+impl Catalog {
+    /// Claims the next due job for `worker` with a lease of `lease`.
+    pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Claimed>> {
+        loop {
+            let mut tx = self.write_tx().await?;
+            let now = Timestamp::now().millis();
+            let row = sqlx::query(claim_sql(self.dialect))
+                .bind(worker)
+                .bind(now + lease.as_millis() as i64)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let job_id: String = row.try_get("id")?;
+            let kind_text: String = row.try_get("kind")?;
+            let Some(kind) = JobKind::parse(&kind_text) else {
+                sqlx::query("UPDATE jobs SET state = 'failed', last_error = 'unknown job kind' WHERE id = $1")
+                    .bind(&job_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                continue;
+            };
+            let mut claimed = Claimed {
+                job_id: job_id.clone(),
+                kind,
+                organization_id: row.try_get("organization_id")?,
+                store_id: row.try_get("store_id")?,
+                file_id: row.try_get("file_id")?,
+                job_attempt: row.try_get("attempt")?,
+                file: None,
+                chunking: Chunking::default(),
+            };
+            if kind == JobKind::Process {
+                // A deleted file's job is cancelled, not run.
+                let started = sqlx::query(
+                    "UPDATE files SET status = 'processing', current_step = 'extracting', \
+                     progress_percent = 0, started_at = $1, completed_at = NULL, error_code = NULL, \
+                     error_message = NULL, retryable = NULL, attempts = attempts + 1, \
+                     generation = generation + 1, updated_at = $1 \
+                     WHERE id = $2 AND deleted_at IS NULL",
+                )
+                .bind(now)
+                .bind(&claimed.file_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if started == 0 {
+                    sqlx::query(
+                        "UPDATE jobs SET state = 'cancelled', updated_at = $1 WHERE id = $2",
+                    )
+                    .bind(now)
+                    .bind(&job_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    continue;
+                }
+                let file_row = sqlx::query(AssertSqlSafe(format!(
+                    "SELECT {FILE_COLUMNS} FROM files WHERE id = $1"
+                )))
+                .bind(&claimed.file_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let file = file_record(&file_row)?;
+                let chunking = sqlx::query(
+                    "SELECT max_chunk_tokens, chunk_overlap_tokens FROM stores WHERE id = $1",
+                )
+                .bind(&claimed.store_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(c) = chunking {
+                    claimed.chunking = Chunking {
+                        max_chunk_tokens: c.try_get::<i64, _>("max_chunk_tokens")? as u32,
+                        chunk_overlap_tokens: c.try_get::<i64, _>("chunk_overlap_tokens")? as u32,
+                    };
+                }
+                append_log(
+                    &mut tx,
+                    &file.organization_id,
+                    &file.id,
+                    file.attempts,
+                    LogLevel::Info,
+                    Some(Step::Extracting),
+                    "started",
+                    &format!("Processing started (attempt {})", file.attempts),
+                    json!({"worker": worker, "job_id": job_id, "generation": file.generation, "job_attempt": claimed.job_attempt}),
+                )
+                .await?;
+                self.progress_gate.reset(&file.id);
+                write_events(
+                    &mut tx,
+                    &file.organization_id,
+                    vec![NewEvent::file(
+                        EventType::FileStepStarted,
+                        &file.store_id,
+                        &file.id,
+                        json!({"step": "extracting"}),
+                    )],
+                )
+                .await?;
+                claimed.file = Some(file);
+            }
+            tx.commit().await?;
+            return Ok(Some(claimed));
+        }
+    }
+
+    /// Extends a lease; `false` if the job is no longer this worker's.
+    pub async fn heartbeat(&self, job_id: &str, worker: &str, lease: Duration) -> Result<bool> {
+        let now = Timestamp::now().millis();
+        let n = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = $1, updated_at = $2 \
+             WHERE id = $3 AND lease_owner = $4 AND state = 'running'",
+        )
+        .bind(now + lease.as_millis() as i64)
+        .bind(now)
+        .bind(job_id)
+        .bind(worker)
+        .execute(&self.write)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Whether the worker should go on.
+    pub async fn liveness(&self, job_id: &str, worker: &str) -> Result<Liveness> {
+        let mut conn = self.read.acquire().await?;
+        liveness(&mut conn, job_id, worker).await
+    }
+
+    /// Re-queues jobs whose lease expired (the worker died), logging `lease_expired`. A file
+    /// whose worker is lost too often fails with `WORKER_LOST`. Returns how many were reaped.
+    pub async fn reap_expired(&self) -> Result<usize> {
+        let now = Timestamp::now().millis();
+        let expired = sqlx::query(
+            "SELECT id, kind, organization_id, store_id, file_id, lease_owner, lease_losses FROM jobs \
+             WHERE state = 'running' AND lease_expires_at < $1",
+        )
+        .bind(now)
+        .fetch_all(&self.read)
+        .await?;
+        let mut reaped = 0;
+        for row in expired {
+            let job_id: String = row.try_get("id")?;
+            let kind: String = row.try_get("kind")?;
+            let org: String = row.try_get("organization_id")?;
+            let store: String = row.try_get("store_id")?;
+            let file_id: String = row.try_get("file_id")?;
+            let owner: Option<String> = row.try_get("lease_owner")?;
+            let losses: i64 = row.try_get::<i64, _>("lease_losses")? + 1;
+            let mut tx = self.write_tx().await?;
+            let give_up = kind == "process" && losses >= MAX_LEASE_LOSSES;
+            let n = sqlx::query(
+                "UPDATE jobs SET state = $1, lease_owner = NULL, lease_expires_at = NULL, run_after = $2, \
+                 lease_losses = $3, updated_at = $2 WHERE id = $4 AND state = 'running' AND lease_expires_at < $2",
+            )
+            .bind(if give_up { "failed" } else { "queued" })
+            .bind(now)
+            .bind(losses)
+            .bind(&job_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                continue;
+            }
+            if kind == "process" {
+                let attempt: i64 = sqlx::query_scalar("SELECT attempts FROM files WHERE id = $1")
+                    .bind(&file_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .unwrap_or(0);
+                append_log(
+                    &mut tx,
+                    &org,
+                    &file_id,
+                    attempt,
+                    LogLevel::Warning,
+                    None,
+                    "lease_expired",
+                    "The worker stopped answering; the job was taken back",
+                    json!({"worker": owner, "lease_losses": losses, "requeued": !give_up}),
+                )
+                .await?;
+                if give_up {
+                    let message = "The file's processing was interrupted repeatedly (worker lost). Retry it; if it keeps failing, the file may crash the processor.";
+                    let live = sqlx::query(
+                        "UPDATE files SET status = 'failed', error_code = 'WORKER_LOST', error_message = $1, \
+                         retryable = 1, updated_at = $2 WHERE id = $3 AND deleted_at IS NULL",
+                    )
+                    .bind(message)
+                    .bind(now)
+                    .bind(&file_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    append_log(
+                        &mut tx,
+                        &org,
+                        &file_id,
+                        attempt,
+                        LogLevel::Error,
+                        None,
+                        "failed",
+                        message,
+                        json!({"error_code": "WORKER_LOST"}),
+                    )
+                    .await?;
+                    // A deleted file's end was its `file.deleted`.
+                    if live > 0 {
+                        let event =
+                            NewEvent::file(EventType::FileFailed, &store, &file_id, json!({}));
+                        write_events(&mut tx, &org, vec![event]).await?;
+                    }
+                } else {
+                    let live = sqlx::query(
+                        "UPDATE files SET status = 'pending', current_step = 'queued', progress_percent = 0, \
+                         queued_at = $1, updated_at = $1 WHERE id = $2 AND deleted_at IS NULL",
+                    )
+                    .bind(now)
+                    .bind(&file_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if live > 0 {
+                        let extra = json!({"reason": "worker_lost", "lease_losses": losses});
+                        let event = NewEvent::file(EventType::FileQueued, &store, &file_id, extra);
+                        write_events(&mut tx, &org, vec![event]).await?;
+                    }
+                }
+            }
+            tx.commit().await?;
+            reaped += 1;
+        }
+        Ok(reaped)
+    }
+}

@@ -1,0 +1,374 @@
+//! The durable job queue (design "Queue"): jobs are rows, claimed by one conditional update
+//! with a lease, kept by a heartbeat, re-queued by a reaper when the lease expires. Claims
+//! prefer the organization with the fewest running jobs (fair dispatch). Every job state
+//! change and the file status change it implies happen in one transaction.
+
+//!
+//! By concern: `lease.rs` (claim, heartbeat, liveness, the reaper), `transitions.rs`
+//! (progress, completion, failure, requeue), `purge.rs` (forgetting what was purged).
+
+mod lease;
+mod purge;
+mod transitions;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use kiln_core::model::{Chunking, FileRecord};
+use kiln_core::types::{LogLevel, Step};
+use serde_json::Value;
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
+
+use crate::{Catalog, Dialect, Result};
+
+/// Automatic tries of one processing request (contract §7).
+pub const MAX_ATTEMPTS: i64 = 3;
+/// Lease expiries tolerated before a file fails with `WORKER_LOST`.
+pub const MAX_LEASE_LOSSES: i64 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// Extract, chunk, embed, index a file.
+    Process,
+    /// Remove a deleted file's chunks, vectors and blobs.
+    Purge,
+    /// Remove a deleted store's chunks, vectors and blobs.
+    PurgeStore,
+    /// Remove a deleted organization file's original.
+    PurgeOrgFile,
+}
+
+impl JobKind {
+    fn parse(text: &str) -> Option<JobKind> {
+        match text {
+            "process" => Some(JobKind::Process),
+            "purge" => Some(JobKind::Purge),
+            "purge_store" => Some(JobKind::PurgeStore),
+            "purge_org_file" => Some(JobKind::PurgeOrgFile),
+            _ => None,
+        }
+    }
+}
+
+/// A job a worker holds.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub job_id: String,
+    pub kind: JobKind,
+    pub organization_id: String,
+    pub store_id: String,
+    /// For `PurgeStore`, the store ID; for `PurgeOrgFile`, the organization file's.
+    pub file_id: String,
+    /// This job's automatic try, from 0.
+    pub job_attempt: i64,
+    /// For `Process`: the file as claimed (its `generation` is the one to write) and the
+    /// store's chunking.
+    pub file: Option<FileRecord>,
+    pub chunking: Chunking,
+}
+
+/// Whether a worker should go on with a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Alive,
+    /// The file was deleted: stop at this boundary.
+    Cancelled,
+    /// The lease expired and the job went back to the queue (or elsewhere): stop.
+    LeaseLost,
+}
+
+/// Figures of a processed file, recorded when it completes.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub chunk_count: i64,
+    pub extracted_text_bytes: i64,
+    pub vector_bytes: i64,
+    pub index_bytes: i64,
+    pub embedding_model: String,
+    /// `step_completed` data for the indexing step, logged in the same transaction.
+    pub data: Value,
+}
+
+/// What an attempt to complete a file led to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompleteOutcome {
+    /// Completed; the generation active before is stale now.
+    Completed { previous_generation: i64 },
+    /// Not completed: the file was deleted or the lease lost.
+    Stopped(Liveness),
+}
+
+/// What a failure led to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FailOutcome {
+    RetryScheduled {
+        delay: Duration,
+        attempt: i64,
+    },
+    Failed,
+    /// The job was no longer ours (lease lost or file deleted); nothing recorded.
+    Stale,
+}
+
+/// A log entry to append.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub step: Option<Step>,
+    pub event: &'static str,
+    pub message: String,
+    pub data: Value,
+}
+
+impl LogLine {
+    pub fn info(
+        step: Option<Step>,
+        event: &'static str,
+        message: impl Into<String>,
+        data: Value,
+    ) -> Self {
+        LogLine {
+            level: LogLevel::Info,
+            step,
+            event,
+            message: message.into(),
+            data,
+        }
+    }
+}
+
+async fn liveness(conn: &mut AnyConnection, job_id: &str, worker: &str) -> Result<Liveness> {
+    // `live` counts the job's file if it still exists and is not deleted.
+    // Locked on PostgreSQL: inside a write transaction, a reaper or another worker must not
+    // change the job between this check and the writes it allows.
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT j.state, j.lease_owner, \
+         (SELECT COUNT(*) FROM files f WHERE f.id = j.file_id AND f.deleted_at IS NULL) AS live \
+         FROM jobs j WHERE j.id = $1{}",
+        Dialect::of(conn).for_update()
+    )))
+    .bind(job_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Liveness::LeaseLost);
+    };
+    let state: String = row.try_get("state")?;
+    let owner: Option<String> = row.try_get("lease_owner")?;
+    let live: i64 = row.try_get("live")?;
+    if state != "running" || owner.as_deref() != Some(worker) {
+        return Ok(Liveness::LeaseLost);
+    }
+    // A deleted file — or one already purged and forgotten — cancels its processing.
+    Ok(if live == 0 {
+        Liveness::Cancelled
+    } else {
+        Liveness::Alive
+    })
+}
+
+impl Catalog {
+    /// For search: the active generation and display fields of every searchable file of the
+    /// given stores.
+    pub async fn searchable_files(
+        &self,
+        organization_id: &str,
+        store_ids: &[String],
+    ) -> Result<HashMap<String, SearchableFile>> {
+        let mut out = HashMap::new();
+        for store_id in store_ids {
+            let rows = sqlx::query(
+                "SELECT id, store_id, file_name, relative_path, mime_type, active_generation FROM files \
+                 WHERE organization_id = $1 AND store_id = $2 AND deleted_at IS NULL AND active_generation > 0",
+            )
+            .bind(organization_id)
+            .bind(store_id)
+            .fetch_all(&self.read)
+            .await?;
+            for row in rows {
+                out.insert(
+                    row.try_get("id")?,
+                    SearchableFile {
+                        store_id: row.try_get("store_id")?,
+                        file_name: row.try_get("file_name")?,
+                        relative_path: row.try_get("relative_path")?,
+                        mime_type: row.try_get("mime_type")?,
+                        active_generation: row.try_get::<i64, _>("active_generation")? as u64,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Jobs by kind and state, for metrics and tests.
+    pub async fn job_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query("SELECT kind, state, COUNT(*) AS n FROM jobs GROUP BY kind, state")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("kind")?, r.try_get("state")?, r.try_get("n")?)))
+            .collect()
+    }
+}
+
+/// What search needs of a file.
+#[derive(Debug, Clone)]
+pub struct SearchableFile {
+    pub store_id: String,
+    pub file_name: String,
+    pub relative_path: Option<String>,
+    pub mime_type: String,
+    pub active_generation: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_core::types::FileErrorCode;
+
+    use crate::test_file as add_file;
+
+    #[tokio::test]
+    async fn concurrent_claimers_never_share_a_job() {
+        for crate::TestCatalog {
+            catalog,
+            org,
+            store,
+            ..
+        } in crate::test_catalogs().await
+        {
+            for _ in 0..200 {
+                add_file(&catalog, &org, &store).await;
+            }
+            let claimers = (0..8).map(|n| {
+                let catalog = catalog.clone();
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    while let Some(job) = catalog
+                        .claim(&format!("w{n}"), Duration::from_secs(60))
+                        .await
+                        .unwrap()
+                    {
+                        mine.push(job.file_id);
+                    }
+                    mine
+                })
+            });
+            let mut all = Vec::new();
+            for claimer in claimers {
+                all.extend(claimer.await.unwrap());
+            }
+            assert_eq!(all.len(), 200);
+            all.sort();
+            all.dedup();
+            assert_eq!(all.len(), 200, "a job was claimed twice");
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_leases_are_reaped_and_heartbeats_keep_them() {
+        for crate::TestCatalog {
+            catalog,
+            org,
+            store,
+            ..
+        } in crate::test_catalogs().await
+        {
+            let a = add_file(&catalog, &org, &store).await;
+            let b = add_file(&catalog, &org, &store).await;
+            let first = catalog
+                .claim("w1", Duration::from_millis(300))
+                .await
+                .unwrap()
+                .unwrap();
+            let second = catalog
+                .claim("w2", Duration::from_millis(300))
+                .await
+                .unwrap()
+                .unwrap();
+            let mut files = [first.file_id.clone(), second.file_id.clone()];
+            files.sort();
+            let mut expected = [a, b];
+            expected.sort();
+            assert_eq!(files, expected);
+            // w2 heartbeats; w1 does not.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(
+                catalog
+                    .heartbeat(&second.job_id, "w2", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(catalog.reap_expired().await.unwrap(), 1);
+            assert_eq!(
+                catalog.liveness(&first.job_id, "w1").await.unwrap(),
+                Liveness::LeaseLost
+            );
+            assert_eq!(
+                catalog.liveness(&second.job_id, "w2").await.unwrap(),
+                Liveness::Alive
+            );
+            assert!(
+                !catalog
+                    .heartbeat(&first.job_id, "w1", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+            );
+            // The reaped job is claimable again, with a new generation.
+            let again = catalog
+                .claim("w3", Duration::from_secs(60))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(again.file_id, first.file_id);
+            assert_eq!(again.file.as_ref().unwrap().generation, 2);
+        }
+    }
+
+    #[tokio::test]
+    async fn transient_failures_retry_until_the_third_try() {
+        for crate::TestCatalog {
+            catalog,
+            org,
+            store,
+            ..
+        } in crate::test_catalogs().await
+        {
+            add_file(&catalog, &org, &store).await;
+            for try_number in 0..MAX_ATTEMPTS {
+                let job = catalog
+                    .claim("w", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+                    .expect("due at once");
+                assert_eq!(job.job_attempt, try_number);
+                let outcome = catalog
+                    .fail(
+                        &job,
+                        "w",
+                        Step::Embedding,
+                        FileErrorCode::EmbeddingFailed,
+                        "down",
+                        true,
+                        Duration::ZERO,
+                    )
+                    .await
+                    .unwrap();
+                if try_number + 1 < MAX_ATTEMPTS {
+                    assert!(matches!(outcome, FailOutcome::RetryScheduled { .. }));
+                } else {
+                    assert_eq!(outcome, FailOutcome::Failed);
+                }
+            }
+            assert!(
+                catalog
+                    .claim("w", Duration::from_secs(60))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! A held job's file moving forward: progress, completion, failure (with automatic retries),
+//! and jobs handed back.
+
+use std::time::Duration;
+
+use kiln_core::Timestamp;
+use kiln_core::types::{EventType, FileErrorCode, LogLevel, Step};
+use serde_json::json;
+
+use super::*;
+use crate::events::{NewEvent, write as write_events};
+use crate::files::append_log;
+use crate::{Catalog, Result};
+
+impl Catalog {
+    /// Moves a file's step and progress forward (never back) and appends a log entry.
+    pub async fn record_progress(
+        &self,
+        job: &Claimed,
+        worker: &str,
+        step: Step,
+        percent: i64,
+        logs: Vec<LogLine>,
+    ) -> Result<Liveness> {
+        let mut tx = self.write_tx().await?;
+        let state = liveness(&mut tx, &job.job_id, worker).await?;
+        if state != Liveness::Alive {
+            return Ok(state);
+        }
+        // A step's start is always an event; progress within a step at most every
+        // `PROGRESS_EVENT_INTERVAL_MS` per file.
+        let before: Option<String> =
+            sqlx::query_scalar("SELECT current_step FROM files WHERE id = $1")
+                .bind(&job.file_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .flatten();
+        // (The claim already announced `extracting`.)
+        let event = if before.as_deref() != Some(step.as_str()) {
+            self.progress_gate.reset(&job.file_id);
+            Some(EventType::FileStepStarted)
+        } else if self.progress_gate.admit(&job.file_id) {
+            Some(EventType::FileProgress)
+        } else {
+            None
+        };
+        sqlx::query(
+            "UPDATE files SET current_step = $1, \
+             progress_percent = CASE WHEN progress_percent > $2 THEN progress_percent ELSE $2 END, \
+             updated_at = $3 WHERE id = $4",
+        )
+        .bind(step.as_str())
+        .bind(percent.clamp(0, 100))
+        .bind(Timestamp::now().millis())
+        .bind(&job.file_id)
+        .execute(&mut *tx)
+        .await?;
+        let attempt = job.file.as_ref().map_or(0, |f| f.attempts);
+        for line in logs {
+            append_log(
+                &mut tx,
+                &job.organization_id,
+                &job.file_id,
+                attempt,
+                line.level,
+                line.step,
+                line.event,
+                &line.message,
+                line.data,
+            )
+            .await?;
+        }
+        if let Some(kind) = event {
+            let extra = json!({"step": step.as_str()});
+            let event = NewEvent::file(kind, &job.store_id, &job.file_id, extra);
+            write_events(&mut tx, &job.organization_id, vec![event]).await?;
+        }
+        tx.commit().await?;
+        Ok(Liveness::Alive)
+    }
+
+    /// Marks a processed file completed and flips its active generation, in one transaction:
+    /// [`Completed`] with the generation that was active before (its chunks are now stale),
+    /// or [`Stopped`] by the liveness that prevented completion.
+    ///
+    /// [`Completed`]: CompleteOutcome::Completed
+    /// [`Stopped`]: CompleteOutcome::Stopped
+    pub async fn complete(
+        &self,
+        job: &Claimed,
+        worker: &str,
+        done: Completion,
+    ) -> Result<CompleteOutcome> {
+        let file = job.file.as_ref().expect("a process job carries its file");
+        let mut tx = self.write_tx().await?;
+        let state = liveness(&mut tx, &job.job_id, worker).await?;
+        if state != Liveness::Alive {
+            return Ok(CompleteOutcome::Stopped(state));
+        }
+        let now = Timestamp::now().millis();
+        let previous: Option<i64> =
+            sqlx::query_scalar("SELECT active_generation FROM files WHERE id = $1")
+                .bind(&file.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(previous) = previous else {
+            return Ok(CompleteOutcome::Stopped(Liveness::Cancelled));
+        };
+        sqlx::query(
+            "UPDATE files SET status = 'completed', current_step = 'completed', progress_percent = 100, \
+             completed_at = $1, updated_at = $1, active_generation = $2, chunk_count = $3, \
+             extracted_text_bytes = $4, vector_bytes = $5, index_bytes = $6, embedding_model = $7, \
+             error_code = NULL, error_message = NULL, retryable = NULL WHERE id = $8",
+        )
+        .bind(now)
+        .bind(file.generation)
+        .bind(done.chunk_count)
+        .bind(done.extracted_text_bytes)
+        .bind(done.vector_bytes)
+        .bind(done.index_bytes)
+        .bind(&done.embedding_model)
+        .bind(&file.id)
+        .execute(&mut *tx)
+        .await?;
+        crate::stores::bump_search_version(&mut tx, &file.store_id).await?;
+        sqlx::query(
+            "UPDATE jobs SET state = 'done', lease_owner = NULL, updated_at = $1 WHERE id = $2",
+        )
+        .bind(now)
+        .bind(&job.job_id)
+        .execute(&mut *tx)
+        .await?;
+        append_log(
+            &mut tx,
+            &file.organization_id,
+            &file.id,
+            file.attempts,
+            LogLevel::Info,
+            Some(Step::Indexing),
+            "step_completed",
+            "Indexing completed",
+            done.data,
+        )
+        .await?;
+        append_log(
+            &mut tx,
+            &file.organization_id,
+            &file.id,
+            file.attempts,
+            LogLevel::Info,
+            Some(Step::Completed),
+            "completed",
+            &format!("Completed: {} chunks, searchable", done.chunk_count),
+            json!({"chunks": done.chunk_count, "generation": file.generation}),
+        )
+        .await?;
+        let event = NewEvent::file(
+            EventType::FileCompleted,
+            &file.store_id,
+            &file.id,
+            json!({}),
+        );
+        write_events(&mut tx, &file.organization_id, vec![event]).await?;
+        tx.commit().await?;
+        self.progress_gate.forget(&file.id);
+        Ok(CompleteOutcome::Completed {
+            previous_generation: previous,
+        })
+    }
+
+    /// Records a failure: transient ones are retried with `retry_delay` while tries remain;
+    /// then, or for permanent ones, the file fails with its code and message.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn fail(
+        &self,
+        job: &Claimed,
+        worker: &str,
+        step: Step,
+        code: FileErrorCode,
+        message: &str,
+        transient: bool,
+        retry_delay: Duration,
+    ) -> Result<FailOutcome> {
+        let mut tx = self.write_tx().await?;
+        if liveness(&mut tx, &job.job_id, worker).await? != Liveness::Alive {
+            return Ok(FailOutcome::Stale);
+        }
+        let now = Timestamp::now().millis();
+        let attempt = job.file.as_ref().map_or(0, |f| f.attempts);
+        let next_try = job.job_attempt + 1;
+        let mut events = Vec::new();
+        let outcome = if transient && next_try < MAX_ATTEMPTS {
+            let run_after = now + retry_delay.as_millis() as i64;
+            sqlx::query(
+                "UPDATE jobs SET state = 'queued', attempt = $1, run_after = $2, lease_owner = NULL, \
+                 lease_expires_at = NULL, last_error = $3, updated_at = $4 WHERE id = $5",
+            )
+            .bind(next_try)
+            .bind(run_after)
+            .bind(message)
+            .bind(now)
+            .bind(&job.job_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE files SET status = 'pending', current_step = 'queued', progress_percent = 0, \
+                 queued_at = $1, updated_at = $2 WHERE id = $3",
+            )
+            .bind(run_after)
+            .bind(now)
+            .bind(&job.file_id)
+            .execute(&mut *tx)
+            .await?;
+            append_log(
+                &mut tx,
+                &job.organization_id,
+                &job.file_id,
+                attempt,
+                LogLevel::Warning,
+                Some(step),
+                "auto_retry_scheduled",
+                &format!("{message} — retrying in {} ms (try {} of {MAX_ATTEMPTS})", retry_delay.as_millis(), next_try + 1),
+                json!({"error_code": code.as_str(), "delay_ms": retry_delay.as_millis() as u64, "next_try": next_try + 1, "max_tries": MAX_ATTEMPTS}),
+            )
+            .await?;
+            events.push(NewEvent::file(
+                EventType::FileQueued,
+                &job.store_id,
+                &job.file_id,
+                json!({"reason": "auto_retry", "error_code": code.as_str(), "message": message,
+                       "delay_ms": retry_delay.as_millis() as u64, "next_try": next_try + 1}),
+            ));
+            FailOutcome::RetryScheduled {
+                delay: retry_delay,
+                attempt: next_try,
+            }
+        } else {
+            sqlx::query(
+                "UPDATE jobs SET state = 'failed', lease_owner = NULL, last_error = $1, updated_at = $2 WHERE id = $3",
+            )
+            .bind(message)
+            .bind(now)
+            .bind(&job.job_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE files SET status = 'failed', current_step = $1, error_code = $2, error_message = $3, \
+                 retryable = $4, completed_at = NULL, updated_at = $5 WHERE id = $6",
+            )
+            .bind(step.as_str())
+            .bind(code.as_str())
+            .bind(message)
+            .bind(i64::from(transient))
+            .bind(now)
+            .bind(&job.file_id)
+            .execute(&mut *tx)
+            .await?;
+            append_log(
+                &mut tx,
+                &job.organization_id,
+                &job.file_id,
+                attempt,
+                LogLevel::Error,
+                Some(step),
+                "failed",
+                message,
+                json!({"error_code": code.as_str(), "retryable": transient, "tries": next_try}),
+            )
+            .await?;
+            events.push(NewEvent::file(
+                EventType::FileFailed,
+                &job.store_id,
+                &job.file_id,
+                json!({"step": step.as_str(), "retryable": transient}),
+            ));
+            FailOutcome::Failed
+        };
+        write_events(&mut tx, &job.organization_id, events).await?;
+        tx.commit().await?;
+        self.progress_gate.forget(&job.file_id);
+        Ok(outcome)
+    }
+
+    /// Marks a job done that needs no file update (purges, cancelled work).
+    pub async fn finish_job(&self, job_id: &str, state: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET state = $1, lease_owner = NULL, updated_at = $2 WHERE id = $3",
+        )
+        .bind(state)
+        .bind(Timestamp::now().millis())
+        .bind(job_id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Puts a job this worker holds back in the queue to run after `delay` (for jobs without
+    /// a file status of their own, e.g. purges, whose failure must not be lost).
+    pub async fn requeue(
+        &self,
+        job_id: &str,
+        worker: &str,
+        delay: Duration,
+        error: &str,
+    ) -> Result<()> {
+        let now = Timestamp::now().millis();
+        sqlx::query(
+            "UPDATE jobs SET state = 'queued', lease_owner = NULL, lease_expires_at = NULL, \
+             run_after = $1, last_error = $2, attempt = attempt + 1, updated_at = $3 \
+             WHERE id = $4 AND lease_owner = $5 AND state = 'running'",
+        )
+        .bind(now + delay.as_millis() as i64)
+        .bind(error)
+        .bind(now)
+        .bind(job_id)
+        .bind(worker)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+}
