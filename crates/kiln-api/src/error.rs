@@ -103,12 +103,21 @@ impl ApiError {
     }
 }
 
+/// Maps a catalog error about one record: a 404 names it, `{key: id}` in its details (the
+/// one helper for every such lookup; files in a store have [`file_not_found`]).
+pub(crate) fn not_found_as<'a>(
+    key: &'a str,
+    id: &'a str,
+) -> impl FnOnce(CatalogError) -> ApiError + 'a {
+    move |err| ApiError::from(err).detail_if_not_found(key, id)
+}
+
 /// Maps a catalog error about a store: a 404 names the store under `key`.
 pub(crate) fn store_not_found<'a>(
     key: &'a str,
     store_id: &'a str,
 ) -> impl FnOnce(CatalogError) -> ApiError + 'a {
-    move |err| ApiError::from(err).detail_if_not_found(key, store_id)
+    not_found_as(key, store_id)
 }
 
 /// Maps a catalog error about a file in a store: a missing file names the file and the store

@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::{Admin, Authorized, Reader};
-use crate::error::{ApiError, ErrorEnvelope};
+use crate::error::{ApiError, ErrorEnvelope, not_found_as};
 use crate::extractors::{ApiJson, ApiPath, ApiQuery};
 
 #[derive(Deserialize, IntoParams)]
@@ -294,7 +294,7 @@ pub(crate) async fn get_webhook(
         .catalog
         .get_webhook(auth.organization_id(), &webhook_id)
         .await
-        .map_err(|e| ApiError::from(e).detail_if_not_found("webhook_id", &webhook_id))?;
+        .map_err(not_found_as("webhook_id", &webhook_id))?;
     Ok(Json(WebhookView::of(hook, None)))
 }
 
@@ -311,7 +311,7 @@ pub(crate) async fn delete_webhook(
     app.catalog
         .delete_webhook(auth.organization_id(), &webhook_id)
         .await
-        .map_err(|e| ApiError::from(e).detail_if_not_found("webhook_id", &webhook_id))?;
+        .map_err(not_found_as("webhook_id", &webhook_id))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -364,7 +364,7 @@ pub(crate) async fn webhook_deliveries(
         .catalog
         .webhook_deliveries(auth.organization_id(), &webhook_id, limit)
         .await
-        .map_err(|e| ApiError::from(e).detail_if_not_found("webhook_id", &webhook_id))?;
+        .map_err(not_found_as("webhook_id", &webhook_id))?;
     Ok(Json(DeliveryList {
         items: log
             .into_iter()

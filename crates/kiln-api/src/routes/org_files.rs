@@ -425,7 +425,7 @@ pub(crate) struct OrgFilePath {
 }
 
 fn org_file_error(file_id: &str) -> impl FnOnce(CatalogError) -> ApiError + '_ {
-    move |err| ApiError::from(err).detail_if_not_found("file_id", file_id)
+    crate::error::not_found_as("file_id", file_id)
 }
 
 /// Get an organization file.

@@ -59,7 +59,7 @@ pub(crate) async fn search_knowledge(
             .catalog
             .slice_search_stores(org, &slice_id)
             .await
-            .map_err(|e| ApiError::from(e).detail_if_not_found("slice_id", &slice_id))?,
+            .map_err(crate::error::not_found_as("slice_id", &slice_id))?,
         (store_ids, _) => {
             let message = if store_ids.is_some() {
                 "give either store_ids or slice_id, not both"
@@ -79,5 +79,5 @@ async fn checked_store(app: &AppState, org: &str, store_id: &str) -> Result<Sear
     app.catalog
         .store_for_search(org, store_id)
         .await
-        .map_err(|e| ApiError::from(e).detail_if_not_found("store_id", store_id))
+        .map_err(crate::error::not_found_as("store_id", store_id))
 }

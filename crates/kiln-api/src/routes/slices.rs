@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{SliceRef, check_description, double_option};
 use crate::AppState;
 use crate::auth::{Admin, Authorized, Reader};
-use crate::error::{ApiError, ErrorEnvelope};
+use crate::error::{ApiError, ErrorEnvelope, not_found_as};
 use crate::extractors::{ApiJson, ApiPath, ApiQuery, check_name, page};
 
 #[derive(Deserialize, ToSchema)]
@@ -49,10 +49,6 @@ pub(crate) struct SliceQuery {
     skip: Option<i64>,
     /// 1–100, default 20.
     limit: Option<i64>,
-}
-
-fn slice_not_found(slice_id: &str) -> impl FnOnce(kiln_catalog::CatalogError) -> ApiError + '_ {
-    move |err| ApiError::from(err).detail_if_not_found("slice_id", slice_id)
 }
 
 /// Create a knowledge slice.
@@ -125,7 +121,7 @@ pub(crate) async fn get_slice(
         .catalog
         .get_slice(auth.organization_id(), &slice_id)
         .await
-        .map_err(slice_not_found(&slice_id))?;
+        .map_err(not_found_as("slice_id", &slice_id))?;
     Ok(Json(slice))
 }
 
@@ -159,7 +155,7 @@ pub(crate) async fn update_slice(
         .catalog
         .update_slice(auth.organization_id(), &slice_id, patch)
         .await
-        .map_err(slice_not_found(&slice_id))?;
+        .map_err(not_found_as("slice_id", &slice_id))?;
     Ok(Json(slice))
 }
 
@@ -177,6 +173,6 @@ pub(crate) async fn archive_slice(
         .catalog
         .archive_slice(auth.organization_id(), &slice_id, auth.key_id())
         .await
-        .map_err(slice_not_found(&slice_id))?;
+        .map_err(not_found_as("slice_id", &slice_id))?;
     Ok(Json(slice))
 }

@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{SliceRef, StoreRef, check_description, double_option};
 use crate::AppState;
 use crate::auth::{Admin, Authorized, Reader};
-use crate::error::{ApiError, ErrorEnvelope};
+use crate::error::{ApiError, ErrorEnvelope, not_found_as};
 use crate::extractors::{ApiJson, ApiPath, ApiQuery, check_name, page};
 
 #[derive(Deserialize, ToSchema)]
@@ -43,13 +43,6 @@ pub(crate) struct ListQuery {
     skip: Option<i64>,
     /// 1–100, default 20.
     limit: Option<i64>,
-}
-
-fn not_found<'a>(
-    key: &'a str,
-    id: &'a str,
-) -> impl FnOnce(kiln_catalog::CatalogError) -> ApiError + 'a {
-    move |err| ApiError::from(err).detail_if_not_found(key, id)
 }
 
 /// Create a store in a slice (not an archived one).
@@ -83,7 +76,7 @@ pub(crate) async fn create_store(
         .catalog
         .create_store(auth.organization_id(), &slice_id, new, auth.key_id())
         .await
-        .map_err(not_found("slice_id", &slice_id))?;
+        .map_err(not_found_as("slice_id", &slice_id))?;
     Ok((StatusCode::CREATED, Json(store)))
 }
 
@@ -103,7 +96,7 @@ pub(crate) async fn list_slice_stores(
     app.catalog
         .get_slice(auth.organization_id(), &slice_id)
         .await
-        .map_err(not_found("slice_id", &slice_id))?;
+        .map_err(not_found_as("slice_id", &slice_id))?;
     Ok(Json(
         app.catalog
             .list_stores(auth.organization_id(), Some(&slice_id), window)
@@ -143,7 +136,7 @@ pub(crate) async fn get_store(
         .catalog
         .get_store(auth.organization_id(), &store_id)
         .await
-        .map_err(not_found("store_id", &store_id))?;
+        .map_err(not_found_as("store_id", &store_id))?;
     Ok(Json(store))
 }
 
@@ -203,7 +196,7 @@ pub(crate) async fn delete_store(
     app.catalog
         .delete_store(org, &store_id)
         .await
-        .map_err(not_found("store_id", &store_id))?;
+        .map_err(not_found_as("store_id", &store_id))?;
     // The store is gone; its purge job deletes whatever this leaves.
     if let Err(err) =
         kiln_pipeline::purge_store_blobs(&app.catalog, &app.blobs, org, &store_id).await
