@@ -250,18 +250,21 @@ async function retry(store, file) {
 
 $("retry-failed").addEventListener("click", async () => {
   const store = state.store.id;
-  let retried = 0;
-  // Failed files leave the failed list as they are retried: always read the first page.
-  for (let round = 0; round < 1000; round++) {
-    const page = await api("GET", filesPath(store, `?status=failed&limit=${PAGE}`));
-    if (!page.items.length) break;
-    const results = await Promise.allSettled(page.items.map((f) =>
-      api("POST", filesPath(store, `/${encodeURIComponent(f.id)}/retry`), {})));
-    const ok = results.filter((r) => r.status === "fulfilled").length;
-    retried += ok;
-    if (!ok) break;
+  // The failed files as they are now, each retried once (a file that fails again at once is
+  // not retried again: that would loop).
+  const ids = [];
+  for (let skip = 0; ; skip += PAGE) {
+    const page = await api("GET", filesPath(store, `?status=failed&limit=${PAGE}&skip=${skip}`));
+    ids.push(...page.items.map((f) => f.id));
+    if (!page.has_more || !page.items.length) break;
   }
-  say(`${retried} failed file(s) queued again`);
+  let retried = 0;
+  for (let i = 0; i < ids.length; i += 8) {
+    const results = await Promise.allSettled(ids.slice(i, i + 8).map((id) =>
+      api("POST", filesPath(store, `/${encodeURIComponent(id)}/retry`), {})));
+    retried += results.filter((r) => r.status === "fulfilled").length;
+  }
+  say(`${retried} of ${ids.length} failed file(s) queued again`);
   loadFiles();
 });
 
