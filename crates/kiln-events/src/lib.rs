@@ -163,13 +163,9 @@ async fn tail(
     poll: Duration,
     nudge: Arc<Notify>,
 ) {
-    let all = EventFilter::default();
     loop {
         let nudged = nudge.notified();
-        match catalog
-            .events_after(&organization_id, last, &all, PAGE)
-            .await
-        {
+        match catalog.events_after(&organization_id, last, PAGE).await {
             Ok(events) => {
                 let full = events.len() as i64 == PAGE;
                 for event in events {
@@ -239,10 +235,9 @@ impl Stream {
     /// Events that are already written, up to `PAGE` at a time, without waiting: empty when
     /// the stream has caught up.
     pub async fn backlog(&mut self) -> Result<Vec<Event>, kiln_catalog::CatalogError> {
-        let all = EventFilter::default();
         let events = self
             .catalog
-            .events_after(&self.organization_id, self.cursor, &all, PAGE)
+            .events_after(&self.organization_id, self.cursor, PAGE)
             .await?;
         let mut out = Vec::new();
         for event in events {

@@ -144,12 +144,7 @@ async fn deliver(
     let mut skipped = false;
     while started.elapsed() < config.lease / 2 {
         let events = match catalog
-            .events_after(
-                &hook.hook.organization_id,
-                cursor,
-                &EventFilter::default(),
-                100,
-            )
+            .events_after(&hook.hook.organization_id, cursor, 100)
             .await
         {
             Ok(events) if events.is_empty() => return,

@@ -595,21 +595,26 @@ async fn progress_is_bars_on_a_terminal_lines_otherwise_and_json_on_request() {
 }
 
 /// A loopback proxy to `upstream` that cuts the first connection carrying a `PUT` after
-/// about 1 MiB of its body: a dropped connection mid-upload. Returns its address and whether
-/// it has cut one.
+/// about 1 MiB of its body: a dropped connection mid-upload. Returns its address, whether it
+/// has cut one, and whether a client then asked what arrived (`Content-Range: bytes */N`).
 async fn cutting_proxy(
     upstream: std::net::SocketAddr,
-) -> (String, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let cut = std::sync::Arc::new(AtomicBool::new(false));
-    let flag = cut.clone();
+    let asked = std::sync::Arc::new(AtomicBool::new(false));
+    let (flag, asked_flag) = (cut.clone(), asked.clone());
     tokio::spawn(async move {
         loop {
             let (mut client, _) = listener.accept().await.unwrap();
-            let flag = flag.clone();
+            let (flag, asked) = (flag.clone(), asked_flag.clone());
             tokio::spawn(async move {
                 let mut server = tokio::net::TcpStream::connect(upstream).await.unwrap();
                 let mut first = vec![0u8; 64 * 1024];
@@ -618,6 +623,10 @@ async fn cutting_proxy(
                     return;
                 }
                 server.write_all(&first[..n]).await.unwrap();
+                let head = String::from_utf8_lossy(&first[..n]).to_ascii_lowercase();
+                if flag.load(Ordering::SeqCst) && head.contains("content-range: bytes */") {
+                    asked.store(true, Ordering::SeqCst);
+                }
                 if first.starts_with(b"PUT ") && !flag.swap(true, Ordering::SeqCst) {
                     // Pass on about a megabyte, then drop both sides.
                     let mut passed = n;
@@ -634,14 +643,14 @@ async fn cutting_proxy(
             });
         }
     });
-    (format!("http://{addr}"), cut)
+    (format!("http://{addr}"), cut, asked)
 }
 
 #[tokio::test]
 async fn a_large_upload_resumes_after_its_connection_drops() {
     let t = TestServer::start().await;
     let home = tempfile::tempdir().unwrap();
-    let (proxy, cut) = cutting_proxy(t.server.addr).await;
+    let (proxy, cut, asked) = cutting_proxy(t.server.addr).await;
     let dir = tempfile::tempdir().unwrap();
     // 20 MiB: through the upload URL, in three pieces (no PDF inside: it fails processing,
     // which is not what this test is about).
@@ -665,6 +674,10 @@ async fn a_large_upload_resumes_after_its_connection_drops() {
     assert!(
         cut.load(std::sync::atomic::Ordering::SeqCst),
         "the proxy never cut a PUT"
+    );
+    assert!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        "after the cut the client never asked what had arrived (it did not resume)"
     );
     let (lines, summary) = json_lines(&out);
     assert_eq!(summary["uploaded"], 1, "{lines:?} {}", stderr(&out));
