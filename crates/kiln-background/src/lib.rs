@@ -54,11 +54,22 @@ pub fn background_compute_pool() {
     });
 }
 
+/// Why background work produced no result.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("the background task panicked")]
+    Panicked,
+    #[error("the background task was lost")]
+    Lost,
+    #[error("cannot start a thread: {0}")]
+    Spawn(#[from] std::io::Error),
+}
+
 /// Runs `f` on the background work pool (one thread per core, background priority) and
 /// waits for it without holding an async thread. A panic in `f` comes back as `Err`.
 pub async fn background<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
+) -> Result<T, TaskError> {
     static POOL: std::sync::OnceLock<rayon::ThreadPool> = std::sync::OnceLock::new();
     let pool = POOL.get_or_init(|| {
         rayon::ThreadPoolBuilder::new()
@@ -70,12 +81,10 @@ pub async fn background<T: Send + 'static>(
     let (done, result) = oneshot::channel();
     pool.spawn(move || {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-            .map_err(|_| "the task panicked".to_string());
+            .map_err(|_| TaskError::Panicked);
         let _ = done.send(outcome);
     });
-    result
-        .await
-        .map_err(|_| "the background task was lost".to_string())?
+    result.await.map_err(|_| TaskError::Lost)?
 }
 
 /// Runs `f` on a new thread of its own at background priority and waits for it. For work that
@@ -85,20 +94,17 @@ pub async fn background<T: Send + 'static>(
 pub async fn background_thread<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
+) -> Result<T, TaskError> {
     let (done, result) = oneshot::channel();
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {
             lower_current_thread_priority();
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-                .map_err(|_| "the task panicked".to_string());
+                .map_err(|_| TaskError::Panicked);
             let _ = done.send(outcome);
-        })
-        .map_err(|e| format!("cannot start a thread: {e}"))?;
-    result
-        .await
-        .map_err(|_| "the background task was lost".to_string())?
+        })?;
+    result.await.map_err(|_| TaskError::Lost)?
 }
 
 #[cfg(all(test, target_os = "linux"))]

@@ -1,7 +1,9 @@
 //! Kiln's blob storage: original files and extracted text, through the `object_store` crate,
 //! so a local folder (the default) and S3-compatible storage are the same code.
 //!
-//! Layout: `orgs/{org}/stores/{store}/files/{file}/original` and `.../text.json`.
+//! Layout: one type, [`Folder`], spells every path (`orgs/{org}/stores/{store}/files/{file}/`
+//! with `original`, `text.json` and `parts/`; `orgs/{org}/files/{file}/` for an organization
+//! file).
 //!
 //! Backends: a local folder (the embedded default) or S3-compatible object storage
 //! (`s3://BUCKET/PREFIX`, for a cluster). Large writes go up in parts (S3 multipart uploads).
@@ -60,30 +62,82 @@ pub type Result<T, E = BlobError> = std::result::Result<T, E>;
 /// A blob's path.
 pub type BlobPath = Path;
 
-/// Where a store's blobs live.
-pub fn store_prefix(organization_id: &str, store_id: &str) -> Path {
-    Path::from(format!("orgs/{organization_id}/stores/{store_id}"))
+/// A folder of Kiln's blob layout, and the blobs it holds. Every blob path Kiln writes is
+/// made here:
+///
+/// ```text
+/// orgs/{org}/stores/{store}/                  a store (deleting it deletes the store's blobs)
+/// orgs/{org}/stores/{store}/files/{file}/     a store's file (or a signed upload into a store)
+/// orgs/{org}/files/{file}/                    an organization file (or a signed upload to it)
+///     original                                the file as uploaded
+///     text.json                               its extracted text (a store's file only)
+///     parts/{offset}-{id}                     a resumable upload's pieces, until registered
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Folder(Path);
+
+impl Folder {
+    /// A store's folder.
+    pub fn store(organization_id: &str, store_id: &str) -> Folder {
+        Folder(Path::from(format!(
+            "orgs/{organization_id}/stores/{store_id}"
+        )))
+    }
+
+    /// A store's file's folder.
+    pub fn store_file(organization_id: &str, store_id: &str, file_id: &str) -> Folder {
+        Folder(Path::from(format!(
+            "orgs/{organization_id}/stores/{store_id}/files/{file_id}"
+        )))
+    }
+
+    /// An organization file's folder (an organization upload: no store).
+    pub fn org_file(organization_id: &str, file_id: &str) -> Folder {
+        Folder(Path::from(format!(
+            "orgs/{organization_id}/files/{file_id}"
+        )))
+    }
+
+    /// A signed-URL upload's folder: its file's folder in its store, or (no store: an
+    /// organization upload) the organization file's.
+    pub fn upload(organization_id: &str, store_id: &str, upload_id: &str) -> Folder {
+        if store_id.is_empty() {
+            Folder::org_file(organization_id, upload_id)
+        } else {
+            Folder::store_file(organization_id, store_id, upload_id)
+        }
+    }
+
+    /// The folder itself, as a prefix (to list or delete everything in it).
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The file as uploaded.
+    pub fn original(&self) -> Path {
+        self.0.clone().join("original")
+    }
+
+    /// The extracted text.
+    pub fn text(&self) -> Path {
+        self.0.clone().join("text.json")
+    }
+
+    /// A resumable upload's pieces.
+    pub fn parts(&self) -> Path {
+        self.0.clone().join("parts")
+    }
+
+    /// The piece of a resumable upload that starts at byte `offset` (`id` keeps a resent
+    /// piece apart from the one it replaces); names sort by offset.
+    pub fn part(&self, offset: u64, id: &str) -> Path {
+        self.parts().join(format!("{offset:016}-{id}"))
+    }
 }
 
-/// Where one file's blobs live.
-pub fn file_prefix(organization_id: &str, store_id: &str, file_id: &str) -> Path {
-    Path::from(format!(
-        "orgs/{organization_id}/stores/{store_id}/files/{file_id}"
-    ))
-}
-
-/// Where an organization file's blobs live (an organization upload: no store).
-pub fn org_file_prefix(organization_id: &str, file_id: &str) -> Path {
-    Path::from(format!("orgs/{organization_id}/files/{file_id}"))
-}
-
-/// Where a signed-URL upload's blobs live: its file's folder in its store, or (no store: an
-/// organization upload) the organization file's.
-pub fn upload_prefix(organization_id: &str, store_id: &str, upload_id: &str) -> Path {
-    if store_id.is_empty() {
-        org_file_prefix(organization_id, upload_id)
-    } else {
-        file_prefix(organization_id, store_id, upload_id)
+impl AsRef<Path> for Folder {
+    fn as_ref(&self) -> &Path {
+        &self.0
     }
 }
 
@@ -393,22 +447,16 @@ mod tests {
 
     async fn put_get_and_delete_a_prefix_in(blobs: Blobs) {
         blobs.ping().await.unwrap();
-        let a = file_prefix("org_a", "vs_a", "file_1")
-            .clone()
-            .join("original");
-        let b = file_prefix("org_a", "vs_a", "file_2")
-            .clone()
-            .join("original");
-        let other = file_prefix("org_a", "vs_b", "file_3")
-            .clone()
-            .join("original");
+        let a = Folder::store_file("org_a", "vs_a", "file_1").original();
+        let b = Folder::store_file("org_a", "vs_a", "file_2").original();
+        let other = Folder::store_file("org_a", "vs_b", "file_3").original();
         for p in [&a, &b, &other] {
             blobs.put(p, Bytes::from_static(b"hello")).await.unwrap();
         }
         assert_eq!(blobs.get(&a).await.unwrap(), Bytes::from_static(b"hello"));
         assert_eq!(
             blobs
-                .delete_prefix(&store_prefix("org_a", "vs_a"))
+                .delete_prefix(Folder::store("org_a", "vs_a").path())
                 .await
                 .unwrap(),
             2
@@ -416,25 +464,21 @@ mod tests {
         assert!(matches!(blobs.get(&a).await, Err(BlobError::NotFound(_))));
         assert!(
             blobs
-                .list(&store_prefix("org_a", "vs_a"))
+                .list(Folder::store("org_a", "vs_a").path())
                 .await
                 .unwrap()
                 .is_empty()
         );
         assert_eq!(blobs.get(&other).await.unwrap().len(), 5);
 
-        let streamed = file_prefix("org_a", "vs_c", "file_4")
-            .clone()
-            .join("original");
+        let streamed = Folder::store_file("org_a", "vs_c", "file_4").original();
         let mut writer = blobs.writer(&streamed).await.unwrap();
         for _ in 0..3 {
             writer.write(&[7u8; 1000]).await.unwrap();
         }
         writer.finish().await.unwrap();
         assert_eq!(blobs.get(&streamed).await.unwrap().len(), 3000);
-        let aborted = file_prefix("org_a", "vs_c", "file_5")
-            .clone()
-            .join("original");
+        let aborted = Folder::store_file("org_a", "vs_c", "file_5").original();
         let mut writer = blobs.writer(&aborted).await.unwrap();
         writer.write(b"partial").await.unwrap();
         writer.abort().await;

@@ -366,19 +366,19 @@ mod tests {
             let (org_b, store_b) = crate::test_org_with_store(&catalog).await;
             let file = crate::test_file(&catalog, &org, &store).await;
             crate::test_file(&catalog, &org_b, &store_b).await;
-            let job = catalog
-                .claim("w", Duration::from_secs(60))
-                .await
-                .unwrap()
-                .unwrap();
-            let job = if job.file_id == file {
-                job
-            } else {
+            let claim = || async {
                 catalog
                     .claim("w", Duration::from_secs(60))
                     .await
                     .unwrap()
+                    .and_then(crate::Claimed::into_process)
                     .unwrap()
+            };
+            let job = claim().await;
+            let job = if job.file.id == file {
+                job
+            } else {
+                claim().await
             };
             catalog
                 .fail(
@@ -476,6 +476,7 @@ mod tests {
                 .claim("w", Duration::from_secs(60))
                 .await
                 .unwrap()
+                .and_then(crate::Claimed::into_process)
                 .unwrap();
             let before = all(&catalog, &org).await.len();
             // 50 progress reports in a burst, then a new step.

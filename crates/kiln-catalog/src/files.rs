@@ -13,6 +13,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 use crate::events::{NewEvent, write as write_events};
+use crate::queue::JobKind;
 use crate::rows::{enum_col, opt_ts, ts};
 use crate::{Catalog, CatalogError, Dialect, Resource, Result};
 use kiln_core::types::EventType;
@@ -148,21 +149,82 @@ pub(crate) async fn append_log(
     Ok(())
 }
 
-/// Enqueues a processing job inside the caller's transaction.
+/// How a file goes back to `pending`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Reset {
+    /// The queue took it back (a transient failure with tries left, a lost worker): its
+    /// timestamps stay, it is due at `due`.
+    Requeue { due: i64 },
+    /// A retry asked for: only from `from`, and the last outcome (error, start, end) is
+    /// cleared.
+    Retry { from: FileStatus },
+}
+
+/// Puts a live file back to `pending` at step `queued` and 0 %, the one way every path
+/// (automatic retry, reaper, retry endpoint) does it. Whether a file was reset.
+pub(crate) async fn reset_to_pending(
+    conn: &mut AnyConnection,
+    file_id: &str,
+    reset: Reset,
+    now: i64,
+) -> Result<bool> {
+    const PENDING: &str = "status = 'pending', current_step = 'queued', progress_percent = 0";
+    let query = match reset {
+        Reset::Requeue { due } => sqlx::query(AssertSqlSafe(format!(
+            "UPDATE files SET {PENDING}, queued_at = $1, updated_at = $2 \
+             WHERE id = $3 AND deleted_at IS NULL"
+        )))
+        .bind(due)
+        .bind(now)
+        .bind(file_id),
+        Reset::Retry { from } => sqlx::query(AssertSqlSafe(format!(
+            "UPDATE files SET {PENDING}, error_code = NULL, error_message = NULL, \
+             retryable = NULL, started_at = NULL, completed_at = NULL, queued_at = $1, \
+             updated_at = $1 WHERE id = $2 AND deleted_at IS NULL AND status = $3"
+        )))
+        .bind(now)
+        .bind(file_id)
+        .bind(from.as_str()),
+    };
+    Ok(query.execute(&mut *conn).await?.rows_affected() > 0)
+}
+
+/// A job to enqueue, with what its kind is about.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum NewJob<'a> {
+    Process { store_id: &'a str, file_id: &'a str },
+    Purge { store_id: &'a str, file_id: &'a str },
+    PurgeStore { store_id: &'a str },
+    PurgeOrgFile { org_file_id: &'a str },
+}
+
+impl NewJob<'_> {
+    /// The row's kind, `store_id` and `file_id` (which names the job's subject: the file, the
+    /// store itself for a store's purge, the organization file).
+    fn columns(&self) -> (JobKind, &str, &str) {
+        match *self {
+            NewJob::Process { store_id, file_id } => (JobKind::Process, store_id, file_id),
+            NewJob::Purge { store_id, file_id } => (JobKind::Purge, store_id, file_id),
+            NewJob::PurgeStore { store_id } => (JobKind::PurgeStore, store_id, store_id),
+            NewJob::PurgeOrgFile { org_file_id } => (JobKind::PurgeOrgFile, "", org_file_id),
+        }
+    }
+}
+
+/// Enqueues a job inside the caller's transaction.
 pub(crate) async fn enqueue(
     conn: &mut AnyConnection,
-    kind: &str,
     organization_id: &str,
-    store_id: &str,
-    file_id: &str,
+    job: NewJob<'_>,
     now: i64,
 ) -> Result<()> {
+    let (kind, store_id, file_id) = job.columns();
     sqlx::query(
         "INSERT INTO jobs (id, kind, organization_id, store_id, file_id, state, attempt, \
          run_after, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6)",
     )
     .bind(IdKind::Job.generate())
-    .bind(kind)
+    .bind(kind.as_str())
     .bind(organization_id)
     .bind(store_id)
     .bind(file_id)
@@ -249,7 +311,8 @@ pub(crate) async fn unlink(
     .bind(file_id)
     .execute(&mut *conn)
     .await?;
-    enqueue(&mut *conn, "purge", organization_id, store_id, file_id, now).await?;
+    let job = NewJob::Purge { store_id, file_id };
+    enqueue(&mut *conn, organization_id, job, now).await?;
     crate::org_files::release_after_unlink(&mut *conn, file_id, now).await?;
     Ok(true)
 }
@@ -325,7 +388,11 @@ pub(crate) async fn insert_link(
     .bind(&org_file.blob_path)
     .execute(&mut *tx)
     .await?;
-    enqueue(&mut *tx, "process", org, store_id, link_id, now).await?;
+    let job = NewJob::Process {
+        store_id,
+        file_id: link_id,
+    };
+    enqueue(&mut *tx, org, job, now).await?;
     append_log(
         &mut *tx,
         org,
@@ -526,22 +593,13 @@ impl Catalog {
             FileStatus::Completed | FileStatus::Failed => {}
         }
         let now = Timestamp::now().millis();
-        let updated = sqlx::query(
-            "UPDATE files SET status = 'pending', current_step = 'queued', progress_percent = 0, \
-             error_code = NULL, error_message = NULL, retryable = NULL, started_at = NULL, \
-             completed_at = NULL, queued_at = $1, updated_at = $1 \
-             WHERE id = $2 AND status = $3 AND deleted_at IS NULL",
-        )
-        .bind(now)
-        .bind(file_id)
-        .bind(file.status.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated == 0 {
+        let reset = Reset::Retry { from: file.status };
+        let updated = reset_to_pending(&mut tx, file_id, reset, now).await?;
+        if !updated {
             return Ok(RetryOutcome::InProgress(FileStatus::Pending));
         }
-        enqueue(&mut tx, "process", organization_id, store_id, file_id, now).await?;
+        let job = NewJob::Process { store_id, file_id };
+        enqueue(&mut tx, organization_id, job, now).await?;
         append_log(
             &mut tx,
             organization_id,

@@ -36,7 +36,8 @@ pub use index_log::{INDEX_CHANNEL, IndexChange, IndexHead, IndexSnapshot, LogEnt
 pub use keys::NewApiKey;
 pub use org_files::{LinkOutcome, NewOrgFile};
 pub use queue::{
-    Claimed, CompleteOutcome, Completion, FailOutcome, JobKind, Liveness, LogLine, SearchableFile,
+    Claimed, CompleteOutcome, Completion, FailOutcome, HeldJob, JobKind, JobState, Liveness,
+    LogLine, ProcessJob, SearchableFile,
 };
 pub use slices::{NewSlice, SliceFilter, SlicePatch};
 pub use stores::{NewStore, SearchStore, StorePatch, StoreQuery, StoreSort};

@@ -15,7 +15,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::events::{NewEvent, write as write_events};
-use crate::files::{append_log, enqueue, insert_link, require_store};
+use crate::files::{NewJob, append_log, enqueue, insert_link, require_store};
 use crate::rows::ts;
 use crate::{Catalog, CatalogError, Resource, Result};
 use kiln_core::types::EventType;
@@ -182,7 +182,8 @@ async fn hide_org_file(
     .rows_affected();
     if hidden > 0 {
         // An organization file has no store: the job's store is empty.
-        enqueue(conn, "purge_org_file", organization_id, "", id, now).await?;
+        let job = NewJob::PurgeOrgFile { org_file_id: id };
+        enqueue(conn, organization_id, job, now).await?;
     }
     Ok(hidden > 0)
 }

@@ -332,7 +332,8 @@ impl Catalog {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        crate::files::enqueue(&mut tx, "purge_store", organization_id, id, id, now).await?;
+        let job = crate::files::NewJob::PurgeStore { store_id: id };
+        crate::files::enqueue(&mut tx, organization_id, job, now).await?;
         crate::events::write(
             &mut tx,
             organization_id,
@@ -466,12 +467,11 @@ mod tests {
                 .await
                 .unwrap()
                 .expect("a purge job is queued");
-            assert_eq!(purge.kind, crate::JobKind::PurgeStore);
-            assert_eq!(purge.file_id, store.id);
-            catalog
-                .forget_store(&purge.job_id, &store.id)
-                .await
-                .unwrap();
+            let crate::Claimed::PurgeStore { job } = purge else {
+                panic!("not a store's purge: {purge:?}");
+            };
+            assert_eq!(job.store_id, store.id);
+            catalog.forget_store(&job.job_id, &store.id).await.unwrap();
             let remaining: i64 =
                 sqlx::query_scalar("SELECT COUNT(*) FROM files WHERE store_id = $1")
                     .bind(&store.id)

@@ -6,6 +6,7 @@
 //! Workers hold nothing that is not in the catalog: any number of them, in any number of
 //! processes sharing a catalog, can share the work.
 
+mod error;
 mod process;
 mod sink;
 
@@ -13,8 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kiln_blobs::Blobs;
-use kiln_catalog::{Catalog, Claimed, IndexChange, JobKind};
+pub use error::{PipelineError, Result};
+use kiln_blobs::{Blobs, Folder};
+use kiln_catalog::{Catalog, Claimed, HeldJob, IndexChange};
 pub use kiln_chunk::TokenCounter;
 use kiln_embed::Embedder;
 pub use sink::IndexSink;
@@ -240,26 +242,13 @@ async fn reaper(
 
 /// Deletes uploads whose signed URL expired a minute ago or more: blobs, then rows. (No file
 /// has an expired upload's id: registering removes the upload in the same transaction.)
-async fn drop_expired_uploads(services: &Services) -> Result<(), String> {
+async fn drop_expired_uploads(services: &Services) -> Result<()> {
     let before = kiln_core::Timestamp(kiln_core::Timestamp::now().millis() - 60_000);
-    let expired = services
-        .catalog
-        .expired_uploads(before, 100)
-        .await
-        .map_err(|e| e.to_string())?;
+    let expired = services.catalog.expired_uploads(before, 100).await?;
     for upload in expired {
-        let folder =
-            kiln_blobs::upload_prefix(&upload.organization_id, &upload.store_id, &upload.id);
-        services
-            .blobs
-            .delete_prefix(&folder)
-            .await
-            .map_err(|e| e.to_string())?;
-        services
-            .catalog
-            .discard_upload(&upload.id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let folder = Folder::upload(&upload.organization_id, &upload.store_id, &upload.id);
+        services.blobs.delete_prefix(folder.path()).await?;
+        services.catalog.discard_upload(&upload.id).await?;
         tracing::info!(upload = %upload.id, "discarded an expired, unregistered upload");
     }
     Ok(())
@@ -322,7 +311,7 @@ impl Worker {
         let heartbeat = {
             let catalog = self.services.catalog.clone();
             let name = self.name.clone();
-            let job_id = job.job_id.clone();
+            let job_id = job.job().job_id.clone();
             let lease = self.config.lease;
             tokio::spawn(async move {
                 loop {
@@ -338,23 +327,27 @@ impl Worker {
                 }
             })
         };
-        let result = match job.kind {
-            JobKind::Process => process::run(self, &job).await,
-            JobKind::Purge => self.purge_file(&job).await,
-            JobKind::PurgeStore => self.purge_store(&job).await,
-            JobKind::PurgeOrgFile => self.purge_org_file(&job).await,
+        let result = match &job {
+            Claimed::Process(process) => process::run(self, process).await,
+            Claimed::Purge { job, file_id } => self.purge_file(job, file_id).await,
+            Claimed::PurgeStore { job } => self.purge_store(job).await,
+            Claimed::PurgeOrgFile { job, org_file_id } => {
+                self.purge_org_file(job, org_file_id).await
+            }
         };
         let _ = done_tx.send(true);
         let _ = heartbeat.await;
         if let Err(err) = result {
-            tracing::error!(worker = %self.name, job = %job.job_id, error = %err, "job failed; re-queued");
+            let kind = job.kind().as_str();
+            let job = job.job();
+            tracing::error!(worker = %self.name, job = %job.job_id, kind, error = %err, "job failed; re-queued");
             // Purges (and anything that failed outside a file's own error handling) are
             // tried again later rather than left to the lease reaper.
             let delay = self.config.retry_base.max(Duration::from_millis(500));
             if let Err(err) = self
                 .services
                 .catalog
-                .requeue(&job.job_id, &self.name, delay, &err)
+                .requeue(&job.job_id, &self.name, delay, &err.to_string())
                 .await
             {
                 tracing::error!(error = %err, "could not re-queue a failed job");
@@ -367,85 +360,61 @@ impl Worker {
         }
     }
 
-    async fn purge_file(&self, job: &Claimed) -> Result<(), String> {
-        self.services
+    async fn purge_file(&self, job: &HeldJob, file_id: &str) -> Result<()> {
+        let services = &self.services;
+        services
             .index
             .delete(IndexChange::DeleteFile {
                 store_id: job.store_id.clone(),
-                file_id: job.file_id.clone(),
+                file_id: file_id.to_string(),
             })
             .await?;
         // An original stored in this file's folder stays while its organization file lives
         // (another store holds it).
-        let keep = self
-            .services
-            .catalog
-            .live_original_of_link(&job.file_id)
-            .await
-            .map_err(|e| e.to_string())?;
+        let keep = services.catalog.live_original_of_link(file_id).await?;
         let keep: Vec<kiln_blobs::BlobPath> = keep.iter().map(|p| p.as_str().into()).collect();
-        self.services
+        let folder = Folder::store_file(&job.organization_id, &job.store_id, file_id);
+        services
             .blobs
-            .delete_prefix_except(
-                &kiln_blobs::file_prefix(&job.organization_id, &job.store_id, &job.file_id),
-                &keep,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        self.services
-            .catalog
-            .forget_file(&job.job_id, &job.file_id)
-            .await
-            .map_err(|e| e.to_string())
+            .delete_prefix_except(folder.path(), &keep)
+            .await?;
+        services.catalog.forget_file(&job.job_id, file_id).await?;
+        Ok(())
     }
 
-    async fn purge_store(&self, job: &Claimed) -> Result<(), String> {
-        self.services
+    async fn purge_store(&self, job: &HeldJob) -> Result<()> {
+        let services = &self.services;
+        services
             .index
             .delete(IndexChange::DeleteStore {
                 store_id: job.store_id.clone(),
             })
             .await?;
         purge_store_blobs(
-            &self.services.catalog,
-            &self.services.blobs,
+            &services.catalog,
+            &services.blobs,
             &job.organization_id,
             &job.store_id,
         )
         .await?;
-        self.services
+        services
             .catalog
             .forget_store(&job.job_id, &job.store_id)
-            .await
-            .map_err(|e| e.to_string())
+            .await?;
+        Ok(())
     }
-}
 
-impl Worker {
-    async fn purge_org_file(&self, job: &Claimed) -> Result<(), String> {
+    async fn purge_org_file(&self, job: &HeldJob, org_file_id: &str) -> Result<()> {
         let catalog = &self.services.catalog;
         let blobs = &self.services.blobs;
-        if let Some(original) = catalog
-            .deleted_org_file_blob(&job.file_id)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            blobs
-                .delete(&original.as_str().into())
-                .await
-                .map_err(|e| e.to_string())?;
+        if let Some(original) = catalog.deleted_org_file_blob(org_file_id).await? {
+            blobs.delete(&original.as_str().into()).await?;
         }
         blobs
-            .delete_prefix(&kiln_blobs::org_file_prefix(
-                &job.organization_id,
-                &job.file_id,
-            ))
-            .await
-            .map_err(|e| e.to_string())?;
-        catalog
-            .forget_org_file(&job.job_id, &job.file_id)
-            .await
-            .map_err(|e| e.to_string())
+            .delete_prefix(Folder::org_file(&job.organization_id, org_file_id).path())
+            .await?;
+        catalog.forget_org_file(&job.job_id, org_file_id).await?;
+        Ok(())
     }
 }
 
@@ -456,28 +425,26 @@ pub async fn purge_store_blobs(
     blobs: &kiln_blobs::Blobs,
     organization_id: &str,
     store_id: &str,
-) -> Result<(), String> {
-    let prefix = kiln_blobs::store_prefix(organization_id, store_id);
+) -> Result<()> {
+    let folder = Folder::store(organization_id, store_id);
     let keep: Vec<kiln_blobs::BlobPath> = catalog
-        .live_originals_under(prefix.as_ref())
-        .await
-        .map_err(|e| e.to_string())?
+        .live_originals_under(folder.path().as_ref())
+        .await?
         .iter()
         .map(|p| p.as_str().into())
         .collect();
-    blobs
-        .delete_prefix_except(&prefix, &keep)
-        .await
-        .map_err(|e| e.to_string())?;
+    blobs.delete_prefix_except(folder.path(), &keep).await?;
     Ok(())
 }
 
-/// Runs blocking work off the async threads; a panic becomes an error.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+/// Runs blocking work off the async threads on the background pool; a panic becomes an
+/// error.
+pub(crate) async fn blocking<T: Send + 'static, E: Send + 'static>(
+    f: impl FnOnce() -> std::result::Result<T, E> + Send + 'static,
+) -> Result<T>
+where
+    PipelineError: From<E>,
+{
     // Background priority: processing yields the cores to request handling.
-    kiln_background::background(f)
-        .await
-        .map_err(|e| format!("a processing task failed: {e}"))?
+    Ok(kiln_background::background(f).await??)
 }

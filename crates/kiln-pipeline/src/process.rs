@@ -3,8 +3,9 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kiln_blobs::Folder;
 use kiln_catalog::{
-    Claimed, CompleteOutcome, Completion, FailOutcome, IndexChange, Liveness, LogLine,
+    CompleteOutcome, Completion, FailOutcome, IndexChange, JobState, Liveness, LogLine, ProcessJob,
 };
 use kiln_chunk::ChunkOptions;
 use kiln_core::model::FileRecord;
@@ -15,7 +16,7 @@ use kiln_index::ChunkRecord;
 use rand::Rng;
 use serde_json::json;
 
-use crate::{Services, Worker, blocking};
+use crate::{PipelineError, Result, Services, Worker, blocking};
 
 /// Why processing stopped early.
 enum Stop {
@@ -65,14 +66,19 @@ pub(crate) fn original_path(file: &FileRecord) -> kiln_blobs::BlobPath {
     kiln_blobs::BlobPath::from(file.original_blob.as_str())
 }
 
-fn text_path(file: &FileRecord) -> kiln_blobs::BlobPath {
-    kiln_blobs::file_prefix(&file.organization_id, &file.store_id, &file.id).join("text.json")
+/// A store file's blob folder.
+fn folder(file: &FileRecord) -> Folder {
+    Folder::store_file(&file.organization_id, &file.store_id, &file.id)
 }
 
-pub(crate) async fn run(worker: &Worker, job: &Claimed) -> Result<(), String> {
-    let file = job.file.clone().ok_or("a process job without its file")?;
+fn text_path(file: &FileRecord) -> kiln_blobs::BlobPath {
+    folder(file).text()
+}
+
+pub(crate) async fn run(worker: &Worker, job: &ProcessJob) -> Result<()> {
+    let file = &job.file;
     let services = &worker.services;
-    let outcome = steps(worker, job, &file).await;
+    let outcome = steps(worker, job).await;
     let generation = file.generation as u64;
     // Removes one generation of this file's chunks from the index.
     let drop_generation = |generation: u64| {
@@ -95,20 +101,20 @@ pub(crate) async fn run(worker: &Worker, job: &Claimed) -> Result<(), String> {
                 }
             }
             Ok(CompleteOutcome::Stopped(Liveness::Cancelled)) => {
-                cleanup_deleted(worker, job, &file).await?
+                cleanup_deleted(worker, job).await?
             }
             Ok(CompleteOutcome::Stopped(_)) => drop_generation(generation).await?,
             Err(err) => {
                 // Not recorded: nothing of this attempt may stay in the index.
                 drop_generation(generation).await?;
-                return Err(err.to_string());
+                return Err(err.into());
             }
         },
-        Err(Stop::Halted(Liveness::Cancelled)) => cleanup_deleted(worker, job, &file).await?,
+        Err(Stop::Halted(Liveness::Cancelled)) => cleanup_deleted(worker, job).await?,
         Err(Stop::Halted(_)) => drop_generation(generation).await?,
         Err(Stop::Failed(failure)) => {
             drop_generation(generation).await?;
-            let delay = backoff(worker.config.retry_base, job.job_attempt)
+            let delay = backoff(worker.config.retry_base, job.held.attempt)
                 .max(failure.retry_after.unwrap_or_default());
             let outcome = services
                 .catalog
@@ -121,8 +127,7 @@ pub(crate) async fn run(worker: &Worker, job: &Claimed) -> Result<(), String> {
                     failure.transient,
                     delay,
                 )
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             if let FailOutcome::RetryScheduled { delay, .. } = outcome {
                 // Wake a worker when the retry is due.
                 let waker = worker.waker.clone();
@@ -138,31 +143,22 @@ pub(crate) async fn run(worker: &Worker, job: &Claimed) -> Result<(), String> {
 
 /// The file was deleted while it was processed: make sure nothing written by this attempt
 /// outlives the purge (which may already have run).
-async fn cleanup_deleted(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<(), String> {
-    worker
-        .services
+async fn cleanup_deleted(worker: &Worker, job: &ProcessJob) -> Result<()> {
+    let file = &job.file;
+    let services = &worker.services;
+    services
         .index
         .delete(IndexChange::DeleteFile {
             store_id: file.store_id.clone(),
             file_id: file.id.clone(),
         })
         .await?;
-    worker
-        .services
-        .blobs
-        .delete_prefix(&kiln_blobs::file_prefix(
-            &file.organization_id,
-            &file.store_id,
-            &file.id,
-        ))
-        .await
-        .map_err(|e| e.to_string())?;
-    worker
-        .services
+    services.blobs.delete_prefix(folder(file).path()).await?;
+    services
         .catalog
-        .finish_job(&job.job_id, "cancelled")
-        .await
-        .map_err(|e| e.to_string())
+        .finish_job(&job.held.job_id, JobState::Cancelled)
+        .await?;
+    Ok(())
 }
 
 /// Exponential backoff with ±25 % jitter, capped at five minutes.
@@ -174,7 +170,7 @@ fn backoff(base: Duration, attempt: i64) -> Duration {
 
 async fn progress(
     worker: &Worker,
-    job: &Claimed,
+    job: &ProcessJob,
     step: Step,
     percent: i64,
     logs: Vec<LogLine>,
@@ -348,7 +344,8 @@ async fn extract(
     Ok((document, extracted_text_bytes, bytes_read, format))
 }
 
-async fn steps(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<Completion, Stop> {
+async fn steps(worker: &Worker, job: &ProcessJob) -> Result<Completion, Stop> {
+    let file = &job.file;
     let services = &worker.services;
     let config = &worker.config;
 
@@ -391,9 +388,11 @@ async fn steps(worker: &Worker, job: &Claimed, file: &FileRecord) -> Result<Comp
         overlap_tokens: job.chunking.chunk_overlap_tokens as usize,
     };
     let tokens = services.tokens.clone();
-    let chunks = blocking(move || Ok(kiln_chunk::chunk(&document, options, tokens.as_ref())))
-        .await
-        .map_err(|e| permanent(step, FileErrorCode::InternalError, e))?;
+    let chunks = blocking(move || {
+        Ok::<_, PipelineError>(kiln_chunk::chunk(&document, options, tokens.as_ref()))
+    })
+    .await
+    .map_err(|e| permanent(step, FileErrorCode::InternalError, e.to_string()))?;
     if chunks.is_empty() {
         return Err(permanent(
             step,

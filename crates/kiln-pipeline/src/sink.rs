@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kiln_catalog::{Catalog, IndexChange};
 use kiln_index::{ChunkIndex, ChunkRecord};
 
-use crate::blocking;
+use crate::{Result, blocking};
 
 #[derive(Clone)]
 pub enum IndexSink {
@@ -21,52 +21,45 @@ impl IndexSink {
     /// Writes chunks; when this returns they are durable, and searchable once their
     /// generation is active (on a cluster, on each node as soon as its replica has caught up,
     /// which every search waits for).
-    pub async fn add(&self, chunks: Vec<ChunkRecord>) -> Result<(), String> {
+    pub async fn add(&self, chunks: Vec<ChunkRecord>) -> Result<()> {
         match self {
             IndexSink::Local(index) => {
                 let index = index.clone();
                 // On a thread of its own, not the work pool: an add waits for the adds of
                 // other files to be committed with it (`ChunkIndex::add`), and would hold a
                 // pool thread meanwhile.
-                kiln_background::background_thread("kiln-index", move || {
-                    index.add(&chunks).map_err(|e| e.to_string())
-                })
-                .await
-                .and_then(|added| added)
+                kiln_background::background_thread("kiln-index", move || index.add(&chunks))
+                    .await??;
+                Ok(())
             }
-            IndexSink::Log(catalog) => catalog
-                .index_add(&chunks)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            IndexSink::Log(catalog) => {
+                catalog.index_add(&chunks).await?;
+                Ok(())
+            }
         }
     }
 
     /// Removes a file's generation, a whole file, or a whole store.
-    pub async fn delete(&self, change: IndexChange) -> Result<(), String> {
+    pub async fn delete(&self, change: IndexChange) -> Result<()> {
         match self {
             IndexSink::Local(index) => {
                 let index = index.clone();
-                blocking(move || {
-                    match change {
-                        IndexChange::Add { .. } => Ok(()),
-                        IndexChange::DeleteGeneration {
-                            file_id,
-                            generation,
-                            ..
-                        } => index.delete_generation(&file_id, generation),
-                        IndexChange::DeleteFile { file_id, .. } => index.delete_file(&file_id),
-                        IndexChange::DeleteStore { store_id } => index.delete_store(&store_id),
-                    }
-                    .map_err(|e| e.to_string())
+                blocking(move || match change {
+                    IndexChange::Add { .. } => Ok(()),
+                    IndexChange::DeleteGeneration {
+                        file_id,
+                        generation,
+                        ..
+                    } => index.delete_generation(&file_id, generation),
+                    IndexChange::DeleteFile { file_id, .. } => index.delete_file(&file_id),
+                    IndexChange::DeleteStore { store_id } => index.delete_store(&store_id),
                 })
                 .await
             }
-            IndexSink::Log(catalog) => catalog
-                .index_delete(change)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            IndexSink::Log(catalog) => {
+                catalog.index_delete(change).await?;
+                Ok(())
+            }
         }
     }
 }

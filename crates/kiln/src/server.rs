@@ -196,8 +196,7 @@ pub async fn open_index(
                 kiln_background::background_thread("kiln-index-open", move || {
                     ChunkIndex::open_with(&index_dir, dims, ann)
                 })
-                .await
-                .map_err(anyhow::Error::msg)?
+                .await?
                 .context("cannot open the index")?,
             );
             Ok((index.clone(), IndexSink::Local(index), None))

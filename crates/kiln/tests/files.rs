@@ -438,7 +438,11 @@ async fn sixteen_concurrent_retries_make_exactly_one_job() {
     let failed = t.upload_ok(&store, "blank.txt", "   ").await;
     let catalog = t.catalog().await;
     let lease = Duration::from_secs(60);
-    let job = catalog.claim("test-worker", lease).await.unwrap().unwrap();
+    let claim = || async {
+        let claimed = catalog.claim("test-worker", lease).await.unwrap();
+        claimed.map(|job| job.into_process().expect("a processing job"))
+    };
+    let job = claim().await.unwrap();
     catalog
         .fail(
             &job,
@@ -480,9 +484,8 @@ async fn sixteen_concurrent_retries_make_exactly_one_job() {
         .map(|(_, _, n)| n)
         .sum();
     assert_eq!(queued, 1, "one job for the one retry that was taken");
-    let job = catalog.claim("test-worker", lease).await.unwrap().unwrap();
-    assert_eq!(job.file_id, failed);
-    assert!(catalog.claim("test-worker", lease).await.unwrap().is_none());
+    assert_eq!(claim().await.unwrap().file.id, failed);
+    assert!(claim().await.is_none());
 }
 
 #[tokio::test]
@@ -676,13 +679,14 @@ async fn delete_during_processing_purges_everything_and_usage_drops_back() {
     assert_eq!(now, before, "usage drops at once");
     // Purged in the background: no chunk, vector or blob remains.
     let blobs = t.server.blobs.clone();
-    let prefix = kiln_blobs::file_prefix(&t.org, &store, &id);
+    let prefix = kiln_blobs::Folder::store_file(&t.org, &store, &id);
+    let prefix = prefix.path();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let catalog = t.catalog().await;
     loop {
         // In this node's index, and (a cluster) in the catalog's durable copy of the chunks.
         let chunks = index_chunks(&t, &id).await + catalog.index_chunk_count(&id).await.unwrap();
-        let left = blobs.list(&prefix).await.unwrap();
+        let left = blobs.list(prefix).await.unwrap();
         let jobs = catalog.job_counts().await.unwrap();
         let jobs_done = jobs
             .iter()
@@ -769,7 +773,7 @@ async fn usage_is_the_sum_over_files_to_the_byte() {
     let blobs = t.server.blobs.clone();
     let mut text_bytes = 0;
     for f in [&a, &b] {
-        let path = kiln_blobs::file_prefix(&t.org, &store, f).join("text.json");
+        let path = kiln_blobs::Folder::store_file(&t.org, &store, f).text();
         text_bytes += blobs.get(&path).await.unwrap().len() as i64;
     }
     assert_eq!(usage["extracted_text_bytes"], text_bytes);

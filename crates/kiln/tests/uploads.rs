@@ -181,7 +181,7 @@ async fn pieces_resend_and_register_make_a_searchable_file() {
     assert_eq!(usage["original_bytes"], total, "{usage}");
 
     // The parts are gone; the upload is over: a second register or PUT finds nothing.
-    let parts = kiln_blobs::file_prefix(&t.org, &store, id).join("parts");
+    let parts = kiln_blobs::Folder::store_file(&t.org, &store, id).parts();
     let left = t.server.blobs.list(&parts).await.unwrap();
     assert!(left.is_empty(), "parts left: {left:?}");
     let (status, body) = t
@@ -479,7 +479,7 @@ async fn the_reaper_removes_uploads_a_minute_after_they_expire() {
         .iter()
         .map(|u| (u.id.clone(), u.store_id.clone()))
         .collect();
-    let folder = |id: &str| kiln_blobs::upload_prefix(&t.org, &stores[id], id).join("parts");
+    let folder = |id: &str| kiln_blobs::Folder::upload(&t.org, &stores[id], id).parts();
     let exists = |id: String| async move { !blobs.list(&folder(&id)).await.unwrap().is_empty() };
     for id in [&old.id, &recent.id, &org_old.id] {
         blobs

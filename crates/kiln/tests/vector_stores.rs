@@ -199,10 +199,11 @@ async fn a_knowledge_upload_added_to_a_vector_store_keeps_its_original_until_its
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let blobs = t.server.blobs.clone();
-    let folder = kiln_blobs::file_prefix(&t.org, &first, &id);
-    let original = folder.clone().join("original");
+    let folder = kiln_blobs::Folder::store_file(&t.org, &first, &id);
+    let original = folder.original();
+    let folder = folder.path();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while blobs.list(&folder).await.unwrap().len() > 1 {
+    while blobs.list(folder).await.unwrap().len() > 1 {
         assert!(Instant::now() < deadline, "text.json not purged");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -144,7 +144,8 @@ pub(crate) async fn upload(
     })?;
 
     let file_id = IdKind::File.generate();
-    let blob_path = kiln_blobs::file_prefix(&org, &store_id, &file_id).join("original");
+    let folder = kiln_blobs::Folder::store_file(&org, &store_id, &file_id);
+    let blob_path = folder.original();
     let mut relative_path_raw: Option<String> = None;
     let mut received: Option<(String, &'static kiln_extract::FileType, u64, String)> = None;
     let result: Result<(), ApiError> = async {
@@ -177,9 +178,8 @@ pub(crate) async fn upload(
     }
     .await;
     // Removes whatever this upload wrote (the file's whole blob folder).
-    let file_dir = kiln_blobs::file_prefix(&org, &store_id, &file_id);
     let discard = || async {
-        let _ = app.blobs.delete_prefix(&file_dir).await;
+        let _ = app.blobs.delete_prefix(folder.path()).await;
     };
     if let Err(err) = result {
         discard().await;

@@ -168,8 +168,8 @@ pub(crate) async fn upload_org_files(
         let outcome: Result<OrgFileView, ApiError> = async {
             let name = clean_file_name(Some(&filename))?;
             let id = IdKind::File.generate();
-            let folder = kiln_blobs::org_file_prefix(&org, &id);
-            let original = folder.clone().join("original");
+            let folder = kiln_blobs::Folder::org_file(&org, &id);
+            let original = folder.original();
             let received = crate::ingest::receive(
                 &app,
                 &original,
@@ -194,7 +194,7 @@ pub(crate) async fn upload_org_files(
                 })
                 .await;
             if created.is_err() {
-                let _ = app.blobs.delete_prefix(&folder).await;
+                let _ = app.blobs.delete_prefix(folder.path()).await;
             }
             Ok(OrgFileView::from(created?))
         }
@@ -364,7 +364,7 @@ async fn register_one(
         Ok(file) => {
             let _ = app
                 .blobs
-                .delete_prefix(&upload_folder(&upload).join("parts"))
+                .delete_prefix(&upload_folder(&upload).parts())
                 .await;
             Ok(file.into())
         }

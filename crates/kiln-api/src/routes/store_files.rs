@@ -342,8 +342,8 @@ async fn accept_base64(
         .decode(content.trim().trim_end_matches('='))
         .map_err(|err| ApiError::field("content", format!("is not valid base64: {err}")))?;
     let id = IdKind::File.generate();
-    let folder = kiln_blobs::org_file_prefix(org, &id);
-    let original = folder.clone().join("original");
+    let folder = kiln_blobs::Folder::org_file(org, &id);
+    let original = folder.original();
     let body = futures::stream::iter([Ok(bytes::Bytes::from(bytes))]);
     let received = crate::ingest::receive(
         app,
@@ -372,7 +372,7 @@ async fn accept_base64(
         )
         .await;
     if created.is_err() {
-        let _ = app.blobs.delete_prefix(&folder).await;
+        let _ = app.blobs.delete_prefix(folder.path()).await;
     }
     Ok(created?)
 }

@@ -14,13 +14,13 @@ use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use hmac::{Hmac, Mac};
 use kiln_catalog::{CatalogError, NewFile, NewUpload, Resource, Upload};
 use kiln_core::model::FileRecord;
 use kiln_core::{ErrorCode, IdKind, Timestamp};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use utoipa::{IntoParams, ToSchema};
 
 use super::StoreRef;
@@ -29,14 +29,13 @@ use crate::AppState;
 use crate::auth::{Authorized, Editor};
 use crate::error::{ApiError, ErrorEnvelope, FieldError};
 use crate::extractors::{ApiJson, ApiPath, ApiQuery};
-use crate::ingest::SNIFF_BYTES;
 
 /// The piece size we suggest for `Content-Range` uploads.
 pub const CHUNK_SIZE_RECOMMENDED: u64 = 8 * 1024 * 1024;
 
 /// Where an upload's blobs go: its store's file folder, or (no store) the organization's.
-pub(crate) fn upload_folder(upload: &Upload) -> kiln_blobs::BlobPath {
-    kiln_blobs::upload_prefix(&upload.organization_id, &upload.store_id, &upload.id)
+pub(crate) fn upload_folder(upload: &Upload) -> kiln_blobs::Folder {
+    kiln_blobs::Folder::upload(&upload.organization_id, &upload.store_id, &upload.id)
 }
 
 /// Signs and checks upload URLs with a server-wide secret (kept in the catalog, so every
@@ -413,9 +412,7 @@ pub(crate) async fn put_upload(
     // Bytes before `held` are here already (a resend after a dropped connection): skip them.
     let mut skip = held - start;
     let piece_len = end - start + 1;
-    let blob = upload_folder(&upload)
-        .join("parts")
-        .join(format!("{held:016}-{}", IdKind::Job.generate()));
+    let blob = upload_folder(&upload).part(held, &IdKind::Job.generate());
     let mut writer: Option<kiln_blobs::BlobWriter> = None;
     let mut seen: u64 = 0;
     let mut written: u64 = 0;
@@ -550,7 +547,7 @@ pub(crate) async fn register(
         .await;
     match created {
         Ok(file) => {
-            let _ = app.blobs.delete_prefix(&folder.join("parts")).await;
+            let _ = app.blobs.delete_prefix(&folder.parts()).await;
             app.waker.wake();
             Ok((StatusCode::CREATED, Json(file)))
         }
@@ -566,7 +563,7 @@ pub(crate) async fn register(
 pub(crate) async fn assemble(
     app: &AppState,
     upload: &Upload,
-    not_found: impl Fn() -> ApiError,
+    not_found: impl Fn() -> ApiError + Send + Sync,
 ) -> Result<
     (
         &'static kiln_extract::FileType,
@@ -588,52 +585,63 @@ pub(crate) async fn assemble(
         .detail("file_size", upload.file_size));
     }
     let folder = upload_folder(upload);
-    let original = folder.clone().join("original");
+    let original = folder.original();
     let parts = app.catalog.upload_parts(&upload.id).await?;
-    // Assemble the parts into the original, hashing and keeping the head for detection.
-    let mut writer = app.blobs.writer(&original).await?;
-    let mut hasher = Sha256::new();
-    let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
-    let mut size: u64 = 0;
-    let assembled: Result<(), ApiError> = async {
-        for part in &parts {
-            if part.offset as u64 != size {
-                return Err(ApiError::internal());
-            }
-            let mut stream = app
-                .blobs
-                .get_stream(&kiln_blobs::BlobPath::from(part.blob_name.as_str()))
-                .await
-                .map_err(|err| match err {
-                    // A concurrent registration finished first and removed the parts.
-                    kiln_blobs::BlobError::NotFound(_) => not_found(),
-                    other => other.into(),
-                })?;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk?;
-                let room = SNIFF_BYTES.saturating_sub(head.len());
-                head.extend_from_slice(&chunk[..room.min(chunk.len())]);
-                hasher.update(&chunk);
-                size += chunk.len() as u64;
-                writer.write(&chunk).await?;
-            }
-        }
-        Ok(())
-    }
-    .await;
-    if let Err(err) = assembled {
-        writer.abort().await;
-        return Err(err);
-    }
-    let sha256 = hex::encode(hasher.finalize());
-    if size != upload.file_size as u64 {
-        writer.abort().await;
-        tracing::error!(upload = %upload.id, size, "upload parts do not add up");
+    let contiguous = parts.iter().try_fold(0i64, |end, part| {
+        (part.offset == end).then_some(end + part.length)
+    });
+    if contiguous != Some(upload.file_size) {
+        tracing::error!(upload = %upload.id, "upload parts do not add up");
         return Err(ApiError::internal());
     }
+    // The parts in order, as one stream, received like any other original.
+    let blobs = app.blobs.clone();
+    let pieces = futures::stream::iter(parts)
+        .then(move |part| {
+            let blobs = blobs.clone();
+            async move {
+                let path = kiln_blobs::BlobPath::from(part.blob_name.as_str());
+                blobs
+                    .get_stream(&path)
+                    .await
+                    .map(|s| s.map_err(ApiError::from))
+            }
+        })
+        .map_err(|err| match err {
+            // A concurrent registration finished first and removed the parts.
+            kiln_blobs::BlobError::NotFound(_) => not_found(),
+            other => other.into(),
+        })
+        .try_flatten()
+        .boxed();
+    let received =
+        match crate::ingest::receive(app, &original, &upload.file_name, "file", u64::MAX, pieces)
+            .await
+        {
+            Ok(received) => received,
+            Err(err)
+                if matches!(
+                    err.code,
+                    ErrorCode::UnsupportedFileType | ErrorCode::FileTooLarge
+                ) =>
+            {
+                // The content can never be read (or is beyond its detected type's limit): the
+                // upload is over.
+                app.catalog.discard_upload(&upload.id).await?;
+                let _ = app.blobs.delete_prefix(folder.path()).await;
+                return Err(err);
+            }
+            Err(err) => return Err(err),
+        };
+    if received.size != upload.file_size as u64 {
+        let _ = app.blobs.delete(&original).await;
+        tracing::error!(upload = %upload.id, size = received.size, "upload parts do not add up");
+        return Err(ApiError::internal());
+    }
+    let sha256 = received.sha256;
     if let Some(expected) = upload.sha256.as_deref().filter(|e| *e != sha256) {
         // The bytes are wrong: drop them, so the same URL can take them again.
-        writer.abort().await;
+        let _ = app.blobs.delete(&original).await;
         let dropped = app.catalog.reset_upload(&upload.id).await?;
         for part in dropped {
             let _ = app
@@ -649,16 +657,5 @@ pub(crate) async fn assemble(
         .detail("expected_sha256", expected)
         .detail("received_sha256", sha256));
     }
-    let file_type = match kiln_extract::detect(&upload.file_name, &head) {
-        Ok(file_type) => file_type,
-        Err(reason) => {
-            // The content can never be read: the upload is over.
-            writer.abort().await;
-            app.catalog.discard_upload(&upload.id).await?;
-            let _ = app.blobs.delete_prefix(&folder).await;
-            return Err(unsupported(reason));
-        }
-    };
-    writer.finish().await?;
-    Ok((file_type, sha256, original))
+    Ok((received.file_type, sha256, original))
 }

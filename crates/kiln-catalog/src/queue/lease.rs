@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::*;
 use crate::events::{NewEvent, write as write_events};
-use crate::files::{FILE_COLUMNS, append_log, file_record};
+use crate::files::{FILE_COLUMNS, Reset, append_log, file_record, reset_to_pending};
 use crate::{Catalog, Dialect, Result};
 
 /// The claim: the next due job of the organization with the fewest running jobs (fair
@@ -71,89 +71,124 @@ impl Catalog {
                 tx.commit().await?;
                 continue;
             };
-            let mut claimed = Claimed {
+            let job = HeldJob {
                 job_id: job_id.clone(),
-                kind,
                 organization_id: row.try_get("organization_id")?,
                 store_id: row.try_get("store_id")?,
-                file_id: row.try_get("file_id")?,
-                job_attempt: row.try_get("attempt")?,
-                file: None,
-                chunking: Chunking::default(),
+                attempt: row.try_get("attempt")?,
             };
-            if kind == JobKind::Process {
-                // A deleted file's job is cancelled, not run.
-                let started = sqlx::query(
-                    "UPDATE files SET status = 'processing', current_step = 'extracting', \
-                     progress_percent = 0, started_at = $1, completed_at = NULL, error_code = NULL, \
-                     error_message = NULL, retryable = NULL, attempts = attempts + 1, \
-                     generation = generation + 1, updated_at = $1 \
-                     WHERE id = $2 AND deleted_at IS NULL",
-                )
-                .bind(now)
-                .bind(&claimed.file_id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if started == 0 {
-                    sqlx::query(
-                        "UPDATE jobs SET state = 'cancelled', updated_at = $1 WHERE id = $2",
-                    )
-                    .bind(now)
-                    .bind(&job_id)
-                    .execute(&mut *tx)
-                    .await?;
-                    tx.commit().await?;
-                    continue;
+            // The row's `file_id` names what the job is about: a store's file, an
+            // organization file, or (for a store's purge) the store itself.
+            let subject: String = row.try_get("file_id")?;
+            let claimed = match kind {
+                JobKind::Purge => Claimed::Purge {
+                    job,
+                    file_id: subject,
+                },
+                JobKind::PurgeStore => Claimed::PurgeStore { job },
+                JobKind::PurgeOrgFile => Claimed::PurgeOrgFile {
+                    job,
+                    org_file_id: subject,
+                },
+                JobKind::Process => {
+                    match self
+                        .start_processing(&mut tx, job, &subject, worker, now)
+                        .await?
+                    {
+                        Some(process) => Claimed::Process(Box::new(process)),
+                        None => {
+                            // A deleted file's job is cancelled, not run.
+                            sqlx::query(
+                                "UPDATE jobs SET state = 'cancelled', updated_at = $1 WHERE id = $2",
+                            )
+                            .bind(now)
+                            .bind(&job_id)
+                            .execute(&mut *tx)
+                            .await?;
+                            tx.commit().await?;
+                            continue;
+                        }
+                    }
                 }
-                let file_row = sqlx::query(AssertSqlSafe(format!(
-                    "SELECT {FILE_COLUMNS} FROM files WHERE id = $1"
-                )))
-                .bind(&claimed.file_id)
-                .fetch_one(&mut *tx)
-                .await?;
-                let file = file_record(&file_row)?;
-                let chunking = sqlx::query(
-                    "SELECT max_chunk_tokens, chunk_overlap_tokens FROM stores WHERE id = $1",
-                )
-                .bind(&claimed.store_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(c) = chunking {
-                    claimed.chunking = Chunking {
-                        max_chunk_tokens: c.try_get::<i64, _>("max_chunk_tokens")? as u32,
-                        chunk_overlap_tokens: c.try_get::<i64, _>("chunk_overlap_tokens")? as u32,
-                    };
-                }
-                append_log(
-                    &mut tx,
-                    &file.organization_id,
-                    &file.id,
-                    file.attempts,
-                    LogLevel::Info,
-                    Some(Step::Extracting),
-                    "started",
-                    &format!("Processing started (attempt {})", file.attempts),
-                    json!({"worker": worker, "job_id": job_id, "generation": file.generation, "job_attempt": claimed.job_attempt}),
-                )
-                .await?;
-                self.progress_gate.reset(&file.id);
-                write_events(
-                    &mut tx,
-                    &file.organization_id,
-                    vec![NewEvent::file(
-                        EventType::FileStepStarted,
-                        &file.store_id,
-                        &file.id,
-                        json!({"step": "extracting"}),
-                    )],
-                )
-                .await?;
-                claimed.file = Some(file);
-            }
+            };
             tx.commit().await?;
             return Ok(Some(claimed));
         }
+    }
+
+    /// A claimed processing job's start: the file moves to `processing` with a new
+    /// generation, and its `started` log and event are written. `None` if the file is deleted.
+    async fn start_processing(
+        &self,
+        tx: &mut AnyConnection,
+        job: HeldJob,
+        file_id: &str,
+        worker: &str,
+        now: i64,
+    ) -> Result<Option<ProcessJob>> {
+        let started = sqlx::query(
+            "UPDATE files SET status = 'processing', current_step = 'extracting', \
+             progress_percent = 0, started_at = $1, completed_at = NULL, error_code = NULL, \
+             error_message = NULL, retryable = NULL, attempts = attempts + 1, \
+             generation = generation + 1, updated_at = $1 \
+             WHERE id = $2 AND deleted_at IS NULL",
+        )
+        .bind(now)
+        .bind(file_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if started == 0 {
+            return Ok(None);
+        }
+        let file_row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {FILE_COLUMNS} FROM files WHERE id = $1"
+        )))
+        .bind(file_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let file = file_record(&file_row)?;
+        let chunking =
+            sqlx::query("SELECT max_chunk_tokens, chunk_overlap_tokens FROM stores WHERE id = $1")
+                .bind(&job.store_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let chunking = match chunking {
+            Some(c) => Chunking {
+                max_chunk_tokens: c.try_get::<i64, _>("max_chunk_tokens")? as u32,
+                chunk_overlap_tokens: c.try_get::<i64, _>("chunk_overlap_tokens")? as u32,
+            },
+            None => Chunking::default(),
+        };
+        append_log(
+            &mut *tx,
+            &file.organization_id,
+            &file.id,
+            file.attempts,
+            LogLevel::Info,
+            Some(Step::Extracting),
+            "started",
+            &format!("Processing started (attempt {})", file.attempts),
+            json!({"worker": worker, "job_id": job.job_id, "generation": file.generation, "job_attempt": job.attempt}),
+        )
+        .await?;
+        self.progress_gate.reset(&file.id);
+        write_events(
+            &mut *tx,
+            &file.organization_id,
+            vec![NewEvent::file(
+                EventType::FileStepStarted,
+                &file.store_id,
+                &file.id,
+                json!({"step": "extracting"}),
+            )],
+        )
+        .await?;
+        Ok(Some(ProcessJob {
+            held: job,
+            file,
+            chunking,
+        }))
     }
 
     /// Extends a lease; `false` if the job is no longer this worker's.
@@ -193,14 +228,15 @@ impl Catalog {
         let mut reaped = 0;
         for row in expired {
             let job_id: String = row.try_get("id")?;
-            let kind: String = row.try_get("kind")?;
+            let is_process =
+                JobKind::parse(&row.try_get::<String, _>("kind")?) == Some(JobKind::Process);
             let org: String = row.try_get("organization_id")?;
             let store: String = row.try_get("store_id")?;
             let file_id: String = row.try_get("file_id")?;
             let owner: Option<String> = row.try_get("lease_owner")?;
             let losses: i64 = row.try_get::<i64, _>("lease_losses")? + 1;
             let mut tx = self.write_tx().await?;
-            let give_up = kind == "process" && losses >= MAX_LEASE_LOSSES;
+            let give_up = is_process && losses >= MAX_LEASE_LOSSES;
             let n = sqlx::query(
                 "UPDATE jobs SET state = $1, lease_owner = NULL, lease_expires_at = NULL, run_after = $2, \
                  lease_losses = $3, updated_at = $2 WHERE id = $4 AND state = 'running' AND lease_expires_at < $2",
@@ -215,7 +251,7 @@ impl Catalog {
             if n == 0 {
                 continue;
             }
-            if kind == "process" {
+            if is_process {
                 let attempt: i64 = sqlx::query_scalar("SELECT attempts FROM files WHERE id = $1")
                     .bind(&file_id)
                     .fetch_optional(&mut *tx)
@@ -264,16 +300,8 @@ impl Catalog {
                         write_events(&mut tx, &org, vec![event]).await?;
                     }
                 } else {
-                    let live = sqlx::query(
-                        "UPDATE files SET status = 'pending', current_step = 'queued', progress_percent = 0, \
-                         queued_at = $1, updated_at = $1 WHERE id = $2 AND deleted_at IS NULL",
-                    )
-                    .bind(now)
-                    .bind(&file_id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if live > 0 {
+                    let due = Reset::Requeue { due: now };
+                    if reset_to_pending(&mut tx, &file_id, due, now).await? {
                         let extra = json!({"reason": "worker_lost", "lease_losses": losses});
                         let event = NewEvent::file(EventType::FileQueued, &store, &file_id, extra);
                         write_events(&mut tx, &org, vec![event]).await?;

@@ -26,7 +26,8 @@ pub const MAX_ATTEMPTS: i64 = 3;
 /// Lease expiries tolerated before a file fails with `WORKER_LOST`.
 pub const MAX_LEASE_LOSSES: i64 = 3;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A job's kind (`jobs.kind`); each carries its own payload in [`Claimed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobKind {
     /// Extract, chunk, embed, index a file.
     Process,
@@ -39,32 +40,131 @@ pub enum JobKind {
 }
 
 impl JobKind {
-    fn parse(text: &str) -> Option<JobKind> {
-        match text {
-            "process" => Some(JobKind::Process),
-            "purge" => Some(JobKind::Purge),
-            "purge_store" => Some(JobKind::PurgeStore),
-            "purge_org_file" => Some(JobKind::PurgeOrgFile),
-            _ => None,
+    pub const ALL: [JobKind; 4] = [
+        JobKind::Process,
+        JobKind::Purge,
+        JobKind::PurgeStore,
+        JobKind::PurgeOrgFile,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Process => "process",
+            JobKind::Purge => "purge",
+            JobKind::PurgeStore => "purge_store",
+            JobKind::PurgeOrgFile => "purge_org_file",
         }
+    }
+
+    pub fn parse(text: &str) -> Option<JobKind> {
+        JobKind::ALL.into_iter().find(|k| k.as_str() == text)
     }
 }
 
-/// A job a worker holds.
+/// A job's state (`jobs.state`). A job is `Queued` until a worker claims it (`Running`, with
+/// a lease); it ends `Done`, `Failed` (no tries left, or a kind this build does not know) or
+/// `Cancelled` (its file was deleted first). A running job whose lease expires, that fails
+/// with tries left, or that a worker hands back goes `Queued` again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Done,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Whether the job is over (nothing will run it again).
+    pub const fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+/// What every held job has: its row, whose lease the worker holds, and its automatic try.
 #[derive(Debug, Clone)]
-pub struct Claimed {
+pub struct HeldJob {
     pub job_id: String,
-    pub kind: JobKind,
     pub organization_id: String,
+    /// The store the job is about (empty for an organization file's purge).
     pub store_id: String,
-    /// For `PurgeStore`, the store ID; for `PurgeOrgFile`, the organization file's.
-    pub file_id: String,
     /// This job's automatic try, from 0.
-    pub job_attempt: i64,
-    /// For `Process`: the file as claimed (its `generation` is the one to write) and the
-    /// store's chunking.
-    pub file: Option<FileRecord>,
+    pub attempt: i64,
+}
+
+/// A job a worker holds, with its kind's payload.
+#[derive(Debug, Clone)]
+pub enum Claimed {
+    /// Process a store's file.
+    Process(Box<ProcessJob>),
+    /// Remove a deleted store file's chunks, vectors and blobs.
+    Purge { job: HeldJob, file_id: String },
+    /// Remove a deleted store's (`job.store_id`) chunks, vectors and blobs.
+    PurgeStore { job: HeldJob },
+    /// Remove a deleted organization file's original.
+    PurgeOrgFile { job: HeldJob, org_file_id: String },
+}
+
+/// A claimed processing job: the file as claimed (its `generation` is the one to write) and
+/// its store's chunking.
+#[derive(Debug, Clone)]
+pub struct ProcessJob {
+    pub held: HeldJob,
+    pub file: FileRecord,
     pub chunking: Chunking,
+}
+
+impl Claimed {
+    pub fn job(&self) -> &HeldJob {
+        match self {
+            Claimed::Process(process) => &process.held,
+            Claimed::Purge { job, .. }
+            | Claimed::PurgeStore { job }
+            | Claimed::PurgeOrgFile { job, .. } => job,
+        }
+    }
+
+    pub fn kind(&self) -> JobKind {
+        match self {
+            Claimed::Process(_) => JobKind::Process,
+            Claimed::Purge { .. } => JobKind::Purge,
+            Claimed::PurgeStore { .. } => JobKind::PurgeStore,
+            Claimed::PurgeOrgFile { .. } => JobKind::PurgeOrgFile,
+        }
+    }
+
+    /// The processing job, if this is one.
+    pub fn into_process(self) -> Option<ProcessJob> {
+        match self {
+            Claimed::Process(process) => Some(*process),
+            _ => None,
+        }
+    }
 }
 
 /// Whether a worker should go on with a job.
@@ -156,7 +256,7 @@ async fn liveness(conn: &mut AnyConnection, job_id: &str, worker: &str) -> Resul
     let state: String = row.try_get("state")?;
     let owner: Option<String> = row.try_get("lease_owner")?;
     let live: i64 = row.try_get("live")?;
-    if state != "running" || owner.as_deref() != Some(worker) {
+    if JobState::parse(&state) != Some(JobState::Running) || owner.as_deref() != Some(worker) {
         return Ok(Liveness::LeaseLost);
     }
     // A deleted file — or one already purged and forgotten — cancels its processing.
@@ -250,7 +350,7 @@ mod tests {
                         .await
                         .unwrap()
                     {
-                        mine.push(job.file_id);
+                        mine.push(job.into_process().unwrap().file.id);
                     }
                     mine
                 })
@@ -281,13 +381,15 @@ mod tests {
                 .claim("w1", Duration::from_millis(300))
                 .await
                 .unwrap()
+                .and_then(Claimed::into_process)
                 .unwrap();
             let second = catalog
                 .claim("w2", Duration::from_millis(300))
                 .await
                 .unwrap()
+                .and_then(Claimed::into_process)
                 .unwrap();
-            let mut files = [first.file_id.clone(), second.file_id.clone()];
+            let mut files = [first.file.id.clone(), second.file.id.clone()];
             files.sort();
             let mut expected = [a, b];
             expected.sort();
@@ -296,23 +398,23 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(200)).await;
             assert!(
                 catalog
-                    .heartbeat(&second.job_id, "w2", Duration::from_secs(60))
+                    .heartbeat(&second.held.job_id, "w2", Duration::from_secs(60))
                     .await
                     .unwrap()
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
             assert_eq!(catalog.reap_expired().await.unwrap(), 1);
             assert_eq!(
-                catalog.liveness(&first.job_id, "w1").await.unwrap(),
+                catalog.liveness(&first.held.job_id, "w1").await.unwrap(),
                 Liveness::LeaseLost
             );
             assert_eq!(
-                catalog.liveness(&second.job_id, "w2").await.unwrap(),
+                catalog.liveness(&second.held.job_id, "w2").await.unwrap(),
                 Liveness::Alive
             );
             assert!(
                 !catalog
-                    .heartbeat(&first.job_id, "w1", Duration::from_secs(60))
+                    .heartbeat(&first.held.job_id, "w1", Duration::from_secs(60))
                     .await
                     .unwrap()
             );
@@ -321,9 +423,10 @@ mod tests {
                 .claim("w3", Duration::from_secs(60))
                 .await
                 .unwrap()
+                .and_then(Claimed::into_process)
                 .unwrap();
-            assert_eq!(again.file_id, first.file_id);
-            assert_eq!(again.file.as_ref().unwrap().generation, 2);
+            assert_eq!(again.file.id, first.file.id);
+            assert_eq!(again.file.generation, 2);
         }
     }
 
@@ -342,8 +445,9 @@ mod tests {
                     .claim("w", Duration::from_secs(60))
                     .await
                     .unwrap()
+                    .and_then(Claimed::into_process)
                     .expect("due at once");
-                assert_eq!(job.job_attempt, try_number);
+                assert_eq!(job.held.attempt, try_number);
                 let outcome = catalog
                     .fail(
                         &job,

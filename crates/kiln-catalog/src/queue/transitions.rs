@@ -9,21 +9,21 @@ use serde_json::json;
 
 use super::*;
 use crate::events::{NewEvent, write as write_events};
-use crate::files::append_log;
+use crate::files::{Reset, append_log, reset_to_pending};
 use crate::{Catalog, Result};
 
 impl Catalog {
     /// Moves a file's step and progress forward (never back) and appends a log entry.
     pub async fn record_progress(
         &self,
-        job: &Claimed,
+        job: &ProcessJob,
         worker: &str,
         step: Step,
         percent: i64,
         logs: Vec<LogLine>,
     ) -> Result<Liveness> {
         let mut tx = self.write_tx().await?;
-        let state = liveness(&mut tx, &job.job_id, worker).await?;
+        let state = liveness(&mut tx, &job.held.job_id, worker).await?;
         if state != Liveness::Alive {
             return Ok(state);
         }
@@ -31,15 +31,15 @@ impl Catalog {
         // `PROGRESS_EVENT_INTERVAL_MS` per file.
         let before: Option<String> =
             sqlx::query_scalar("SELECT current_step FROM files WHERE id = $1")
-                .bind(&job.file_id)
+                .bind(&job.file.id)
                 .fetch_optional(&mut *tx)
                 .await?
                 .flatten();
         // (The claim already announced `extracting`.)
         let event = if before.as_deref() != Some(step.as_str()) {
-            self.progress_gate.reset(&job.file_id);
+            self.progress_gate.reset(&job.file.id);
             Some(EventType::FileStepStarted)
-        } else if self.progress_gate.admit(&job.file_id) {
+        } else if self.progress_gate.admit(&job.file.id) {
             Some(EventType::FileProgress)
         } else {
             None
@@ -52,15 +52,15 @@ impl Catalog {
         .bind(step.as_str())
         .bind(percent.clamp(0, 100))
         .bind(Timestamp::now().millis())
-        .bind(&job.file_id)
+        .bind(&job.file.id)
         .execute(&mut *tx)
         .await?;
-        let attempt = job.file.as_ref().map_or(0, |f| f.attempts);
+        let attempt = job.file.attempts;
         for line in logs {
             append_log(
                 &mut tx,
-                &job.organization_id,
-                &job.file_id,
+                &job.held.organization_id,
+                &job.file.id,
                 attempt,
                 line.level,
                 line.step,
@@ -72,8 +72,8 @@ impl Catalog {
         }
         if let Some(kind) = event {
             let extra = json!({"step": step.as_str()});
-            let event = NewEvent::file(kind, &job.store_id, &job.file_id, extra);
-            write_events(&mut tx, &job.organization_id, vec![event]).await?;
+            let event = NewEvent::file(kind, &job.held.store_id, &job.file.id, extra);
+            write_events(&mut tx, &job.held.organization_id, vec![event]).await?;
         }
         tx.commit().await?;
         Ok(Liveness::Alive)
@@ -87,13 +87,13 @@ impl Catalog {
     /// [`Stopped`]: CompleteOutcome::Stopped
     pub async fn complete(
         &self,
-        job: &Claimed,
+        job: &ProcessJob,
         worker: &str,
         done: Completion,
     ) -> Result<CompleteOutcome> {
-        let file = job.file.as_ref().expect("a process job carries its file");
+        let file = &job.file;
         let mut tx = self.write_tx().await?;
-        let state = liveness(&mut tx, &job.job_id, worker).await?;
+        let state = liveness(&mut tx, &job.held.job_id, worker).await?;
         if state != Liveness::Alive {
             return Ok(CompleteOutcome::Stopped(state));
         }
@@ -127,7 +127,7 @@ impl Catalog {
             "UPDATE jobs SET state = 'done', lease_owner = NULL, updated_at = $1 WHERE id = $2",
         )
         .bind(now)
-        .bind(&job.job_id)
+        .bind(&job.held.job_id)
         .execute(&mut *tx)
         .await?;
         append_log(
@@ -173,7 +173,7 @@ impl Catalog {
     #[allow(clippy::too_many_arguments)]
     pub async fn fail(
         &self,
-        job: &Claimed,
+        job: &ProcessJob,
         worker: &str,
         step: Step,
         code: FileErrorCode,
@@ -182,12 +182,12 @@ impl Catalog {
         retry_delay: Duration,
     ) -> Result<FailOutcome> {
         let mut tx = self.write_tx().await?;
-        if liveness(&mut tx, &job.job_id, worker).await? != Liveness::Alive {
+        if liveness(&mut tx, &job.held.job_id, worker).await? != Liveness::Alive {
             return Ok(FailOutcome::Stale);
         }
         let now = Timestamp::now().millis();
-        let attempt = job.file.as_ref().map_or(0, |f| f.attempts);
-        let next_try = job.job_attempt + 1;
+        let attempt = job.file.attempts;
+        let next_try = job.held.attempt + 1;
         let mut events = Vec::new();
         let outcome = if transient && next_try < MAX_ATTEMPTS {
             let run_after = now + retry_delay.as_millis() as i64;
@@ -199,22 +199,15 @@ impl Catalog {
             .bind(run_after)
             .bind(message)
             .bind(now)
-            .bind(&job.job_id)
+            .bind(&job.held.job_id)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "UPDATE files SET status = 'pending', current_step = 'queued', progress_percent = 0, \
-                 queued_at = $1, updated_at = $2 WHERE id = $3",
-            )
-            .bind(run_after)
-            .bind(now)
-            .bind(&job.file_id)
-            .execute(&mut *tx)
-            .await?;
+            let due = Reset::Requeue { due: run_after };
+            reset_to_pending(&mut tx, &job.file.id, due, now).await?;
             append_log(
                 &mut tx,
-                &job.organization_id,
-                &job.file_id,
+                &job.held.organization_id,
+                &job.file.id,
                 attempt,
                 LogLevel::Warning,
                 Some(step),
@@ -225,8 +218,8 @@ impl Catalog {
             .await?;
             events.push(NewEvent::file(
                 EventType::FileQueued,
-                &job.store_id,
-                &job.file_id,
+                &job.held.store_id,
+                &job.file.id,
                 json!({"reason": "auto_retry", "error_code": code.as_str(), "message": message,
                        "delay_ms": retry_delay.as_millis() as u64, "next_try": next_try + 1}),
             ));
@@ -240,7 +233,7 @@ impl Catalog {
             )
             .bind(message)
             .bind(now)
-            .bind(&job.job_id)
+            .bind(&job.held.job_id)
             .execute(&mut *tx)
             .await?;
             sqlx::query(
@@ -252,13 +245,13 @@ impl Catalog {
             .bind(message)
             .bind(i64::from(transient))
             .bind(now)
-            .bind(&job.file_id)
+            .bind(&job.file.id)
             .execute(&mut *tx)
             .await?;
             append_log(
                 &mut tx,
-                &job.organization_id,
-                &job.file_id,
+                &job.held.organization_id,
+                &job.file.id,
                 attempt,
                 LogLevel::Error,
                 Some(step),
@@ -269,24 +262,25 @@ impl Catalog {
             .await?;
             events.push(NewEvent::file(
                 EventType::FileFailed,
-                &job.store_id,
-                &job.file_id,
+                &job.held.store_id,
+                &job.file.id,
                 json!({"step": step.as_str(), "retryable": transient}),
             ));
             FailOutcome::Failed
         };
-        write_events(&mut tx, &job.organization_id, events).await?;
+        write_events(&mut tx, &job.held.organization_id, events).await?;
         tx.commit().await?;
-        self.progress_gate.forget(&job.file_id);
+        self.progress_gate.forget(&job.file.id);
         Ok(outcome)
     }
 
-    /// Marks a job done that needs no file update (purges, cancelled work).
-    pub async fn finish_job(&self, job_id: &str, state: &str) -> Result<()> {
+    /// Ends a job that needs no file update (purges, cancelled work) in a final `state`.
+    pub async fn finish_job(&self, job_id: &str, state: JobState) -> Result<()> {
+        debug_assert!(state.is_final(), "a job ends in a final state");
         sqlx::query(
             "UPDATE jobs SET state = $1, lease_owner = NULL, updated_at = $2 WHERE id = $3",
         )
-        .bind(state)
+        .bind(state.as_str())
         .bind(Timestamp::now().millis())
         .bind(job_id)
         .execute(&self.write)

@@ -294,7 +294,8 @@ async fn outbox_cost(settings: &Config, changes: usize) -> anyhow::Result<()> {
     let job = catalog
         .claim("bench", Duration::from_secs(3600))
         .await?
-        .context("the file's job")?;
+        .and_then(kiln_catalog::Claimed::into_process)
+        .context("the file's processing job")?;
     let events_before = catalog.event_position(&org).await?.last_seq;
     let mut with_event = Vec::with_capacity(changes);
     for i in 0..changes {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
-use kiln_catalog::{Claimed, Completion, NewFile};
+use kiln_catalog::{Claimed, Completion, NewFile, ProcessJob};
 use kiln_core::IdKind;
 use kiln_core::config::Config;
 use kiln_index::{ChunkIndex, ChunkRecord, Scope};
@@ -479,7 +479,7 @@ async fn build(
     let mut written = 0usize;
     let mut n = 0usize;
     while n < files {
-        let mut jobs: Vec<(Claimed, usize, usize)> = Vec::new();
+        let mut jobs: Vec<(ProcessJob, usize, usize)> = Vec::new();
         let mut records: Vec<ChunkRecord> = Vec::new();
         for _ in 0..FILES_PER_COMMIT.min(files - n) {
             let file_id = IdKind::File.generate();
@@ -518,20 +518,21 @@ async fn build(
                     file_size: text_bytes as i64,
                     sha256: None,
                     created_by: "bench".into(),
-                    original_blob: kiln_blobs::file_prefix(&organization_id, &store_id, &file_id)
-                        .join("original")
-                        .to_string(),
+                    original_blob: kiln_blobs::Folder::store_file(
+                        &organization_id,
+                        &store_id,
+                        &file_id,
+                    )
+                    .original()
+                    .to_string(),
                 })
                 .await?;
             let job = catalog
                 .claim("bench", Duration::from_secs(3600))
                 .await?
-                .context("the file's job is claimable")?;
-            let generation = job
-                .file
-                .as_ref()
-                .context("a process job carries its file")?
-                .generation as u64;
+                .and_then(Claimed::into_process)
+                .context("the file's processing job is claimable")?;
+            let generation = job.file.generation as u64;
             records[first..]
                 .iter_mut()
                 .for_each(|c| c.generation = generation);
