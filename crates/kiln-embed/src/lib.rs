@@ -7,6 +7,7 @@ pub mod fetch;
 pub mod http;
 pub mod lane;
 pub mod local;
+pub mod measure;
 
 use std::time::Duration;
 

@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::client::ApiClient;
 use crate::server::{Options, Server, load_model};
 
+pub mod embed;
 pub mod events;
 pub mod extract;
 pub mod search;
