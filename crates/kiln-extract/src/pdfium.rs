@@ -24,6 +24,7 @@ pub const LIBRARY: &str = "libpdfium.so";
 pub const WHEEL: Wheel = Wheel {
     package: "pypdfium2",
     version: "5.15.2",
+    pip_args: &[],
     builds: &[
         // manylinux x86_64
         Build {

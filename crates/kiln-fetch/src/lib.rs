@@ -14,6 +14,10 @@ use sha2::{Digest, Sha256};
 pub struct Wheel {
     pub package: &'static str,
     pub version: &'static str,
+    /// Extra arguments for `pip download` that pin which build is fetched whatever Python runs
+    /// pip (e.g. `--python-version 3.11` for a wheel that holds a C library beside a module
+    /// built per Python version).
+    pub pip_args: &'static [&'static str],
     /// The builds accepted: pip picks the one for this platform.
     pub builds: &'static [Build],
 }
@@ -142,6 +146,7 @@ impl Wheel {
                     "-d",
                 ])
                 .arg(into)
+                .args(self.pip_args)
                 .arg(&spec)
                 .output();
             match output {
@@ -256,6 +261,7 @@ mod tests {
     use super::*;
 
     const WHEEL: Wheel = Wheel {
+        pip_args: &[],
         package: "kiln-test",
         version: "1",
         builds: &[

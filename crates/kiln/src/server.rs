@@ -144,7 +144,7 @@ pub async fn load_model(config: &Config) -> anyhow::Result<Model> {
                     }
                 };
                 let model = Arc::new(
-                    kiln_embed::LocalModel::load(&dir)
+                    kiln_embed::LocalModel::load_for(&dir, embedding.precision, &models_dir)
                         .with_context(|| format!("cannot load the model from {}", dir.display()))?
                         .with_batch_size(embedding.batch_size),
                 );

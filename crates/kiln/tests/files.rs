@@ -78,7 +78,7 @@ async fn an_upload_completes_and_is_searchable_in_every_mode() {
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["progress_percent"], 100);
     assert_eq!(done["current_step"], "completed");
-    assert_eq!(done["embedding_model"], "all-MiniLM-L6-v2");
+    assert_eq!(done["embedding_model"], "all-MiniLM-L6-v2@int8");
     assert!(done["chunk_count"].as_i64().unwrap() >= 1);
     assert!(done["completed_at"].is_string() && done["started_at"].is_string());
     assert!(done["error_code"].is_null() && done["lease_expires_at"].is_null());
@@ -799,7 +799,7 @@ async fn file_config_and_chunking() {
     let (s, config) = t.get(&t.files_path(&store, "/config")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(config["max_direct_upload_bytes"], 32_505_856);
-    assert_eq!(config["embedding_model"], "all-MiniLM-L6-v2");
+    assert_eq!(config["embedding_model"], "all-MiniLM-L6-v2@int8");
     assert_eq!(config["embedding_dimensions"], 384);
     assert_eq!(
         config["chunking"],

@@ -30,9 +30,16 @@ pub struct EmbedBenchOptions {
     /// --save-vectors): the cosine column then compares with them.
     #[arg(long)]
     pub reference: Option<PathBuf>,
-    /// Write this run's vectors here (one JSON array per line).
+    /// Write the first row's vectors here (one JSON array per line).
     #[arg(long)]
     pub save_vectors: Option<PathBuf>,
+    /// Chroma's row: a script run with python3 when present (it reports Chroma unavailable
+    /// when the package or its model is missing).
+    #[arg(long, default_value = "scripts/chroma-bench.py")]
+    pub chroma_script: PathBuf,
+    /// The rows, in order; the cosine column compares each with the first (or --reference).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [EngineChoice::CandleF32, EngineChoice::OnnxF32, EngineChoice::OnnxInt8])]
+    pub engines: Vec<EngineChoice>,
 }
 
 fn read_vectors(path: &PathBuf) -> anyhow::Result<Vec<Vec<f32>>> {
@@ -41,6 +48,67 @@ fn read_vectors(path: &PathBuf) -> anyhow::Result<Vec<Vec<f32>>> {
     text.lines()
         .map(|line| Ok(serde_json::from_str(line)?))
         .collect()
+}
+
+/// What runs the model in one row of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineChoice {
+    /// candle, f32: today's reference vectors.
+    CandleF32,
+    /// ONNX Runtime on the graph built from the same weights, f32.
+    OnnxF32,
+    /// ONNX Runtime, 8-bit weights per output channel, activations quantised per pass.
+    OnnxInt8,
+}
+
+impl EngineChoice {
+    fn label(self) -> &'static str {
+        match self {
+            EngineChoice::CandleF32 => "candle f32",
+            EngineChoice::OnnxF32 => "onnx f32",
+            EngineChoice::OnnxInt8 => "onnx int8",
+        }
+    }
+}
+
+fn load(
+    engine: EngineChoice,
+    dir: &std::path::Path,
+    settings: &Config,
+    lanes: usize,
+) -> anyhow::Result<LocalModel> {
+    let weights = match engine {
+        EngineChoice::CandleF32 => return Ok(LocalModel::load(dir)?),
+        EngineChoice::OnnxF32 => kiln_embed::onnx::Weights::F32,
+        EngineChoice::OnnxInt8 => kiln_embed::onnx::Weights::Int8,
+    };
+    let runtime = kiln_embed::onnx::ensure_runtime(&settings.models_dir())?;
+    Ok(LocalModel::load_onnx(dir, &runtime, weights, lanes)?)
+}
+
+/// One row: the vectors and the seconds the measured run took.
+async fn measure(
+    model: Arc<LocalModel>,
+    texts: &[String],
+    lanes: usize,
+) -> anyhow::Result<(Vec<Vec<f32>>, f64)> {
+    let embedder = kiln_embed::LocalEmbedder::with_lanes(model, lanes);
+    // One warm-up pass, then the measured run through the lanes, as the pipeline sends them.
+    kiln_embed::Embedder::embed(&embedder, &texts[..texts.len().min(16)]).await?;
+    let started = Instant::now();
+    let vectors = kiln_embed::Embedder::embed(&embedder, texts).await?;
+    Ok((vectors, started.elapsed().as_secs_f64()))
+}
+
+/// Mean and least cosine of `vectors` to `reference`, pairwise.
+fn cosines(vectors: &[Vec<f32>], reference: &[Vec<f32>]) -> (f32, f32) {
+    let c: Vec<f32> = vectors
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| kiln_embed::cosine(a, b))
+        .collect();
+    let min = c.iter().copied().fold(f32::INFINITY, f32::min);
+    (c.iter().sum::<f32>() / c.len().max(1) as f32, min)
 }
 
 pub async fn run(options: &EmbedBenchOptions, settings: &Config) -> anyhow::Result<()> {
@@ -55,103 +123,145 @@ pub async fn run(options: &EmbedBenchOptions, settings: &Config) -> anyhow::Resu
         Some(dir) => dir.clone(),
         None => kiln_embed::fetch::ensure(&settings.models_dir())?,
     };
-    let model = Arc::new(
-        LocalModel::load(&dir)
-            .with_context(|| format!("cannot load the model from {}", dir.display()))?
-            .with_batch_size(settings.embedding.batch_size),
-    );
+    let lanes = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let batch_size = settings.embedding.batch_size.max(1);
+    let counter = LocalModel::load(&dir)
+        .with_context(|| format!("cannot load the model from {}", dir.display()))?;
     // Tokens the model sees per text: truncated at its limit, special tokens included.
     let tokens: Vec<usize> = texts
         .iter()
         .map(|t| {
-            let n = model
+            let n = counter
                 .tokenizer()
                 .encode(t.as_str(), true)
                 .map_or(0, |e| e.len());
             n.min(kiln_embed::local::MAX_TOKENS)
         })
         .collect();
+    drop(counter);
     let token_sum: usize = tokens.iter().sum();
     // What the passes compute when batches are padded to their longest text, in the order
     // the texts come (as a lane gets them).
     let padded: usize = tokens
-        .chunks(model.batch_size())
+        .chunks(batch_size)
         .map(|batch| batch.len() * batch.iter().max().copied().unwrap_or(0))
         .sum();
     let useful: f64 = tokens.iter().map(|&n| useful_flops(n)).sum();
-    let lanes = std::thread::available_parallelism().map_or(1, |n| n.get());
     let peak = tokio::task::spawn_blocking(move || matrix_peak_gflops(lanes)).await??;
-
-    let embedder = kiln_embed::LocalEmbedder::with_lanes(model.clone(), lanes);
-    // One warm-up pass, then the measured run through the lanes, as the pipeline sends them.
-    kiln_embed::Embedder::embed(&embedder, &texts[..texts.len().min(16)]).await?;
-    let started = Instant::now();
-    let vectors = kiln_embed::Embedder::embed(&embedder, &texts).await?;
-    let secs = started.elapsed().as_secs_f64();
-
-    let cosines = match &options.reference {
-        Some(path) => {
-            let reference = read_vectors(path)?;
-            anyhow::ensure!(
-                reference.len() >= vectors.len(),
-                "{} holds {} vectors, this run made {}",
-                path.display(),
-                reference.len(),
-                vectors.len()
-            );
-            let mut c: Vec<f32> = vectors
-                .iter()
-                .zip(&reference)
-                .map(|(a, b)| kiln_embed::cosine(a, b))
-                .collect();
-            c.sort_by(f32::total_cmp);
-            Some((c.iter().sum::<f32>() / c.len() as f32, c[0]))
-        }
-        None => None,
-    };
-    if let Some(path) = &options.save_vectors {
-        let lines: Vec<String> = vectors
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<_, _>>()?;
-        std::fs::write(path, lines.join("\n") + "\n")?;
+    let reference = options.reference.as_ref().map(read_vectors).transpose()?;
+    if let Some(reference) = &reference {
+        anyhow::ensure!(
+            reference.len() >= texts.len(),
+            "the reference holds {} vectors, this run makes {}",
+            reference.len(),
+            texts.len()
+        );
     }
 
-    let gflops = useful / secs / 1e9;
     println!(
         "texts              {} (SciFact documents; {token_sum} tokens, {:.0} per text)",
         texts.len(),
         token_sum as f64 / texts.len() as f64
     );
     println!(
-        "padding            {:.1} % of the tokens in passes of {} are padding",
+        "padding            {:.1} % of the tokens in passes of {batch_size} are padding",
         100.0 * (padded - token_sum) as f64 / padded.max(1) as f64,
-        model.batch_size()
     );
     println!(
         "matrix peak        {peak:.1} GFLOP/s (f32 1024³ products, {lanes} at once, one thread each)"
     );
     println!("flops per text     2 · 10.62 M · n + 24 · 384 · n² (n tokens; padding not counted)");
     println!(
-        "{:<10} {:>8} {:>10} {:>9} {:>8} {:>16}",
-        "precision", "texts/s", "tokens/s", "GFLOP/s", "of peak", "cosine mean/min"
-    );
-    let cosine = cosines.map_or("(no --reference)".to_string(), |(mean, min)| {
-        format!("{mean:.4} / {min:.4}")
-    });
-    println!(
-        "{:<10} {:>8.1} {:>10.0} {:>9.1} {:>7.0} % {:>16}",
-        "f32",
-        texts.len() as f64 / secs,
-        token_sum as f64 / secs,
-        gflops,
-        100.0 * gflops / peak,
-        cosine
+        "int8 kernel        {}",
+        kiln_embed::onnx::Int8Kernel::for_this_cpu().describe()
     );
     println!(
-        "(batch {} texts, {lanes} lanes; {:.1} s)",
-        model.batch_size(),
-        secs
+        "cosine             to {}",
+        match (&reference, options.engines.first()) {
+            (Some(_), _) => "the --reference vectors".to_string(),
+            (None, Some(first)) => format!("the first row's ({}) vectors", first.label()),
+            (None, None) => "nothing".to_string(),
+        }
     );
+    println!(
+        "{:<11} {:>8} {:>10} {:>9} {:>8} {:>16}",
+        "engine", "texts/s", "tokens/s", "GFLOP/s", "of peak", "cosine mean/min"
+    );
+    let mut first: Option<Vec<Vec<f32>>> = None;
+    for &engine in &options.engines {
+        let model = {
+            let dir = dir.clone();
+            let settings = settings.clone();
+            tokio::task::spawn_blocking(move || load(engine, &dir, &settings, lanes))
+                .await?
+                .with_context(|| format!("cannot load the model for {}", engine.label()))?
+                .with_batch_size(batch_size)
+        };
+        let (vectors, secs) = measure(Arc::new(model), &texts, lanes).await?;
+        let against = reference.as_deref().or(first.as_deref());
+        let cosine = against.map_or("-".to_string(), |r| {
+            let (mean, min) = cosines(&vectors, r);
+            format!("{mean:.4} / {min:.4}")
+        });
+        let gflops = useful / secs / 1e9;
+        println!(
+            "{:<11} {:>8.1} {:>10.0} {:>9.1} {:>7.0} % {:>16}",
+            engine.label(),
+            texts.len() as f64 / secs,
+            token_sum as f64 / secs,
+            gflops,
+            100.0 * gflops / peak,
+            cosine
+        );
+        if let Some(path) = &options.save_vectors
+            && first.is_none()
+        {
+            let lines: Vec<String> = vectors
+                .iter()
+                .map(serde_json::to_string)
+                .collect::<Result<_, _>>()?;
+            std::fs::write(path, lines.join("\n") + "\n")?;
+        }
+        first.get_or_insert(vectors);
+    }
+    println!("(batch {batch_size} texts, {lanes} lanes)");
+    println!("chroma      {}", chroma_row(options).await);
     Ok(())
+}
+
+/// Chroma's `add()` of the same texts, as `scripts/chroma-bench.py` measures it, or why not.
+async fn chroma_row(options: &EmbedBenchOptions) -> String {
+    if !options.chroma_script.is_file() {
+        return format!("not run: no {}", options.chroma_script.display());
+    }
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(&options.chroma_script)
+        .arg("--corpus")
+        .arg(&options.corpus)
+        .arg("--texts")
+        .arg(options.texts.to_string());
+    let output = match tokio::task::spawn_blocking(move || command.output()).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(err)) => return format!("not run: python3: {err}"),
+        Err(err) => return format!("not run: {err}"),
+    };
+    let line = String::from_utf8_lossy(&output.stdout);
+    let answer: serde_json::Value = match line.lines().last().map(serde_json::from_str) {
+        Some(Ok(answer)) => answer,
+        _ => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return format!("failed: {}", stderr.lines().last().unwrap_or("no output"));
+        }
+    };
+    match (
+        answer["texts_per_s"].as_f64(),
+        answer["unavailable"].as_str(),
+    ) {
+        (Some(rate), _) => {
+            format!("{rate:>8.1} texts/s (a whole add() with its ONNX f32 embedder)")
+        }
+        (None, Some(why)) => format!("unavailable: {why}"),
+        _ => format!("unreadable answer: {answer}"),
+    }
 }

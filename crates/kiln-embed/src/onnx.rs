@@ -1,0 +1,665 @@
+//! The fast route (issue 23): all-MiniLM-L6-v2 as an ONNX graph that this module builds from
+//! the same safetensors weights (ONNX Runtime's Model Editor API, in-process: no model file is
+//! downloaded or stored), run by ONNX Runtime's CPU kernels.
+//!
+//! With [`Weights::Int8`] the four matrix products of every layer (query-key-value, attention
+//! output, and the two feed-forward ones) take weights quantised here to 8 bits per output
+//! channel, and ONNX Runtime quantises each pass's activations on the fly
+//! (`DynamicQuantizeMatMul`). Which 8-bit kernel runs is decided at run time by the CPU: with
+//! VNNI (AVX512-VNNI or AVX-VNNI) the weights are signed, which the VNNI kernels multiply
+//! exactly; without it they are unsigned with a zero point of 128, because the AVX2 kernel for
+//! signed weights (`vpmaddubsw`) can saturate. [`Weights::F32`] keeps every weight in f32.
+//!
+//! The runtime is the shared library inside PyPI's `onnxruntime` wheel, pinned and fetched
+//! like the model's weights, loaded once per process.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use candle_core::{Device, Tensor as CandleTensor};
+use kiln_fetch::{Build, File, Wheel};
+use ort::editor::{Graph, Model, Node, ONNX_DOMAIN, Opset};
+use ort::environment::Environment;
+use ort::memory::Allocator;
+use ort::operator::Attribute;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::{
+    Outlet, PrimitiveTensorElementType, Shape, SymbolicDimensions, Tensor, TensorElementType,
+    ValueType,
+};
+
+use crate::EmbedError;
+
+pub const RUNTIME_VERSION: &str = "1.31.1";
+const LIBRARY: &str = "libonnxruntime.so.1.31.1";
+
+/// `onnxruntime` 1.31.1 for CPython 3.11 (the C library inside is the same for every Python
+/// version; pinning one keeps one checksum per platform).
+pub const RUNTIME: Wheel = Wheel {
+    package: "onnxruntime",
+    version: RUNTIME_VERSION,
+    pip_args: &["--python-version", "3.11"],
+    builds: &[
+        // manylinux_2_28 x86_64
+        Build {
+            wheel_sha256: "5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f",
+            files: &[File {
+                in_wheel: "onnxruntime/capi/libonnxruntime.so.1.31.1",
+                name: LIBRARY,
+                sha256: "fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3",
+            }],
+        },
+        // manylinux_2_28 aarch64
+        Build {
+            wheel_sha256: "da05378364c44d4407e463982d2bf8d5e4cfea873283757e48beeb41df97b7f3",
+            files: &[File {
+                in_wheel: "onnxruntime/capi/libonnxruntime.so.1.31.1",
+                name: LIBRARY,
+                sha256: "8aa3b76b28c778a2b1dd660d34161adb1d508c9ccd04ff9dc80e26eca5df8467",
+            }],
+        },
+    ],
+};
+
+/// Makes sure the runtime is in `models_dir`, downloading it if needed; returns the library.
+pub fn ensure_runtime(models_dir: &Path) -> Result<PathBuf, kiln_fetch::FetchError> {
+    let dir = models_dir.join(format!("onnxruntime-{RUNTIME_VERSION}"));
+    RUNTIME.ensure(&dir)?;
+    Ok(dir.join(LIBRARY))
+}
+
+/// The runtime, loaded once per process from the first library asked for.
+fn environment(library: &Path) -> Result<&'static Environment, EmbedError> {
+    static ENVIRONMENT: OnceLock<Result<Environment, String>> = OnceLock::new();
+    ENVIRONMENT
+        .get_or_init(|| {
+            ort::init_from(library)
+                .map_err(|e| format!("cannot load ONNX Runtime from {}: {e}", library.display()))?
+                .with_name("kiln")
+                .build()
+                .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+        })
+        .as_ref()
+        .map_err(|e| EmbedError::Permanent(e.clone()))
+}
+
+/// The weights of the graph's matrix products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    F32,
+    Int8,
+}
+
+/// How 8-bit weights are stored on this CPU (see the module's notes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Kernel {
+    /// Signed weights: the CPU has VNNI (or is not x86, where the kernels do not saturate).
+    Signed,
+    /// Unsigned weights with a zero point of 128: x86 without VNNI.
+    Unsigned,
+}
+
+impl Int8Kernel {
+    pub fn for_this_cpu() -> Int8Kernel {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512vnni")
+                || std::arch::is_x86_feature_detected!("avxvnni")
+            {
+                Int8Kernel::Signed
+            } else {
+                Int8Kernel::Unsigned
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            Int8Kernel::Signed
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Int8Kernel::Signed => "signed 8-bit weights (VNNI)",
+            Int8Kernel::Unsigned => "unsigned 8-bit weights (no VNNI)",
+        }
+    }
+}
+
+/// The model's shape, read from its `config.json`.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape3 {
+    pub layers: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+    pub layer_norm_eps: f32,
+}
+
+/// The graph in ONNX Runtime sessions: one per lane, because a session runs one pass at a
+/// time through `ort`'s API.
+pub struct OnnxModel {
+    sessions: Vec<Mutex<Session>>,
+    hidden: usize,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl OnnxModel {
+    /// Builds the graph from `weights` (safetensors bytes) and opens `sessions` sessions, each
+    /// running on its caller's thread.
+    pub fn load(
+        library: &Path,
+        safetensors: &[u8],
+        shape: Shape3,
+        weights: Weights,
+        sessions: usize,
+    ) -> Result<OnnxModel, EmbedError> {
+        let environment = environment(library)?;
+        let tensors = candle_core::safetensors::load_buffer(safetensors, &Device::Cpu)
+            .map_err(|e| EmbedError::Permanent(format!("cannot read the weights: {e}")))?;
+        let kernel = Int8Kernel::for_this_cpu();
+        let sessions = (0..sessions.max(1))
+            .map(|_| {
+                let model = build(&tensors, shape, weights, kernel)?;
+                let builder = Session::builder(environment)?
+                    .with_optimization_level(GraphOptimizationLevel::All)
+                    .map_err(ort::Error::<()>::from)?
+                    .with_intra_threads(1)
+                    .map_err(ort::Error::<()>::from)?
+                    .with_inter_threads(1)
+                    .map_err(ort::Error::<()>::from)?;
+                Ok::<_, BoxError>(Mutex::new(model.into_session(&builder)?))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| EmbedError::Permanent(format!("cannot build the ONNX model: {e}")))?;
+        Ok(OnnxModel {
+            sessions,
+            hidden: shape.hidden,
+        })
+    }
+
+    /// The last hidden state, `[batch, seq, hidden]` flattened, for token ids and an attention
+    /// mask of `batch` rows of `seq`.
+    pub fn forward(
+        &self,
+        ids: Vec<i64>,
+        mask: Vec<i64>,
+        batch: usize,
+        seq: usize,
+    ) -> Result<Vec<f32>, BoxError> {
+        let session = self
+            .sessions
+            .iter()
+            .find_map(|s| s.try_lock().ok())
+            .map_or_else(|| self.sessions[0].lock(), Ok)
+            .map_err(|_| "an ONNX session was poisoned by a panic")?;
+        let mut session = session;
+        let ids = Tensor::from_array(([batch, seq], ids))?;
+        let mask = Tensor::from_array(([batch, seq], mask))?;
+        let outputs = session.run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])?;
+        let (shape, hidden) = outputs[OUTPUT].try_extract_tensor::<f32>()?;
+        if shape.iter().product::<i64>() as usize != batch * seq * self.hidden {
+            return Err(format!("the model returned shape {shape:?}").into());
+        }
+        Ok(hidden.to_vec())
+    }
+}
+
+const OUTPUT: &str = "last_hidden_state";
+const MICROSOFT: &str = "com.microsoft";
+
+/// Names nodes and their outputs as they are added.
+struct Builder {
+    graph: Graph,
+    next: usize,
+}
+
+impl Builder {
+    fn op(
+        &mut self,
+        op: &str,
+        domain: &str,
+        inputs: &[&str],
+        attributes: Vec<Attribute>,
+    ) -> Result<String, ort::Error> {
+        self.next += 1;
+        let out = format!("{op}_{}", self.next);
+        self.op_into(op, domain, inputs, attributes, &[out.as_str()])?;
+        Ok(out)
+    }
+
+    fn op_into(
+        &mut self,
+        op: &str,
+        domain: &str,
+        inputs: &[&str],
+        attributes: Vec<Attribute>,
+        outputs: &[&str],
+    ) -> Result<(), ort::Error> {
+        self.next += 1;
+        let name = format!("n{}_{op}", self.next);
+        self.graph
+            .add_node(Node::new(op, domain, name, inputs, outputs, attributes)?)
+    }
+
+    fn constant<T: PrimitiveTensorElementType + Copy + std::fmt::Debug>(
+        &mut self,
+        name: &str,
+        shape: &[i64],
+        data: &[T],
+    ) -> Result<String, ort::Error> {
+        let mut tensor = Tensor::<T>::new(&Allocator::default(), shape)?;
+        tensor.extract_tensor_mut().1.copy_from_slice(data);
+        self.graph.add_initializer(name, tensor, false)?;
+        Ok(name.to_string())
+    }
+}
+
+/// A weight as f32, row-major.
+fn read(tensors: &HashMap<String, CandleTensor>, name: &str) -> Result<Vec<f32>, BoxError> {
+    let tensor = tensors
+        .get(name)
+        .ok_or_else(|| format!("the weights have no {name}"))?;
+    Ok(tensor.flatten_all()?.to_vec1::<f32>()?)
+}
+
+/// PyTorch's `[out, in]` linear weight as the `[in, out]` matrix a product `x · W` takes.
+fn transposed(weight: &[f32], out: usize, inner: usize) -> Vec<f32> {
+    let mut t = vec![0.0; weight.len()];
+    for o in 0..out {
+        for i in 0..inner {
+            t[i * out + o] = weight[o * inner + i];
+        }
+    }
+    t
+}
+
+/// One linear layer: `[in, out]` weights and the bias.
+struct Linear {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    inner: usize,
+    out: usize,
+}
+
+impl Linear {
+    fn read(
+        tensors: &HashMap<String, CandleTensor>,
+        prefix: &str,
+        out: usize,
+        inner: usize,
+    ) -> Result<Linear, BoxError> {
+        Ok(Linear {
+            weight: transposed(&read(tensors, &format!("{prefix}.weight"))?, out, inner),
+            bias: read(tensors, &format!("{prefix}.bias"))?,
+            inner,
+            out,
+        })
+    }
+
+    /// Several layers side by side (the same input, outputs concatenated).
+    fn concat(parts: &[Linear]) -> Linear {
+        let inner = parts[0].inner;
+        let out: usize = parts.iter().map(|p| p.out).sum();
+        let mut weight = Vec::with_capacity(inner * out);
+        for i in 0..inner {
+            for part in parts {
+                weight.extend_from_slice(&part.weight[i * part.out..(i + 1) * part.out]);
+            }
+        }
+        Linear {
+            weight,
+            bias: parts.iter().flat_map(|p| p.bias.iter().copied()).collect(),
+            inner,
+            out,
+        }
+    }
+
+    fn scale(&mut self, by: f32) {
+        self.weight.iter_mut().for_each(|w| *w *= by);
+        self.bias.iter_mut().for_each(|b| *b *= by);
+    }
+}
+
+/// Per output channel: the scale and the 8-bit weights (`[in, out]`), symmetric around 0 (or
+/// around 128 for [`Int8Kernel::Unsigned`]).
+pub fn quantize(weight: &[f32], inner: usize, out: usize) -> (Vec<f32>, Vec<i8>) {
+    let mut scales = vec![0.0f32; out];
+    for i in 0..inner {
+        for (o, s) in scales.iter_mut().enumerate() {
+            *s = s.max(weight[i * out + o].abs());
+        }
+    }
+    scales
+        .iter_mut()
+        .for_each(|s| *s = if *s > 0.0 { *s / 127.0 } else { 1.0 });
+    let quantized = weight
+        .iter()
+        .enumerate()
+        .map(|(k, w)| (w / scales[k % out]).round().clamp(-127.0, 127.0) as i8)
+        .collect();
+    (scales, quantized)
+}
+
+impl Builder {
+    /// `x · W + b`, in f32 or with 8-bit weights.
+    fn linear(
+        &mut self,
+        x: &str,
+        name: &str,
+        layer: &Linear,
+        weights: Weights,
+        kernel: Int8Kernel,
+    ) -> Result<String, ort::Error> {
+        let (inner, out) = (layer.inner as i64, layer.out as i64);
+        let bias = self.constant(&format!("{name}.bias"), &[out], &layer.bias)?;
+        match weights {
+            Weights::F32 => {
+                let w = self.constant(&format!("{name}.weight"), &[inner, out], &layer.weight)?;
+                let product = self.op("MatMul", ONNX_DOMAIN, &[x, &w], vec![])?;
+                self.op("Add", ONNX_DOMAIN, &[&product, &bias], vec![])
+            }
+            Weights::Int8 => {
+                let (scales, q) = quantize(&layer.weight, layer.inner, layer.out);
+                let scales = self.constant(&format!("{name}.scale"), &[out], &scales)?;
+                let (w, zero) = match kernel {
+                    Int8Kernel::Signed => (
+                        self.constant(&format!("{name}.weight"), &[inner, out], &q)?,
+                        self.constant(&format!("{name}.zero"), &[out], &vec![0i8; layer.out])?,
+                    ),
+                    Int8Kernel::Unsigned => {
+                        let q: Vec<u8> = q.iter().map(|&v| (v as i16 + 128) as u8).collect();
+                        (
+                            self.constant(&format!("{name}.weight"), &[inner, out], &q)?,
+                            self.constant(
+                                &format!("{name}.zero"),
+                                &[out],
+                                &vec![128u8; layer.out],
+                            )?,
+                        )
+                    }
+                };
+                self.op(
+                    "DynamicQuantizeMatMul",
+                    MICROSOFT,
+                    &[x, &w, &scales, &zero, &bias],
+                    vec![],
+                )
+            }
+        }
+    }
+
+    fn layer_norm(
+        &mut self,
+        x: &str,
+        name: &str,
+        tensors: &HashMap<String, CandleTensor>,
+        hidden: usize,
+        eps: f32,
+    ) -> Result<String, BoxError> {
+        let gamma = self.constant(
+            &format!("{name}.weight"),
+            &[hidden as i64],
+            &read(tensors, &format!("{name}.weight"))?,
+        )?;
+        let beta = self.constant(
+            &format!("{name}.bias"),
+            &[hidden as i64],
+            &read(tensors, &format!("{name}.bias"))?,
+        )?;
+        Ok(self.op(
+            "LayerNormalization",
+            ONNX_DOMAIN,
+            &[x, &gamma, &beta],
+            vec![
+                Attribute::new("axis", -1i64)?,
+                Attribute::new("epsilon", eps)?,
+            ],
+        )?)
+    }
+}
+
+/// The BERT encoder as sentence-transformers runs it (token type 0 everywhere), ending at the
+/// last hidden state; pooling and normalisation happen in [`crate::local`].
+fn build(
+    tensors: &HashMap<String, CandleTensor>,
+    shape: Shape3,
+    weights: Weights,
+    kernel: Int8Kernel,
+) -> Result<Model, BoxError> {
+    let Shape3 {
+        layers,
+        hidden,
+        heads,
+        intermediate,
+        layer_norm_eps: eps,
+    } = shape;
+    let head = hidden / heads;
+    let h = hidden as i64;
+    let mut graph = Graph::new()?;
+    let tokens = || ValueType::Tensor {
+        ty: TensorElementType::Int64,
+        shape: Shape::new([-1, -1]),
+        dimension_symbols: SymbolicDimensions::new(["batch".to_string(), "seq".to_string()]),
+    };
+    graph.set_inputs([
+        Outlet::new("input_ids", tokens()),
+        Outlet::new("attention_mask", tokens()),
+    ])?;
+    graph.set_outputs([Outlet::new(
+        OUTPUT,
+        ValueType::Tensor {
+            ty: TensorElementType::Float32,
+            shape: Shape::new([-1, -1, h]),
+            dimension_symbols: SymbolicDimensions::new([
+                "batch".to_string(),
+                "seq".to_string(),
+                String::new(),
+            ]),
+        },
+    )])?;
+    let mut b = Builder { graph, next: 0 };
+
+    // Embeddings: word + position + token type 0 (folded into the position table), then a
+    // layer norm.
+    let vocab = read(tensors, "embeddings.word_embeddings.weight")?;
+    let words = b.constant(
+        "word_embeddings",
+        &[(vocab.len() / hidden) as i64, h],
+        &vocab,
+    )?;
+    let mut positions = read(tensors, "embeddings.position_embeddings.weight")?;
+    let type0 = read(tensors, "embeddings.token_type_embeddings.weight")?;
+    for row in positions.chunks_mut(hidden) {
+        row.iter_mut()
+            .zip(&type0[..hidden])
+            .for_each(|(p, t)| *p += t);
+    }
+    let positions = b.constant(
+        "position_embeddings",
+        &[(positions.len() / hidden) as i64, h],
+        &positions,
+    )?;
+    let zero = b.constant("zero", &[], &[0i64])?;
+    let one = b.constant("one", &[], &[1i64])?;
+    let word = b.op("Gather", ONNX_DOMAIN, &[&words, "input_ids"], vec![])?;
+    let dims = b.op("Shape", ONNX_DOMAIN, &["input_ids"], vec![])?;
+    let seq = b.op(
+        "Gather",
+        ONNX_DOMAIN,
+        &[&dims, &one],
+        vec![Attribute::new("axis", 0i64)?],
+    )?;
+    let range = b.op("Range", ONNX_DOMAIN, &[&zero, &seq, &one], vec![])?;
+    let position = b.op("Gather", ONNX_DOMAIN, &[&positions, &range], vec![])?;
+    let sum = b.op("Add", ONNX_DOMAIN, &[&word, &position], vec![])?;
+    let mut x = b.layer_norm(&sum, "embeddings.LayerNorm", tensors, hidden, eps)?;
+
+    // The attention mask as an additive bias `[batch, 1, 1, seq]`: 0 where a token is, the
+    // lowest f32 on padding (as transformers does).
+    let mask = b.op(
+        "Cast",
+        ONNX_DOMAIN,
+        &["attention_mask"],
+        vec![Attribute::new("to", 1i64)?],
+    )?;
+    let axes = b.constant("mask_axes", &[2], &[1i64, 2])?;
+    let mask = b.op("Unsqueeze", ONNX_DOMAIN, &[&mask, &axes], vec![])?;
+    let onef = b.constant("one_f32", &[], &[1.0f32])?;
+    let lowest = b.constant("lowest_f32", &[], &[f32::MIN])?;
+    let padding = b.op("Sub", ONNX_DOMAIN, &[&onef, &mask], vec![])?;
+    let mask_bias = b.op("Mul", ONNX_DOMAIN, &[&padding, &lowest], vec![])?;
+
+    let split = b.constant("qkv_split", &[3], &[h, h, h])?;
+    let heads_shape = b.constant("heads_shape", &[4], &[0, 0, heads as i64, head as i64])?;
+    let hidden_shape = b.constant("hidden_shape", &[3], &[0, 0, h])?;
+    for l in 0..layers {
+        let p = format!("encoder.layer.{l}");
+        // One product for query, key and value; the query pre-scaled by 1/sqrt(head size).
+        let mut query = Linear::read(
+            tensors,
+            &format!("{p}.attention.self.query"),
+            hidden,
+            hidden,
+        )?;
+        query.scale(1.0 / (head as f32).sqrt());
+        let key = Linear::read(tensors, &format!("{p}.attention.self.key"), hidden, hidden)?;
+        let value = Linear::read(
+            tensors,
+            &format!("{p}.attention.self.value"),
+            hidden,
+            hidden,
+        )?;
+        let qkv = Linear::concat(&[query, key, value]);
+        let qkv = b.linear(&x, &format!("{p}.qkv"), &qkv, weights, kernel)?;
+        let names: Vec<String> = (0..3).map(|i| format!("{p}.qkv.{i}")).collect();
+        let outs: Vec<&str> = names.iter().map(String::as_str).collect();
+        b.op_into(
+            "Split",
+            ONNX_DOMAIN,
+            &[&qkv, &split],
+            vec![Attribute::new("axis", 2i64)?],
+            &outs,
+        )?;
+        let mut per_head = |t: &str, perm: Vec<i64>| -> Result<String, ort::Error> {
+            let r = b.op("Reshape", ONNX_DOMAIN, &[t, &heads_shape], vec![])?;
+            b.op(
+                "Transpose",
+                ONNX_DOMAIN,
+                &[&r],
+                vec![Attribute::new("perm", perm)?],
+            )
+        };
+        let q = per_head(outs[0], vec![0, 2, 1, 3])?;
+        let k = per_head(outs[1], vec![0, 2, 3, 1])?;
+        let v = per_head(outs[2], vec![0, 2, 1, 3])?;
+        let scores = b.op("MatMul", ONNX_DOMAIN, &[&q, &k], vec![])?;
+        let scores = b.op("Add", ONNX_DOMAIN, &[&scores, &mask_bias], vec![])?;
+        let probs = b.op(
+            "Softmax",
+            ONNX_DOMAIN,
+            &[&scores],
+            vec![Attribute::new("axis", -1i64)?],
+        )?;
+        let context = b.op("MatMul", ONNX_DOMAIN, &[&probs, &v], vec![])?;
+        let context = b.op(
+            "Transpose",
+            ONNX_DOMAIN,
+            &[&context],
+            vec![Attribute::new("perm", vec![0i64, 2, 1, 3])?],
+        )?;
+        let context = b.op("Reshape", ONNX_DOMAIN, &[&context, &hidden_shape], vec![])?;
+        let output = Linear::read(
+            tensors,
+            &format!("{p}.attention.output.dense"),
+            hidden,
+            hidden,
+        )?;
+        let attended = b.linear(
+            &context,
+            &format!("{p}.attention.output.dense"),
+            &output,
+            weights,
+            kernel,
+        )?;
+        let residual = b.op("Add", ONNX_DOMAIN, &[&attended, &x], vec![])?;
+        x = b.layer_norm(
+            &residual,
+            &format!("{p}.attention.output.LayerNorm"),
+            tensors,
+            hidden,
+            eps,
+        )?;
+
+        let up = Linear::read(
+            tensors,
+            &format!("{p}.intermediate.dense"),
+            intermediate,
+            hidden,
+        )?;
+        let up = b.linear(&x, &format!("{p}.intermediate.dense"), &up, weights, kernel)?;
+        let gelu = b.op("Gelu", MICROSOFT, &[&up], vec![])?;
+        let down = Linear::read(tensors, &format!("{p}.output.dense"), hidden, intermediate)?;
+        let down = b.linear(&gelu, &format!("{p}.output.dense"), &down, weights, kernel)?;
+        let residual = b.op("Add", ONNX_DOMAIN, &[&down, &x], vec![])?;
+        x = b.layer_norm(
+            &residual,
+            &format!("{p}.output.LayerNorm"),
+            tensors,
+            hidden,
+            eps,
+        )?;
+    }
+    b.op_into("Identity", ONNX_DOMAIN, &[&x], vec![], &[OUTPUT])?;
+
+    let mut model = Model::new([Opset::new(ONNX_DOMAIN, 17)?, Opset::new(MICROSOFT, 1)?])?;
+    model.set_graph(b.graph)?;
+    Ok(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantisation_is_per_output_channel_and_round_trips_within_half_a_step() {
+        // [in = 3, out = 2]: column 0 spans ±2, column 1 ±0.02.
+        let weight = [2.0, 0.01, -1.0, -0.02, 0.5, 0.005];
+        let (scales, q) = quantize(&weight, 3, 2);
+        assert_eq!(scales, vec![2.0 / 127.0, 0.02 / 127.0]);
+        assert_eq!(q[0], 127);
+        assert_eq!(q[3], -127);
+        for (k, w) in weight.iter().enumerate() {
+            let back = q[k] as f32 * scales[k % 2];
+            assert!(
+                (back - w).abs() <= scales[k % 2] / 2.0 + 1e-7,
+                "{k}: {w} -> {back}"
+            );
+        }
+    }
+
+    #[test]
+    fn concatenated_layers_keep_each_ones_columns() {
+        let a = Linear {
+            weight: vec![1.0, 2.0, 3.0, 4.0],
+            bias: vec![0.1, 0.2],
+            inner: 2,
+            out: 2,
+        };
+        let b = Linear {
+            weight: vec![5.0, 6.0],
+            bias: vec![0.3],
+            inner: 2,
+            out: 1,
+        };
+        let ab = Linear::concat(&[a, b]);
+        assert_eq!(ab.weight, vec![1.0, 2.0, 5.0, 3.0, 4.0, 6.0]);
+        assert_eq!(ab.bias, vec![0.1, 0.2, 0.3]);
+        assert_eq!(
+            transposed(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3),
+            vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
+        );
+    }
+}
