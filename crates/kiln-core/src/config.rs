@@ -232,6 +232,9 @@ pub struct OpenAiEmbeddingConfig {
     pub dimensions: usize,
     pub batch_size: usize,
     pub timeout_secs: u64,
+    /// Requests in flight to the provider at once, over all files (a file's batches go out
+    /// side by side too), to keep a GPU server busy without flooding it.
+    pub concurrency: usize,
 }
 
 impl Default for OpenAiEmbeddingConfig {
@@ -243,6 +246,7 @@ impl Default for OpenAiEmbeddingConfig {
             dimensions: 384,
             batch_size: 32,
             timeout_secs: 30,
+            concurrency: 4,
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 
 use crate::{EmbedError, Embedder, normalize};
@@ -15,6 +16,8 @@ pub use kiln_core::config::OpenAiEmbeddingConfig as HttpEmbedderConfig;
 pub struct HttpEmbedder {
     config: HttpEmbedderConfig,
     client: reqwest::Client,
+    /// One permit per request in flight (`concurrency`).
+    in_flight: tokio::sync::Semaphore,
 }
 
 #[derive(Deserialize)]
@@ -35,10 +38,20 @@ impl HttpEmbedder {
             .timeout(Duration::from_secs(config.timeout_secs.max(1)))
             .build()
             .map_err(|e| EmbedError::Permanent(format!("HTTP client: {e}")))?;
-        Ok(HttpEmbedder { config, client })
+        let in_flight = tokio::sync::Semaphore::new(config.concurrency.max(1));
+        Ok(HttpEmbedder {
+            config,
+            client,
+            in_flight,
+        })
     }
 
     async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| EmbedError::Permanent("the embedder is shutting down".into()))?;
         let url = format!("{}/embeddings", self.config.base_url.trim_end_matches('/'));
         let mut request = self
             .client
@@ -121,11 +134,16 @@ impl Embedder for HttpEmbedder {
         texts: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<Vec<f32>>, EmbedError>> {
         Box::pin(async move {
-            let mut out = Vec::with_capacity(texts.len());
+            // The batches side by side (in order), as many at once as the permits allow.
+            let mut pending = Vec::new();
             for batch in texts.chunks(self.config.batch_size.max(1)) {
-                out.extend(self.embed_batch(batch).await?);
+                pending.push(self.embed_batch(batch));
             }
-            Ok(out)
+            let batches: Vec<Vec<Vec<f32>>> = futures::stream::iter(pending)
+                .buffered(self.config.concurrency.max(1))
+                .try_collect()
+                .await?;
+            Ok(batches.into_iter().flatten().collect())
         })
     }
 }

@@ -22,6 +22,8 @@ enum Reply {
     ServerError,
     BadRequest,
     Slow(u64),
+    /// Answers after this many milliseconds.
+    Late(u64),
 }
 
 #[derive(Clone, Default)]
@@ -90,6 +92,10 @@ async fn answer(script: &Script, body: Value) -> Response {
         Reply::Slow(secs) => {
             tokio::time::sleep(Duration::from_secs(secs)).await;
             (StatusCode::INTERNAL_SERVER_ERROR, "late").into_response()
+        }
+        Reply::Late(ms) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Box::pin(answer(&Script::default(), body)).await
         }
         Reply::Ok => {
             let inputs = body["input"].as_array().cloned().unwrap_or_default();
@@ -249,6 +255,45 @@ async fn a_worker_holds_several_jobs_at_once_so_their_embedding_requests_overlap
         "four jobs embedded at once"
     );
     assert_eq!(*script.calls.lock().unwrap(), 4);
+}
+
+#[tokio::test]
+async fn one_files_batches_go_to_the_provider_side_by_side_up_to_the_concurrency() {
+    // Every answer takes 50 ms, so the two files' embedding overlaps.
+    let (url, script) = provider(vec![], Some(Reply::Late(50))).await;
+    // Each request waits until three are in flight: a file's batches reach three at once only
+    // if they go out side by side. Two files are held at once, each with many batches: the
+    // cap of three holds over both (without it they would reach six).
+    *script.gather.lock().unwrap() = Some(3);
+    let t = server_configured(url, |config| {
+        config.workers.count = 1;
+        config.workers.jobs_per_worker = 2;
+        config.embedding.openai.batch_size = 1;
+        config.embedding.openai.concurrency = 3;
+        config.embedding.openai.timeout_secs = 30;
+    })
+    .await;
+    let store = t.store().await;
+    let paragraphs: Vec<String> = (0..40)
+        .map(|n| format!("Paragraph {n} talks about topic number {n} at some length. ").repeat(20))
+        .collect();
+    let mut ids = Vec::new();
+    for name in ["a.txt", "b.txt"] {
+        ids.push(t.upload_ok(&store, name, &paragraphs.join("\n\n")).await);
+    }
+    let mut chunks = 0;
+    for id in &ids {
+        let done = t.settle(&store, id).await;
+        assert_eq!(done["status"], "completed", "{done}");
+        chunks += done["chunk_count"].as_u64().unwrap();
+    }
+    assert!(chunks >= 12, "enough batches to overlap: {chunks}");
+    assert_eq!(
+        script.in_flight.lock().unwrap().1,
+        3,
+        "three batches at once, never more"
+    );
+    assert_eq!(*script.calls.lock().unwrap() as u64, chunks);
 }
 
 #[tokio::test]
