@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 use crate::fetch::{self, DIMENSIONS, MODEL_NAME};
-use crate::onnx::{OnnxModel, Shape3, Weights};
+use crate::onnx::{Int8Kernel, OnnxModel, Shape3, Weights};
 use crate::{EmbedError, Embedder, normalize};
 use kiln_core::config::Precision;
 
@@ -118,7 +118,12 @@ impl LocalModel {
                 let runtime = crate::onnx::ensure_runtime(models_dir)
                     .map_err(|e| EmbedError::Permanent(format!("ONNX Runtime: {e}")))?;
                 let lanes = std::thread::available_parallelism().map_or(1, |n| n.get());
-                LocalModel::load_onnx(dir, &runtime, Weights::Int8, lanes)
+                LocalModel::load_onnx(
+                    dir,
+                    &runtime,
+                    Weights::Int8(Int8Kernel::for_this_cpu()),
+                    lanes,
+                )
             }
         }
     }
@@ -127,7 +132,7 @@ impl LocalModel {
     /// (so a file embedded at another precision is told apart).
     pub fn name(&self) -> &'static str {
         match &self.engine {
-            Engine::Onnx(_, Weights::Int8) => INT8_NAME,
+            Engine::Onnx(_, Weights::Int8(_)) => INT8_NAME,
             _ => MODEL_NAME,
         }
     }
@@ -137,7 +142,7 @@ impl LocalModel {
         match &self.engine {
             Engine::Candle(_) => "candle f32",
             Engine::Onnx(_, Weights::F32) => "ONNX Runtime f32",
-            Engine::Onnx(_, Weights::Int8) => "ONNX Runtime int8",
+            Engine::Onnx(_, Weights::Int8(_)) => "ONNX Runtime int8",
         }
     }
 

@@ -89,7 +89,8 @@ fn environment(library: &Path) -> Result<&'static Environment, EmbedError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Weights {
     F32,
-    Int8,
+    /// 8-bit, stored as the kernel wants ([`Int8Kernel::for_this_cpu`] but in tests).
+    Int8(Int8Kernel),
 }
 
 /// How 8-bit weights are stored on this CPU (see the module's notes).
@@ -159,10 +160,9 @@ impl OnnxModel {
         let environment = environment(library)?;
         let tensors = candle_core::safetensors::load_buffer(safetensors, &Device::Cpu)
             .map_err(|e| EmbedError::Permanent(format!("cannot read the weights: {e}")))?;
-        let kernel = Int8Kernel::for_this_cpu();
         let sessions = (0..sessions.max(1))
             .map(|_| {
-                let model = build(&tensors, shape, weights, kernel)?;
+                let model = build(&tensors, shape, weights)?;
                 let builder = Session::builder(environment)?
                     .with_optimization_level(GraphOptimizationLevel::All)
                     .map_err(ort::Error::<()>::from)?
@@ -351,7 +351,6 @@ impl Builder {
         name: &str,
         layer: &Linear,
         weights: Weights,
-        kernel: Int8Kernel,
     ) -> Result<String, ort::Error> {
         let (inner, out) = (layer.inner as i64, layer.out as i64);
         let bias = self.constant(&format!("{name}.bias"), &[out], &layer.bias)?;
@@ -361,7 +360,7 @@ impl Builder {
                 let product = self.op("MatMul", ONNX_DOMAIN, &[x, &w], vec![])?;
                 self.op("Add", ONNX_DOMAIN, &[&product, &bias], vec![])
             }
-            Weights::Int8 => {
+            Weights::Int8(kernel) => {
                 let (scales, q) = quantize(&layer.weight, layer.inner, layer.out);
                 let scales = self.constant(&format!("{name}.scale"), &[out], &scales)?;
                 let (w, zero) = match kernel {
@@ -427,7 +426,6 @@ fn build(
     tensors: &HashMap<String, CandleTensor>,
     shape: Shape3,
     weights: Weights,
-    kernel: Int8Kernel,
 ) -> Result<Model, BoxError> {
     let Shape3 {
         layers,
@@ -533,7 +531,7 @@ fn build(
             hidden,
         )?;
         let qkv = Linear::concat(&[query, key, value]);
-        let qkv = b.linear(&x, &format!("{p}.qkv"), &qkv, weights, kernel)?;
+        let qkv = b.linear(&x, &format!("{p}.qkv"), &qkv, weights)?;
         let names: Vec<String> = (0..3).map(|i| format!("{p}.qkv.{i}")).collect();
         let outs: Vec<&str> = names.iter().map(String::as_str).collect();
         b.op_into(
@@ -582,7 +580,6 @@ fn build(
             &format!("{p}.attention.output.dense"),
             &output,
             weights,
-            kernel,
         )?;
         let residual = b.op("Add", ONNX_DOMAIN, &[&attended, &x], vec![])?;
         x = b.layer_norm(
@@ -599,10 +596,10 @@ fn build(
             intermediate,
             hidden,
         )?;
-        let up = b.linear(&x, &format!("{p}.intermediate.dense"), &up, weights, kernel)?;
+        let up = b.linear(&x, &format!("{p}.intermediate.dense"), &up, weights)?;
         let gelu = b.op("Gelu", MICROSOFT, &[&up], vec![])?;
         let down = Linear::read(tensors, &format!("{p}.output.dense"), hidden, intermediate)?;
-        let down = b.linear(&gelu, &format!("{p}.output.dense"), &down, weights, kernel)?;
+        let down = b.linear(&gelu, &format!("{p}.output.dense"), &down, weights)?;
         let residual = b.op("Add", ONNX_DOMAIN, &[&down, &x], vec![])?;
         x = b.layer_norm(
             &residual,

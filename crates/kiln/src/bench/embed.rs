@@ -80,7 +80,9 @@ fn load(
     let weights = match engine {
         EngineChoice::CandleF32 => return Ok(LocalModel::load(dir)?),
         EngineChoice::OnnxF32 => kiln_embed::onnx::Weights::F32,
-        EngineChoice::OnnxInt8 => kiln_embed::onnx::Weights::Int8,
+        EngineChoice::OnnxInt8 => {
+            kiln_embed::onnx::Weights::Int8(kiln_embed::onnx::Int8Kernel::for_this_cpu())
+        }
     };
     let runtime = kiln_embed::onnx::ensure_runtime(&settings.models_dir())?;
     Ok(LocalModel::load_onnx(dir, &runtime, weights, lanes)?)
