@@ -59,12 +59,12 @@ impl LocalModel {
     }
 
     /// Loads the same files into ONNX Runtime (the library at `runtime`), with `weights` for
-    /// the matrix products and one session per lane.
+    /// the matrix products and `sessions` sessions (a pass holds one; one per lane at least).
     pub fn load_onnx(
         dir: &Path,
         runtime: &Path,
         weights: Weights,
-        lanes: usize,
+        sessions: usize,
     ) -> Result<LocalModel, EmbedError> {
         let (config, bytes) = read_files(dir)?;
         let shape = Shape3 {
@@ -74,7 +74,7 @@ impl LocalModel {
             intermediate: config.intermediate_size,
             layer_norm_eps: config.layer_norm_eps as f32,
         };
-        let model = OnnxModel::load(runtime, &bytes, shape, weights, lanes)?;
+        let model = OnnxModel::load(runtime, &bytes, shape, weights, sessions)?;
         LocalModel::with_engine(dir, Engine::Onnx(model, weights))
     }
 
@@ -106,7 +106,9 @@ impl LocalModel {
     }
 
     /// Loads the model for `precision`: f32 in candle, int8 in ONNX Runtime (fetched into
-    /// `models_dir` when missing), with one session per core.
+    /// `models_dir` when missing), with one session per core and one more, so a search
+    /// query's embedding (which skips the lanes' queue) never waits for an ingest pass to
+    /// free a session.
     pub fn load_for(
         dir: &Path,
         precision: Precision,
@@ -122,7 +124,7 @@ impl LocalModel {
                     dir,
                     &runtime,
                     Weights::Int8(Int8Kernel::for_this_cpu()),
-                    lanes,
+                    lanes + 1,
                 )
             }
         }
