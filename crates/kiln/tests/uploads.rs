@@ -518,3 +518,37 @@ async fn the_reaper_removes_uploads_a_minute_after_they_expire() {
     assert!(exists(recent.id.clone()).await);
     assert!(listed(0).await.contains(&recent.id));
 }
+
+/// The declared name and type admit 50 MiB (a workbook), but the bytes are 10 MiB + 1 of plain
+/// text: register reads the content, refuses the original as not what its name says (so no
+/// file passes under a larger type's limit) and keeps nothing (a second register finds no
+/// upload).
+#[tokio::test]
+async fn register_refuses_content_unlike_its_name_and_discards_it() {
+    let t = TestServer::start().await;
+    let store = t.store().await;
+    let bytes = text_of(10 * 1024 * 1024 + 1);
+    let (status, started) = upload_url(
+        &t,
+        &store,
+        json!({"file_name": "ledger.xlsx", "file_size": bytes.len(),
+               "mime_type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{started}");
+    assert_eq!(started["max_file_size"], 50 * 1024 * 1024);
+    let id = started["upload_id"].as_str().unwrap();
+    let (status, body, _) = put(started["upload_url"].as_str().unwrap(), bytes, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let register = t.files_path(&store, "/register");
+    let (status, body) = t.post(&register, json!({"upload_id": id})).await;
+    assert_envelope(status, &body, 415, "UNSUPPORTED_FILE_TYPE");
+    let (status, body) = t.post(&register, json!({"upload_id": id})).await;
+    assert_eq!(
+        status.as_u16(),
+        404,
+        "the refused upload is discarded: {body}"
+    );
+    let (_, files) = t.get(&t.files_path(&store, "")).await;
+    assert_eq!(files["total"], 0, "{files}");
+}
