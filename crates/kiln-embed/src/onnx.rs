@@ -160,9 +160,12 @@ impl OnnxModel {
         let environment = environment(library)?;
         let tensors = candle_core::safetensors::load_buffer(safetensors, &Device::Cpu)
             .map_err(|e| EmbedError::Permanent(format!("cannot read the weights: {e}")))?;
+        let recipe = build(&tensors, shape, weights)
+            .map_err(|e| EmbedError::Permanent(format!("cannot build the ONNX model: {e}")))?;
+        drop(tensors);
         let sessions = (0..sessions.max(1))
             .map(|_| {
-                let model = build(&tensors, shape, weights)?;
+                let model = recipe.model()?;
                 let builder = Session::builder(environment)?
                     .with_optimization_level(GraphOptimizationLevel::All)
                     .map_err(ort::Error::<()>::from)?
@@ -210,51 +213,163 @@ impl OnnxModel {
 const OUTPUT: &str = "last_hidden_state";
 const MICROSOFT: &str = "com.microsoft";
 
-/// Names nodes and their outputs as they are added.
-struct Builder {
-    graph: Graph,
-    next: usize,
+/// A constant's values.
+enum Data {
+    F32(Vec<f32>),
+    I8(Vec<i8>),
+    U8(Vec<u8>),
+    I64(Vec<i64>),
 }
 
-impl Builder {
+impl From<&[f32]> for Data {
+    fn from(v: &[f32]) -> Data {
+        Data::F32(v.to_vec())
+    }
+}
+impl From<&[i8]> for Data {
+    fn from(v: &[i8]) -> Data {
+        Data::I8(v.to_vec())
+    }
+}
+impl From<&[u8]> for Data {
+    fn from(v: &[u8]) -> Data {
+        Data::U8(v.to_vec())
+    }
+}
+impl From<&[i64]> for Data {
+    fn from(v: &[i64]) -> Data {
+        Data::I64(v.to_vec())
+    }
+}
+
+/// An attribute's value.
+enum Value {
+    Int(i64),
+    Float(f32),
+    Ints(Vec<i64>),
+}
+
+struct NodeSpec {
+    op: &'static str,
+    domain: &'static str,
+    name: String,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+    attributes: Vec<(&'static str, Value)>,
+}
+
+/// The graph as plain data: its weights are read, transposed and quantised once, then copied
+/// into each session's graph ([`Recipe::model`]), since a session consumes its graph.
+#[derive(Default)]
+struct Recipe {
+    constants: Vec<(String, Vec<i64>, Data)>,
+    nodes: Vec<NodeSpec>,
+    hidden: i64,
+}
+
+impl Recipe {
     fn op(
         &mut self,
-        op: &str,
-        domain: &str,
+        op: &'static str,
+        domain: &'static str,
         inputs: &[&str],
-        attributes: Vec<Attribute>,
-    ) -> Result<String, ort::Error> {
-        self.next += 1;
-        let out = format!("{op}_{}", self.next);
-        self.op_into(op, domain, inputs, attributes, &[out.as_str()])?;
-        Ok(out)
+        attributes: Vec<(&'static str, Value)>,
+    ) -> String {
+        let out = format!("{op}_{}", self.nodes.len() + 1);
+        self.op_into(op, domain, inputs, attributes, &[out.as_str()]);
+        out
     }
 
     fn op_into(
         &mut self,
-        op: &str,
-        domain: &str,
+        op: &'static str,
+        domain: &'static str,
         inputs: &[&str],
-        attributes: Vec<Attribute>,
+        attributes: Vec<(&'static str, Value)>,
         outputs: &[&str],
-    ) -> Result<(), ort::Error> {
-        self.next += 1;
-        let name = format!("n{}_{op}", self.next);
-        self.graph
-            .add_node(Node::new(op, domain, name, inputs, outputs, attributes)?)
+    ) {
+        self.nodes.push(NodeSpec {
+            op,
+            domain,
+            name: format!("n{}_{op}", self.nodes.len() + 1),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            outputs: outputs.iter().map(|s| s.to_string()).collect(),
+            attributes,
+        });
     }
 
-    fn constant<T: PrimitiveTensorElementType + Copy + std::fmt::Debug>(
-        &mut self,
-        name: &str,
-        shape: &[i64],
-        data: &[T],
-    ) -> Result<String, ort::Error> {
-        let mut tensor = Tensor::<T>::new(&Allocator::default(), shape)?;
-        tensor.extract_tensor_mut().1.copy_from_slice(data);
-        self.graph.add_initializer(name, tensor, false)?;
-        Ok(name.to_string())
+    fn constant(&mut self, name: &str, shape: &[i64], data: impl Into<Data>) -> String {
+        self.constants
+            .push((name.to_string(), shape.to_vec(), data.into()));
+        name.to_string()
     }
+
+    /// A new ONNX Runtime model holding this graph.
+    fn model(&self) -> Result<Model, ort::Error> {
+        let mut graph = Graph::new()?;
+        let tokens = || ValueType::Tensor {
+            ty: TensorElementType::Int64,
+            shape: Shape::new([-1, -1]),
+            dimension_symbols: SymbolicDimensions::new(["batch".to_string(), "seq".to_string()]),
+        };
+        graph.set_inputs([
+            Outlet::new("input_ids", tokens()),
+            Outlet::new("attention_mask", tokens()),
+        ])?;
+        graph.set_outputs([Outlet::new(
+            OUTPUT,
+            ValueType::Tensor {
+                ty: TensorElementType::Float32,
+                shape: Shape::new([-1, -1, self.hidden]),
+                dimension_symbols: SymbolicDimensions::new([
+                    "batch".to_string(),
+                    "seq".to_string(),
+                    String::new(),
+                ]),
+            },
+        )])?;
+        for (name, shape, data) in &self.constants {
+            match data {
+                Data::F32(v) => initializer(&mut graph, name, shape, v)?,
+                Data::I8(v) => initializer(&mut graph, name, shape, v)?,
+                Data::U8(v) => initializer(&mut graph, name, shape, v)?,
+                Data::I64(v) => initializer(&mut graph, name, shape, v)?,
+            }
+        }
+        for node in &self.nodes {
+            let attributes = node
+                .attributes
+                .iter()
+                .map(|(name, value)| match value {
+                    Value::Int(v) => Attribute::new(name, *v),
+                    Value::Float(v) => Attribute::new(name, *v),
+                    Value::Ints(v) => Attribute::new(name, v.clone()),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            graph.add_node(Node::new(
+                node.op,
+                node.domain,
+                &node.name,
+                &node.inputs,
+                &node.outputs,
+                attributes,
+            )?)?;
+        }
+        let mut model = Model::new([Opset::new(ONNX_DOMAIN, 17)?, Opset::new(MICROSOFT, 1)?])?;
+        model.set_graph(graph)?;
+        Ok(model)
+    }
+}
+
+fn initializer<T: PrimitiveTensorElementType + Copy + std::fmt::Debug>(
+    graph: &mut Graph,
+    name: &str,
+    shape: &[i64],
+    data: &[T],
+) -> Result<(), ort::Error> {
+    let mut tensor = Tensor::<T>::new(&Allocator::default(), shape)?;
+    tensor.extract_tensor_mut().1.copy_from_slice(data);
+    graph.add_initializer(name, tensor, false)
 }
 
 /// A weight as f32, row-major.
@@ -343,43 +458,29 @@ pub fn quantize(weight: &[f32], inner: usize, out: usize) -> (Vec<f32>, Vec<i8>)
     (scales, quantized)
 }
 
-impl Builder {
+impl Recipe {
     /// `x · W + b`, in f32 or with 8-bit weights.
-    fn linear(
-        &mut self,
-        x: &str,
-        name: &str,
-        layer: &Linear,
-        weights: Weights,
-    ) -> Result<String, ort::Error> {
+    fn linear(&mut self, x: &str, name: &str, layer: &Linear, weights: Weights) -> String {
         let (inner, out) = (layer.inner as i64, layer.out as i64);
-        let bias = self.constant(&format!("{name}.bias"), &[out], &layer.bias)?;
+        let bias = self.constant(&format!("{name}.bias"), &[out], &layer.bias[..]);
         match weights {
             Weights::F32 => {
-                let w = self.constant(&format!("{name}.weight"), &[inner, out], &layer.weight)?;
-                let product = self.op("MatMul", ONNX_DOMAIN, &[x, &w], vec![])?;
+                let w = self.constant(&format!("{name}.weight"), &[inner, out], &layer.weight[..]);
+                let product = self.op("MatMul", ONNX_DOMAIN, &[x, &w], vec![]);
                 self.op("Add", ONNX_DOMAIN, &[&product, &bias], vec![])
             }
             Weights::Int8(kernel) => {
                 let (scales, q) = quantize(&layer.weight, layer.inner, layer.out);
-                let scales = self.constant(&format!("{name}.scale"), &[out], &scales)?;
-                let (w, zero) = match kernel {
-                    Int8Kernel::Signed => (
-                        self.constant(&format!("{name}.weight"), &[inner, out], &q)?,
-                        self.constant(&format!("{name}.zero"), &[out], &vec![0i8; layer.out])?,
+                let scales = self.constant(&format!("{name}.scale"), &[out], &scales[..]);
+                let (w, zero): (Data, Data) = match kernel {
+                    Int8Kernel::Signed => (Data::I8(q), Data::I8(vec![0; layer.out])),
+                    Int8Kernel::Unsigned => (
+                        Data::U8(q.iter().map(|&v| (v as i16 + 128) as u8).collect()),
+                        Data::U8(vec![128; layer.out]),
                     ),
-                    Int8Kernel::Unsigned => {
-                        let q: Vec<u8> = q.iter().map(|&v| (v as i16 + 128) as u8).collect();
-                        (
-                            self.constant(&format!("{name}.weight"), &[inner, out], &q)?,
-                            self.constant(
-                                &format!("{name}.zero"),
-                                &[out],
-                                &vec![128u8; layer.out],
-                            )?,
-                        )
-                    }
                 };
+                let w = self.constant(&format!("{name}.weight"), &[inner, out], w);
+                let zero = self.constant(&format!("{name}.zero"), &[out], zero);
                 self.op(
                     "DynamicQuantizeMatMul",
                     MICROSOFT,
@@ -390,33 +491,37 @@ impl Builder {
         }
     }
 
+    /// The checkpoint's linear layer `prefix` (`[out, in]`) applied to `x`.
+    fn dense(
+        &mut self,
+        x: &str,
+        tensors: &HashMap<String, CandleTensor>,
+        prefix: &str,
+        (out, inner): (usize, usize),
+        weights: Weights,
+    ) -> Result<String, BoxError> {
+        let layer = Linear::read(tensors, prefix, out, inner)?;
+        Ok(self.linear(x, prefix, &layer, weights))
+    }
+
     fn layer_norm(
         &mut self,
         x: &str,
         name: &str,
         tensors: &HashMap<String, CandleTensor>,
-        hidden: usize,
         eps: f32,
     ) -> Result<String, BoxError> {
-        let gamma = self.constant(
-            &format!("{name}.weight"),
-            &[hidden as i64],
-            &read(tensors, &format!("{name}.weight"))?,
-        )?;
-        let beta = self.constant(
-            &format!("{name}.bias"),
-            &[hidden as i64],
-            &read(tensors, &format!("{name}.bias"))?,
-        )?;
+        let h = [self.hidden];
+        let gamma = read(tensors, &format!("{name}.weight"))?;
+        let gamma = self.constant(&format!("{name}.weight"), &h, &gamma[..]);
+        let beta = read(tensors, &format!("{name}.bias"))?;
+        let beta = self.constant(&format!("{name}.bias"), &h, &beta[..]);
         Ok(self.op(
             "LayerNormalization",
             ONNX_DOMAIN,
             &[x, &gamma, &beta],
-            vec![
-                Attribute::new("axis", -1i64)?,
-                Attribute::new("epsilon", eps)?,
-            ],
-        )?)
+            vec![("axis", Value::Int(-1)), ("epsilon", Value::Float(eps))],
+        ))
     }
 }
 
@@ -426,7 +531,7 @@ fn build(
     tensors: &HashMap<String, CandleTensor>,
     shape: Shape3,
     weights: Weights,
-) -> Result<Model, BoxError> {
+) -> Result<Recipe, BoxError> {
     let Shape3 {
         layers,
         hidden,
@@ -436,29 +541,10 @@ fn build(
     } = shape;
     let head = hidden / heads;
     let h = hidden as i64;
-    let mut graph = Graph::new()?;
-    let tokens = || ValueType::Tensor {
-        ty: TensorElementType::Int64,
-        shape: Shape::new([-1, -1]),
-        dimension_symbols: SymbolicDimensions::new(["batch".to_string(), "seq".to_string()]),
+    let mut b = Recipe {
+        hidden: h,
+        ..Recipe::default()
     };
-    graph.set_inputs([
-        Outlet::new("input_ids", tokens()),
-        Outlet::new("attention_mask", tokens()),
-    ])?;
-    graph.set_outputs([Outlet::new(
-        OUTPUT,
-        ValueType::Tensor {
-            ty: TensorElementType::Float32,
-            shape: Shape::new([-1, -1, h]),
-            dimension_symbols: SymbolicDimensions::new([
-                "batch".to_string(),
-                "seq".to_string(),
-                String::new(),
-            ]),
-        },
-    )])?;
-    let mut b = Builder { graph, next: 0 };
 
     // Embeddings: word + position + token type 0 (folded into the position table), then a
     // layer norm.
@@ -466,8 +552,8 @@ fn build(
     let words = b.constant(
         "word_embeddings",
         &[(vocab.len() / hidden) as i64, h],
-        &vocab,
-    )?;
+        Data::F32(vocab),
+    );
     let mut positions = read(tensors, "embeddings.position_embeddings.weight")?;
     let type0 = read(tensors, "embeddings.token_type_embeddings.weight")?;
     for row in positions.chunks_mut(hidden) {
@@ -478,22 +564,22 @@ fn build(
     let positions = b.constant(
         "position_embeddings",
         &[(positions.len() / hidden) as i64, h],
-        &positions,
-    )?;
-    let zero = b.constant("zero", &[], &[0i64])?;
-    let one = b.constant("one", &[], &[1i64])?;
-    let word = b.op("Gather", ONNX_DOMAIN, &[&words, "input_ids"], vec![])?;
-    let dims = b.op("Shape", ONNX_DOMAIN, &["input_ids"], vec![])?;
+        Data::F32(positions),
+    );
+    let zero = b.constant("zero", &[], &[0i64][..]);
+    let one = b.constant("one", &[], &[1i64][..]);
+    let word = b.op("Gather", ONNX_DOMAIN, &[&words, "input_ids"], vec![]);
+    let dims = b.op("Shape", ONNX_DOMAIN, &["input_ids"], vec![]);
     let seq = b.op(
         "Gather",
         ONNX_DOMAIN,
         &[&dims, &one],
-        vec![Attribute::new("axis", 0i64)?],
-    )?;
-    let range = b.op("Range", ONNX_DOMAIN, &[&zero, &seq, &one], vec![])?;
-    let position = b.op("Gather", ONNX_DOMAIN, &[&positions, &range], vec![])?;
-    let sum = b.op("Add", ONNX_DOMAIN, &[&word, &position], vec![])?;
-    let mut x = b.layer_norm(&sum, "embeddings.LayerNorm", tensors, hidden, eps)?;
+        vec![("axis", Value::Int(0))],
+    );
+    let range = b.op("Range", ONNX_DOMAIN, &[&zero, &seq, &one], vec![]);
+    let position = b.op("Gather", ONNX_DOMAIN, &[&positions, &range], vec![]);
+    let sum = b.op("Add", ONNX_DOMAIN, &[&word, &position], vec![]);
+    let mut x = b.layer_norm(&sum, "embeddings.LayerNorm", tensors, eps)?;
 
     // The attention mask as an additive bias `[batch, 1, 1, seq]`: 0 where a token is, the
     // lowest f32 on padding (as transformers does).
@@ -501,119 +587,106 @@ fn build(
         "Cast",
         ONNX_DOMAIN,
         &["attention_mask"],
-        vec![Attribute::new("to", 1i64)?],
-    )?;
-    let axes = b.constant("mask_axes", &[2], &[1i64, 2])?;
-    let mask = b.op("Unsqueeze", ONNX_DOMAIN, &[&mask, &axes], vec![])?;
-    let onef = b.constant("one_f32", &[], &[1.0f32])?;
-    let lowest = b.constant("lowest_f32", &[], &[f32::MIN])?;
-    let padding = b.op("Sub", ONNX_DOMAIN, &[&onef, &mask], vec![])?;
-    let mask_bias = b.op("Mul", ONNX_DOMAIN, &[&padding, &lowest], vec![])?;
+        vec![("to", Value::Int(1))],
+    );
+    let axes = b.constant("mask_axes", &[2], &[1i64, 2][..]);
+    let mask = b.op("Unsqueeze", ONNX_DOMAIN, &[&mask, &axes], vec![]);
+    let onef = b.constant("one_f32", &[], &[1.0f32][..]);
+    let lowest = b.constant("lowest_f32", &[], &[f32::MIN][..]);
+    let padding = b.op("Sub", ONNX_DOMAIN, &[&onef, &mask], vec![]);
+    let mask_bias = b.op("Mul", ONNX_DOMAIN, &[&padding, &lowest], vec![]);
 
-    let split = b.constant("qkv_split", &[3], &[h, h, h])?;
-    let heads_shape = b.constant("heads_shape", &[4], &[0, 0, heads as i64, head as i64])?;
-    let hidden_shape = b.constant("hidden_shape", &[3], &[0, 0, h])?;
+    let split = b.constant("qkv_split", &[3], &[h, h, h][..]);
+    let heads_shape = b.constant("heads_shape", &[4], &[0, 0, heads as i64, head as i64][..]);
+    let hidden_shape = b.constant("hidden_shape", &[3], &[0, 0, h][..]);
+    let square = (hidden, hidden);
     for l in 0..layers {
         let p = format!("encoder.layer.{l}");
         // One product for query, key and value; the query pre-scaled by 1/sqrt(head size).
-        let mut query = Linear::read(
-            tensors,
-            &format!("{p}.attention.self.query"),
-            hidden,
-            hidden,
-        )?;
+        let part = |name: &str| {
+            Linear::read(
+                tensors,
+                &format!("{p}.attention.self.{name}"),
+                hidden,
+                hidden,
+            )
+        };
+        let mut query = part("query")?;
         query.scale(1.0 / (head as f32).sqrt());
-        let key = Linear::read(tensors, &format!("{p}.attention.self.key"), hidden, hidden)?;
-        let value = Linear::read(
-            tensors,
-            &format!("{p}.attention.self.value"),
-            hidden,
-            hidden,
-        )?;
-        let qkv = Linear::concat(&[query, key, value]);
-        let qkv = b.linear(&x, &format!("{p}.qkv"), &qkv, weights)?;
+        let qkv = Linear::concat(&[query, part("key")?, part("value")?]);
+        let qkv = b.linear(&x, &format!("{p}.qkv"), &qkv, weights);
         let names: Vec<String> = (0..3).map(|i| format!("{p}.qkv.{i}")).collect();
         let outs: Vec<&str> = names.iter().map(String::as_str).collect();
         b.op_into(
             "Split",
             ONNX_DOMAIN,
             &[&qkv, &split],
-            vec![Attribute::new("axis", 2i64)?],
+            vec![("axis", Value::Int(2))],
             &outs,
-        )?;
-        let mut per_head = |t: &str, perm: Vec<i64>| -> Result<String, ort::Error> {
-            let r = b.op("Reshape", ONNX_DOMAIN, &[t, &heads_shape], vec![])?;
+        );
+        let mut per_head = |t: &str, perm: Vec<i64>| {
+            let r = b.op("Reshape", ONNX_DOMAIN, &[t, &heads_shape], vec![]);
             b.op(
                 "Transpose",
                 ONNX_DOMAIN,
                 &[&r],
-                vec![Attribute::new("perm", perm)?],
+                vec![("perm", Value::Ints(perm))],
             )
         };
-        let q = per_head(outs[0], vec![0, 2, 1, 3])?;
-        let k = per_head(outs[1], vec![0, 2, 3, 1])?;
-        let v = per_head(outs[2], vec![0, 2, 1, 3])?;
-        let scores = b.op("MatMul", ONNX_DOMAIN, &[&q, &k], vec![])?;
-        let scores = b.op("Add", ONNX_DOMAIN, &[&scores, &mask_bias], vec![])?;
+        let q = per_head(outs[0], vec![0, 2, 1, 3]);
+        let k = per_head(outs[1], vec![0, 2, 3, 1]);
+        let v = per_head(outs[2], vec![0, 2, 1, 3]);
+        let scores = b.op("MatMul", ONNX_DOMAIN, &[&q, &k], vec![]);
+        let scores = b.op("Add", ONNX_DOMAIN, &[&scores, &mask_bias], vec![]);
         let probs = b.op(
             "Softmax",
             ONNX_DOMAIN,
             &[&scores],
-            vec![Attribute::new("axis", -1i64)?],
-        )?;
-        let context = b.op("MatMul", ONNX_DOMAIN, &[&probs, &v], vec![])?;
+            vec![("axis", Value::Int(-1))],
+        );
+        let context = b.op("MatMul", ONNX_DOMAIN, &[&probs, &v], vec![]);
         let context = b.op(
             "Transpose",
             ONNX_DOMAIN,
             &[&context],
-            vec![Attribute::new("perm", vec![0i64, 2, 1, 3])?],
-        )?;
-        let context = b.op("Reshape", ONNX_DOMAIN, &[&context, &hidden_shape], vec![])?;
-        let output = Linear::read(
+            vec![("perm", Value::Ints(vec![0, 2, 1, 3]))],
+        );
+        let context = b.op("Reshape", ONNX_DOMAIN, &[&context, &hidden_shape], vec![]);
+        let attended = b.dense(
+            &context,
             tensors,
             &format!("{p}.attention.output.dense"),
-            hidden,
-            hidden,
-        )?;
-        let attended = b.linear(
-            &context,
-            &format!("{p}.attention.output.dense"),
-            &output,
+            square,
             weights,
         )?;
-        let residual = b.op("Add", ONNX_DOMAIN, &[&attended, &x], vec![])?;
+        let residual = b.op("Add", ONNX_DOMAIN, &[&attended, &x], vec![]);
         x = b.layer_norm(
             &residual,
             &format!("{p}.attention.output.LayerNorm"),
             tensors,
-            hidden,
             eps,
         )?;
 
-        let up = Linear::read(
+        let up = b.dense(
+            &x,
             tensors,
             &format!("{p}.intermediate.dense"),
-            intermediate,
-            hidden,
+            (intermediate, hidden),
+            weights,
         )?;
-        let up = b.linear(&x, &format!("{p}.intermediate.dense"), &up, weights)?;
-        let gelu = b.op("Gelu", MICROSOFT, &[&up], vec![])?;
-        let down = Linear::read(tensors, &format!("{p}.output.dense"), hidden, intermediate)?;
-        let down = b.linear(&gelu, &format!("{p}.output.dense"), &down, weights)?;
-        let residual = b.op("Add", ONNX_DOMAIN, &[&down, &x], vec![])?;
-        x = b.layer_norm(
-            &residual,
-            &format!("{p}.output.LayerNorm"),
+        let gelu = b.op("Gelu", MICROSOFT, &[&up], vec![]);
+        let down = b.dense(
+            &gelu,
             tensors,
-            hidden,
-            eps,
+            &format!("{p}.output.dense"),
+            (hidden, intermediate),
+            weights,
         )?;
+        let residual = b.op("Add", ONNX_DOMAIN, &[&down, &x], vec![]);
+        x = b.layer_norm(&residual, &format!("{p}.output.LayerNorm"), tensors, eps)?;
     }
-    b.op_into("Identity", ONNX_DOMAIN, &[&x], vec![], &[OUTPUT])?;
-
-    let mut model = Model::new([Opset::new(ONNX_DOMAIN, 17)?, Opset::new(MICROSOFT, 1)?])?;
-    model.set_graph(b.graph)?;
-    Ok(model)
+    b.op_into("Identity", ONNX_DOMAIN, &[&x], vec![], &[OUTPUT]);
+    Ok(b)
 }
 
 #[cfg(test)]

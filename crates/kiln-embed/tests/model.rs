@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use kiln_core::config::Precision;
 use kiln_embed::local::LocalEmbedder;
+use kiln_embed::onnx::{Int8Kernel, Weights};
 use kiln_embed::{Embedder, LocalModel, cosine, fetch};
 use serde::Deserialize;
 
@@ -45,34 +46,34 @@ fn int8_vectors_stay_close_to_sentence_transformers() {
     agrees_with_sentence_transformers(&model, 0.99, 0.98);
 }
 
-/// The ONNX graph itself (f32 weights) computes what candle and PyTorch compute.
-#[test]
-fn the_onnx_graph_in_f32_matches_sentence_transformers() {
+/// The model in ONNX Runtime with `weights`, one session.
+fn onnx_model(weights: Weights) -> LocalModel {
     let models = fetch::shared_models_dir();
     let dir = fetch::ensure(&models).unwrap();
     let runtime = kiln_embed::onnx::ensure_runtime(&models).expect("the runtime can be fetched");
-    let model = LocalModel::load_onnx(&dir, &runtime, kiln_embed::onnx::Weights::F32, 1).unwrap();
+    LocalModel::load_onnx(&dir, &runtime, weights, 1).unwrap()
+}
+
+/// The ONNX graph itself (f32 weights) computes what candle and PyTorch compute.
+#[test]
+fn the_onnx_graph_in_f32_matches_sentence_transformers() {
+    let model = onnx_model(Weights::F32);
     assert_eq!(model.name(), "all-MiniLM-L6-v2");
     agrees_with_sentence_transformers(&model, 0.9999, 0.9999);
+}
+
+/// The kernel a CPU without VNNI gets (unsigned weights, zero point 128) runs here too and
+/// meets the same bar, so machines unlike this one get vectors as good.
+#[test]
+fn int8_without_vnni_weights_meet_the_same_bar() {
+    let model = onnx_model(Weights::Int8(Int8Kernel::Unsigned));
+    assert_eq!(model.name(), "all-MiniLM-L6-v2@int8");
+    agrees_with_sentence_transformers(&model, 0.99, 0.98);
 }
 
 /// Activations are quantised per pass over the whole batch, so a text's batch-mates move its
 /// int8 vector a little (a 3-token text padded to 14 moved to 0.984): within the bar for
 /// the least cosine, not bit-identical as in f32.
-/// The kernel a CPU without VNNI gets (unsigned weights, zero point 128) runs here too and
-/// meets the same bar, so machines unlike this one get vectors as good.
-#[test]
-fn int8_without_vnni_weights_meet_the_same_bar() {
-    let models = fetch::shared_models_dir();
-    let dir = fetch::ensure(&models).unwrap();
-    let runtime = kiln_embed::onnx::ensure_runtime(&models).expect("the runtime can be fetched");
-    let kernel = kiln_embed::onnx::Int8Kernel::Unsigned;
-    let model =
-        LocalModel::load_onnx(&dir, &runtime, kiln_embed::onnx::Weights::Int8(kernel), 1).unwrap();
-    assert_eq!(model.name(), "all-MiniLM-L6-v2@int8");
-    agrees_with_sentence_transformers(&model, 0.99, 0.98);
-}
-
 #[test]
 fn int8_padding_and_batching_stay_within_quantisation_noise() {
     batching_keeps_vectors(&model_at(Precision::Int8).with_batch_size(4), 0.98);
