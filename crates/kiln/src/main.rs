@@ -155,9 +155,10 @@ enum BenchCommand {
     /// delivered per second, each stream checked complete; and the outbox's cost per status
     /// change.
     Events(kiln::bench::events::EventsBenchOptions),
-    /// The embedding model alone on SciFact texts, through the lanes the pipeline uses:
-    /// texts/s, tokens/s, useful GFLOP/s and their share of this machine's measured matrix
-    /// peak, and the cosine of each vector to reference vectors.
+    /// The embedding model alone on SciFact texts, through the lanes the pipeline uses, once
+    /// per engine side by side (candle f32, ONNX Runtime f32 and int8): texts/s, tokens/s,
+    /// useful GFLOP/s and their share of this machine's measured matrix peak, each row's
+    /// cosine to the first row's vectors; and Chroma's row when it can run.
     Embed(kiln::bench::embed::EmbedBenchOptions),
     /// Extract every file under DIR (or one file) in this process and report pages/s and MB/s
     /// per format; PDFs also through poppler's `pdftotext`, with the texts' agreement.
