@@ -16,6 +16,7 @@ mod keys;
 mod migrate;
 mod org_files;
 mod queue;
+mod reembed;
 mod rows;
 mod slices;
 mod stores;

@@ -254,6 +254,24 @@ fn start_event_tasks(
     ]
 }
 
+/// Before workers start: queues every completed file whose vectors another embedding model
+/// (or precision) made, so they are re-embedded with this one through a new generation.
+async fn queue_reembedding(catalog: &Catalog, model: &Model) -> anyhow::Result<()> {
+    let name = model.embedder.model();
+    let queued = catalog
+        .reembed_outdated(name)
+        .await
+        .context("queueing files made with another embedding model")?;
+    if queued > 0 {
+        tracing::info!(
+            files = queued,
+            model = name,
+            "the embedding model changed: re-embedding files; their previous vectors stay searchable until each completes"
+        );
+    }
+    Ok(())
+}
+
 /// Starts the workers and reaper of a configuration.
 pub fn start_pipeline(config: &Config, services: Services) -> Pipeline {
     let workers = &config.workers;
@@ -331,6 +349,9 @@ impl Server {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let grace = Duration::from_secs(config.http.shutdown_grace_secs);
+        if config.workers.enabled {
+            queue_reembedding(&catalog, &model).await?;
+        }
         let pipeline = config.workers.enabled.then(|| {
             start_pipeline(
                 &config,
@@ -516,6 +537,7 @@ impl WorkerNode {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
+        queue_reembedding(&catalog, &model).await?;
         let pipeline = start_pipeline(
             &config,
             Services {

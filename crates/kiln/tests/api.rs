@@ -813,29 +813,8 @@ async fn a_restart_on_the_same_data_dir_keeps_everything() {
     let reader = t.key_with_role(Role::Reader).await;
     let (_, before) = t.get(&t.org_path("/knowledge/stores")).await;
 
-    let TestServer {
-        server,
-        dir,
-        key,
-        org,
-        client,
-    } = t;
-    server.shutdown().await.unwrap();
-    let options = kiln::server::Options {
-        model: Some(common::model().await),
-        ..Default::default()
-    };
-    let server = kiln::server::Server::start_with(common::config_for(dir.path()), options)
-        .await
-        .unwrap();
-    assert!(server.initial_key.is_none(), "no second bootstrap");
-    let t = TestServer {
-        server,
-        dir,
-        key,
-        org,
-        client,
-    };
+    let config = common::config_for(t.dir.path());
+    let t = t.restart_with(common::model().await, config).await;
 
     let (s, after) = t.get(&t.org_path("/knowledge/stores")).await;
     assert_eq!(s, StatusCode::OK);

@@ -897,3 +897,82 @@ async fn file_config_and_chunking() {
         "the same stored text: {after}"
     );
 }
+
+/// The best semantic score of `query` in `store`, and the file it came from.
+async fn best_semantic(t: &TestServer, store: &str, query: &str) -> (f64, String) {
+    let (s, b) = t
+        .search(store, json!({"query": query, "mode": "semantic"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let first = &b["results"][0];
+    (
+        first["score"].as_f64().expect("a result"),
+        first["file_id"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Each file records the model and precision its vectors were made with; a server started
+/// with another precision re-embeds every completed file through a new generation (the old
+/// one searchable until the flip), and a restart with the same model queues nothing.
+#[tokio::test]
+async fn a_new_embedding_precision_reembeds_completed_files_through_generations() {
+    let t = TestServer::start().await;
+    let store = t.store().await;
+    let id = t.upload_ok(&store, "vitamin.txt", VITAMIN).await;
+    let done = t.settle(&store, &id).await;
+    assert_eq!(done["embedding_model"], "all-MiniLM-L6-v2@int8", "{done}");
+    let failed = t.upload(&store, "empty.txt", b"   ".to_vec(), None).await.1;
+    let failed = failed["id"].as_str().unwrap().to_string();
+    assert_eq!(t.settle(&store, &failed).await["status"], "failed");
+
+    // The same server, now with f32 vectors.
+    let mut config = common::config_for(t.dir.path());
+    config.embedding.precision = kiln_core::config::Precision::F32;
+    let f32_model = kiln::server::load_model(&config).await.unwrap();
+    let t = t.restart_with(f32_model.clone(), config.clone()).await;
+    // Queued at start, before any worker ran: pending (or already further along).
+    let status = t.status(&store, &id).await;
+    assert_ne!(status["status"], "failed", "{status}");
+    // Searchable all along: before the flip through the int8 generation, after it the f32 one.
+    let (_, found) = best_semantic(&t, &store, VITAMIN).await;
+    assert_eq!(found, id);
+    let again = t.settle(&store, &id).await;
+    assert_eq!(again["status"], "completed", "{again}");
+    assert_eq!(again["embedding_model"], "all-MiniLM-L6-v2", "{again}");
+    assert_eq!(again["chunk_count"], done["chunk_count"]);
+    assert_eq!(again["attempt"], 2);
+    let logs = t.logs(&store, &id).await;
+    let asked: Vec<&Value> = logs
+        .iter()
+        .filter(|l| l["event"] == "reembed_requested")
+        .collect();
+    assert_eq!(asked.len(), 1, "{logs:?}");
+    assert_eq!(asked[0]["data"]["from"], "all-MiniLM-L6-v2@int8");
+    assert_eq!(asked[0]["data"]["to"], "all-MiniLM-L6-v2");
+    let completed: Vec<&Value> = logs.iter().filter(|l| l["event"] == "completed").collect();
+    assert_eq!(
+        completed.last().unwrap()["data"]["generation"],
+        2,
+        "{logs:?}"
+    );
+    // The text is the one extracted before, not parsed again.
+    assert!(
+        logs.iter()
+            .any(|l| l["event"] == "step_completed" && l["data"]["reused"] == true),
+        "{logs:?}"
+    );
+    // The stored vector is the f32 model's now: the text's own f32 embedding matches it
+    // exactly (the int8 one is ≈ 0.995 from it).
+    let (score, _) = best_semantic(&t, &store, VITAMIN).await;
+    assert!(score > 0.9999, "{score}");
+    // A failed file is not the re-embedding's to retry.
+    assert_eq!(t.status(&store, &failed).await["status"], "failed");
+
+    // Started again with the same model: nothing is queued.
+    let t = t.restart_with(f32_model, config).await;
+    let status = t.status(&store, &id).await;
+    assert_eq!(status["status"], "completed", "{status}");
+    let logs = t.logs(&store, &id).await;
+    let asked = logs.iter().filter(|l| l["event"] == "reembed_requested");
+    assert_eq!(asked.count(), 1);
+}

@@ -145,6 +145,23 @@ impl TestServer {
         Self::around(server, dir).await
     }
 
+    /// Stops this server and starts another on the same data dir (and, in the cluster run,
+    /// the same database and bucket) with `model`, keeping the key and organization.
+    pub async fn restart_with(self, model: kiln::server::Model, config: Config) -> TestServer {
+        let running = self.server;
+        running.shutdown().await.unwrap();
+        let options = kiln::server::Options {
+            model: Some(model),
+            pdf_reader: Some(env!("CARGO_BIN_EXE_kiln").into()),
+            ..Default::default()
+        };
+        let server = Server::start_with(config, options)
+            .await
+            .expect("server restarts");
+        assert!(server.initial_key.is_none(), "no second bootstrap");
+        TestServer { server, ..self }
+    }
+
     async fn around(server: Server, dir: tempfile::TempDir) -> TestServer {
         let key = server
             .initial_key
@@ -357,7 +374,6 @@ impl TestServer {
         b
     }
 
-    /// Polls a file's status until it is `completed` or `failed` (60 s at most).
     /// `POST .../files/{file}/retry?force=true`.
     pub async fn force_retry(&self, store: &str, file: &str) -> (StatusCode, Value) {
         self.post(
@@ -367,6 +383,7 @@ impl TestServer {
         .await
     }
 
+    /// Polls a file's status until it is `completed` or `failed` (60 s at most).
     pub async fn settle(&self, store: &str, file: &str) -> Value {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
