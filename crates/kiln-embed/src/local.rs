@@ -66,16 +66,16 @@ impl LocalModel {
         weights: Weights,
         sessions: usize,
     ) -> Result<LocalModel, EmbedError> {
-        let (config, bytes) = read_files(dir)?;
-        let shape = Shape3 {
-            layers: config.num_hidden_layers,
-            hidden: config.hidden_size,
-            heads: config.num_attention_heads,
-            intermediate: config.intermediate_size,
-            layer_norm_eps: config.layer_norm_eps as f32,
-        };
+        let (shape, bytes) = read_shape(dir)?;
         let model = OnnxModel::load(runtime, &bytes, shape, weights, sessions)?;
         LocalModel::with_engine(dir, Engine::Onnx(model, weights))
+    }
+
+    /// Writes the model in `dir` as an f32 ONNX file at `path` (see
+    /// [`OnnxModel::export_f32`]), run by the library at `runtime`.
+    pub fn export_onnx(dir: &Path, runtime: &Path, path: &Path) -> Result<(), EmbedError> {
+        let (shape, bytes) = read_shape(dir)?;
+        OnnxModel::export_f32(runtime, &bytes, shape, path)
     }
 
     fn with_engine(dir: &Path, engine: Engine) -> Result<LocalModel, EmbedError> {
@@ -234,6 +234,19 @@ fn read_files(dir: &Path) -> Result<(Config, Vec<u8>), EmbedError> {
     let weights =
         std::fs::read(dir.join("model.safetensors")).map_err(|e| load_err(Box::new(e)))?;
     Ok((config, weights))
+}
+
+/// The model's shape (from `config.json`) and its weights' bytes.
+pub(crate) fn read_shape(dir: &Path) -> Result<(Shape3, Vec<u8>), EmbedError> {
+    let (config, bytes) = read_files(dir)?;
+    let shape = Shape3 {
+        layers: config.num_hidden_layers,
+        hidden: config.hidden_size,
+        heads: config.num_attention_heads,
+        intermediate: config.intermediate_size,
+        layer_norm_eps: config.layer_norm_eps as f32,
+    };
+    Ok((shape, bytes))
 }
 
 /// Mean of each row's token vectors where the mask is 1 (`hidden` is `[rows, seq, dim]`),

@@ -183,6 +183,38 @@ impl OnnxModel {
         })
     }
 
+    /// Writes the f32 graph built from `safetensors` to an ONNX file at `path`, for another
+    /// program to run (`kiln bench embed` hands it to Chroma's ONNX embedder, whose own model
+    /// is a download machines reaching only package registries cannot make). Besides
+    /// `input_ids` and `attention_mask` it takes `token_type_ids` as such exports do, and
+    /// ignores it: the type-0 row is folded into the positions, and callers pass zeros.
+    /// Saved after ONNX Runtime's basic (hardware-independent) graph optimisations.
+    pub fn export_f32(
+        library: &Path,
+        safetensors: &[u8],
+        shape: Shape3,
+        path: &Path,
+    ) -> Result<(), EmbedError> {
+        let environment = environment(library)?;
+        let failed =
+            |e: BoxError| EmbedError::Permanent(format!("cannot export the ONNX model: {e}"));
+        let tensors = candle_core::safetensors::load_buffer(safetensors, &Device::Cpu)
+            .map_err(|e| failed(e.into()))?;
+        let recipe = build(&tensors, shape, Weights::F32).map_err(failed)?;
+        drop(tensors);
+        let export = || -> Result<(), BoxError> {
+            let model = recipe.model_with(&["input_ids", "attention_mask", "token_type_ids"])?;
+            let builder = Session::builder(environment)?
+                .with_optimization_level(GraphOptimizationLevel::Level1)
+                .map_err(ort::Error::<()>::from)?
+                .with_optimized_model_path(path)
+                .map_err(ort::Error::<()>::from)?;
+            model.into_session(&builder)?;
+            Ok(())
+        };
+        export().map_err(failed)
+    }
+
     /// The last hidden state, `[batch, seq, hidden]` flattened, for token ids and an attention
     /// mask of `batch` rows of `seq`.
     pub fn forward(
@@ -306,16 +338,18 @@ impl Recipe {
 
     /// A new ONNX Runtime model holding this graph.
     fn model(&self) -> Result<Model, ort::Error> {
+        self.model_with(&["input_ids", "attention_mask"])
+    }
+
+    /// As `model`, with these `[batch, seq]` token inputs (unused ones are accepted).
+    fn model_with(&self, inputs: &[&str]) -> Result<Model, ort::Error> {
         let mut graph = Graph::new()?;
         let tokens = || ValueType::Tensor {
             ty: TensorElementType::Int64,
             shape: Shape::new([-1, -1]),
             dimension_symbols: SymbolicDimensions::new(["batch".to_string(), "seq".to_string()]),
         };
-        graph.set_inputs([
-            Outlet::new("input_ids", tokens()),
-            Outlet::new("attention_mask", tokens()),
-        ])?;
+        graph.set_inputs(inputs.iter().map(|name| Outlet::new(*name, tokens())))?;
         graph.set_outputs([Outlet::new(
             OUTPUT,
             ValueType::Tensor {
@@ -731,5 +765,45 @@ mod tests {
             transposed(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3),
             vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
         );
+    }
+
+    /// The exported file, opened as another program opens it (with `token_type_ids` fed as
+    /// zeros), computes what the in-process f32 graph computes.
+    #[test]
+    fn the_exported_f32_file_computes_what_the_graph_in_process_does() {
+        let models = crate::fetch::shared_models_dir();
+        let dir = crate::fetch::ensure(&models).unwrap();
+        let library = ensure_runtime(&models).unwrap();
+        let path = std::env::temp_dir().join(format!("kiln-export-{}.onnx", std::process::id()));
+        crate::LocalModel::export_onnx(&dir, &library, &path).unwrap();
+        let file = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(file.len() > 80_000_000, "{} bytes", file.len());
+        let mut session = Session::builder(environment(&library).unwrap())
+            .unwrap()
+            .commit_from_memory(&file)
+            .unwrap();
+        // "[CLS] hello world [SEP]" and "[CLS] kiln [SEP] [PAD]".
+        let ids = vec![101i64, 7592, 2088, 102, 101, 12631, 102, 0];
+        let mask = vec![1i64, 1, 1, 1, 1, 1, 1, 0];
+        let tensor = |v: &Vec<i64>| Tensor::from_array(([2usize, 4], v.clone())).unwrap();
+        let outputs = session
+            .run(ort::inputs![
+                "input_ids" => tensor(&ids),
+                "attention_mask" => tensor(&mask),
+                "token_type_ids" => tensor(&vec![0; 8]),
+            ])
+            .unwrap();
+        let (shape, exported) = outputs[OUTPUT].try_extract_tensor::<f32>().unwrap();
+        assert_eq!(shape.to_vec(), vec![2, 4, 384]);
+        let (shape3, bytes) = crate::local::read_shape(&dir).unwrap();
+        let model = OnnxModel::load(&library, &bytes, shape3, Weights::F32, 1).unwrap();
+        let ours = model.forward(ids, mask, 2, 4).unwrap();
+        let worst = exported
+            .iter()
+            .zip(&ours)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "largest difference {worst}");
     }
 }

@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::client::ApiClient;
 use crate::server::{Options, Server, load_model};
 
+pub mod chroma;
 pub mod embed;
 pub mod events;
 pub mod extract;
@@ -86,7 +87,12 @@ pub(crate) fn loopback_config(settings: &Config, data_dir: PathBuf) -> Config {
 
 /// Runs the ingest benchmark with `settings`' embedding and worker settings (its data dir and
 /// listen address are replaced by a temporary folder and a loopback port).
-pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Result<()> {
+pub async fn ingest(
+    corpus: &Path,
+    docs: usize,
+    chroma: &chroma::ChromaOptions,
+    settings: &Config,
+) -> anyhow::Result<()> {
     let documents = load_corpus(corpus, docs)?;
     anyhow::ensure!(
         !documents.is_empty(),
@@ -307,6 +313,21 @@ pub async fn ingest(corpus: &Path, docs: usize, settings: &Config) -> anyhow::Re
     println!("CPU seconds by live thread (this process, before shutdown):");
     for (name, seconds) in threads {
         println!("  {name:<28} {seconds:>8.1}");
+    }
+    // Chroma on the same documents, after Kiln's run (one at a time: they share the cores).
+    let model_dir = match &settings.embedding.model_dir {
+        Some(dir) => dir.clone(),
+        None => kiln_embed::fetch::ensure(&settings.models_dir())?,
+    };
+    let run = chroma
+        .run(corpus, documents.len(), &model_dir, &settings.models_dir())
+        .await;
+    println!("chroma add()       {run}");
+    if let chroma::ChromaRun::Measured { texts_per_s, .. } = run {
+        println!(
+            "kiln / chroma      {:.2}× (files/s against Chroma's texts/s, the same documents)",
+            documents.len() as f64 / total / texts_per_s
+        );
     }
     Ok(())
 }

@@ -146,6 +146,9 @@ enum BenchCommand {
         /// How many documents.
         #[arg(long, default_value_t = 300)]
         docs: usize,
+        /// Chroma's `add()` of the same documents, side by side.
+        #[command(flatten)]
+        chroma: kiln::bench::chroma::ChromaOptions,
     },
     /// Build a store of N chunks straight into the index (SciFact sentences, real SciFact
     /// vectors plus noise) and measure searches over HTTP: QPS, latency, recall@10 of the
@@ -391,10 +394,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench {
-            command: BenchCommand::Ingest { corpus, docs },
+            command:
+                BenchCommand::Ingest {
+                    corpus,
+                    docs,
+                    chroma,
+                },
         } => {
             let config = settings::load(&overrides)?;
-            kiln::bench::ingest(&corpus, docs, &config).await
+            kiln::bench::ingest(&corpus, docs, &chroma, &config).await
         }
         Command::Bench {
             command: BenchCommand::Events(options),

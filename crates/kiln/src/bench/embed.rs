@@ -33,10 +33,8 @@ pub struct EmbedBenchOptions {
     /// Write the first row's vectors here (one JSON array per line).
     #[arg(long)]
     pub save_vectors: Option<PathBuf>,
-    /// Chroma's row: a script run with python3 when present (it reports Chroma unavailable
-    /// when the package or its model is missing).
-    #[arg(long, default_value = "scripts/chroma-bench.py")]
-    pub chroma_script: PathBuf,
+    #[command(flatten)]
+    pub chroma: super::chroma::ChromaOptions,
     /// The rows, in order; the cosine column compares each with the first (or --reference).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [EngineChoice::CandleF32, EngineChoice::OnnxF32, EngineChoice::OnnxInt8])]
     pub engines: Vec<EngineChoice>,
@@ -227,43 +225,10 @@ pub async fn run(options: &EmbedBenchOptions, settings: &Config) -> anyhow::Resu
         first.get_or_insert(vectors);
     }
     println!("(batch {batch_size} texts, {lanes} lanes)");
-    println!("chroma      {}", chroma_row(options).await);
+    let chroma = options
+        .chroma
+        .run(&options.corpus, options.texts, &dir, &settings.models_dir())
+        .await;
+    println!("chroma      {chroma}");
     Ok(())
-}
-
-/// Chroma's `add()` of the same texts, as `scripts/chroma-bench.py` measures it, or why not.
-async fn chroma_row(options: &EmbedBenchOptions) -> String {
-    if !options.chroma_script.is_file() {
-        return format!("not run: no {}", options.chroma_script.display());
-    }
-    let mut command = std::process::Command::new("python3");
-    command
-        .arg(&options.chroma_script)
-        .arg("--corpus")
-        .arg(&options.corpus)
-        .arg("--texts")
-        .arg(options.texts.to_string());
-    let output = match tokio::task::spawn_blocking(move || command.output()).await {
-        Ok(Ok(output)) => output,
-        Ok(Err(err)) => return format!("not run: python3: {err}"),
-        Err(err) => return format!("not run: {err}"),
-    };
-    let line = String::from_utf8_lossy(&output.stdout);
-    let answer: serde_json::Value = match line.lines().last().map(serde_json::from_str) {
-        Some(Ok(answer)) => answer,
-        _ => {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            return format!("failed: {}", stderr.lines().last().unwrap_or("no output"));
-        }
-    };
-    match (
-        answer["texts_per_s"].as_f64(),
-        answer["unavailable"].as_str(),
-    ) {
-        (Some(rate), _) => {
-            format!("{rate:>8.1} texts/s (a whole add() with its ONNX f32 embedder)")
-        }
-        (None, Some(why)) => format!("unavailable: {why}"),
-        _ => format!("unreadable answer: {answer}"),
-    }
 }
