@@ -72,6 +72,7 @@ pub type BlobPath = Path;
 ///     original                                the file as uploaded
 ///     text.json                               its extracted text (a store's file only)
 ///     parts/{offset}-{id}                     a resumable upload's pieces, until registered
+/// index-snapshots/                            a cluster's index snapshots (kiln-replica)
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Folder(Path);
@@ -106,6 +107,11 @@ impl Folder {
         } else {
             Folder::store_file(organization_id, store_id, upload_id)
         }
+    }
+
+    /// Where cluster nodes keep snapshots of their index (`kiln-replica`'s layout).
+    pub fn index_snapshots() -> Path {
+        Path::from("index-snapshots")
     }
 
     /// The folder itself, as a prefix (to list or delete everything in it).

@@ -266,6 +266,9 @@ pub struct IndexConfig {
     pub ann_fusion_expansion_search: usize,
     /// A graph search takes `top_k × this` candidates and keeps the best by exact score.
     pub ann_rescore_factor: usize,
+    /// A cluster's API nodes write a snapshot of their index to object storage about this
+    /// often (one node, whichever comes first), for new nodes to start from. 0: never.
+    pub snapshot_every_secs: u64,
 }
 
 impl Default for IndexConfig {
@@ -275,6 +278,7 @@ impl Default for IndexConfig {
             ann_expansion_search: 0,
             ann_fusion_expansion_search: 0,
             ann_rescore_factor: 2,
+            snapshot_every_secs: 3600,
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use kiln_blobs::{Blobs, Folder};
 use kiln_catalog::{Catalog, IndexChange};
 use kiln_index::{ChunkIndex, ChunkRecord};
 
@@ -13,8 +14,9 @@ use crate::{Result, blocking};
 pub enum IndexSink {
     /// This process's own index.
     Local(Arc<ChunkIndex>),
-    /// The catalog's index log (PostgreSQL).
-    Log(Catalog),
+    /// The catalog's index log (PostgreSQL), and the object storage holding the API nodes'
+    /// index snapshots.
+    Log { catalog: Catalog, blobs: Blobs },
 }
 
 impl IndexSink {
@@ -32,7 +34,7 @@ impl IndexSink {
                     .await??;
                 Ok(())
             }
-            IndexSink::Log(catalog) => {
+            IndexSink::Log { catalog, .. } => {
                 catalog.index_add(&chunks).await?;
                 Ok(())
             }
@@ -56,8 +58,18 @@ impl IndexSink {
                 })
                 .await
             }
-            IndexSink::Log(catalog) => {
+            IndexSink::Log { catalog, blobs } => {
+                let purge = matches!(
+                    change,
+                    IndexChange::DeleteFile { .. } | IndexChange::DeleteStore { .. }
+                );
                 catalog.index_delete(change).await?;
+                if purge {
+                    // Snapshots made before this deletion hold what it removed: none may
+                    // stay (`kiln-replica`'s snapshot module; a writer publishing one meanwhile
+                    // sees the deletion in the log and removes its own).
+                    blobs.delete_prefix(&Folder::index_snapshots()).await?;
+                }
                 Ok(())
             }
         }

@@ -1,12 +1,17 @@
 //! A cluster API node's chunk index: a local tantivy + vector index that replays the catalog's
 //! index log (`kiln_catalog::index_log`) in sequence order. Nothing in it is the only copy:
 //! every chunk and vector lives in the catalog, so a node can be lost, and a new one (or one
-//! whose folder belongs to another log, or that fell behind the log's retention) rebuilds from
-//! a consistent snapshot of the catalog's chunks and then replays the log after it.
+//! whose folder belongs to another log, or that fell behind the log's retention) starts from
+//! the newest index snapshot in object storage (`snapshot.rs`), or else from a consistent
+//! read of the catalog's chunks, and then replays the log after it.
 //!
 //! Read-your-writes: `catch_up` reads the log's head and waits until this replica has applied
 //! it, so a file reported `completed` (its chunks were logged before) is found by the next
 //! search on any node. How far behind a node is shows in `/ready` and `/metrics`.
+
+mod snapshot;
+
+pub use snapshot::{SnapshotRef, discard_all as discard_snapshots, latest as latest_snapshot};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use kiln_blobs::Blobs;
 use kiln_catalog::{Catalog, IndexChange, LogEntry};
 use kiln_index::{AnnOptions, ChunkIndex, ChunkRecord};
 use serde::{Deserialize, Serialize};
@@ -32,6 +38,8 @@ pub enum ReplicaError {
     Index(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("index snapshot: {0}")]
+    Snapshot(String),
     #[error(
         "this node's index is {behind} log entries behind after waiting {waited_ms} ms (applied {applied}, head {head})"
     )]
@@ -57,7 +65,8 @@ struct Watermark {
 }
 
 /// How a replica opened: from its own folder, or rebuilt (and why).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
 pub enum Opened {
     Resumed {
         seq: u64,
@@ -67,12 +76,22 @@ pub enum Opened {
         chunks: u64,
         seq: u64,
     },
+    /// From a snapshot in object storage, then the log after it.
+    Restored {
+        reason: &'static str,
+        seq: u64,
+        bytes: u64,
+    },
 }
 
 /// A local index kept in step with the catalog's index log.
 pub struct Replica {
     catalog: Catalog,
     index: Arc<ChunkIndex>,
+    /// The index folder.
+    dir: PathBuf,
+    /// Where snapshots are written and read (a cluster's object storage).
+    blobs: Option<Blobs>,
     watermark_path: PathBuf,
     epoch: String,
     applied: watch::Sender<u64>,
@@ -94,6 +113,7 @@ impl Replica {
         dir: &Path,
         dimensions: usize,
         ann: AnnOptions,
+        blobs: Option<Blobs>,
     ) -> Result<Replica> {
         let watermark_path = watermark_path(dir);
         let head = catalog.index_head().await?;
@@ -120,43 +140,67 @@ impl Replica {
                 (open(dir.to_path_buf())?, seq, Opened::Resumed { seq })
             }
             Some(reason) => {
-                tracing::info!(reason, dir = %dir.display(), "rebuilding the index from the catalog");
                 let _ = std::fs::remove_file(&watermark_path);
                 if dir.exists() {
                     std::fs::remove_dir_all(dir)?;
                 }
-                let index = open(dir.to_path_buf())?;
-                let loading = index.clone();
-                // Blocking adds on this thread: a node loads its snapshot before it serves.
-                let snapshot = catalog
-                    .index_snapshot(SNAPSHOT_BATCH, |chunks| {
-                        loading.add(&chunks).map_err(|e| e.to_string())
-                    })
-                    .await?
-                    .map_err(ReplicaError::Index)?;
-                write_watermark(
-                    &watermark_path,
-                    &Watermark {
-                        epoch: snapshot.head.epoch.clone(),
+                if let Some(blobs) = &blobs
+                    && let Some((snapshot, seq)) = restore(&catalog, blobs, dir, &head).await
+                {
+                    write_watermark(
+                        &watermark_path,
+                        &Watermark {
+                            epoch: head.epoch.clone(),
+                            seq,
+                        },
+                    )?;
+                    let opened = Opened::Restored {
+                        reason,
+                        seq,
+                        bytes: snapshot.bytes(),
+                    };
+                    tracing::info!(
+                        ?opened,
+                        "index restored from a snapshot; the log after it follows"
+                    );
+                    (open(dir.to_path_buf())?, seq, opened)
+                } else {
+                    tracing::info!(reason, dir = %dir.display(), "rebuilding the index from the catalog");
+                    let index = open(dir.to_path_buf())?;
+                    let loading = index.clone();
+                    // Blocking adds on this thread: a node loads its snapshot before it serves.
+                    let snapshot = catalog
+                        .index_snapshot(SNAPSHOT_BATCH, |chunks| {
+                            loading.add(&chunks).map_err(|e| e.to_string())
+                        })
+                        .await?
+                        .map_err(ReplicaError::Index)?;
+                    write_watermark(
+                        &watermark_path,
+                        &Watermark {
+                            epoch: snapshot.head.epoch.clone(),
+                            seq: snapshot.head.seq,
+                        },
+                    )?;
+                    tracing::info!(
+                        chunks = snapshot.chunks,
+                        seq = snapshot.head.seq,
+                        "index rebuilt"
+                    );
+                    let opened = Opened::Rebuilt {
+                        reason,
+                        chunks: snapshot.chunks,
                         seq: snapshot.head.seq,
-                    },
-                )?;
-                tracing::info!(
-                    chunks = snapshot.chunks,
-                    seq = snapshot.head.seq,
-                    "index rebuilt"
-                );
-                let opened = Opened::Rebuilt {
-                    reason,
-                    chunks: snapshot.chunks,
-                    seq: snapshot.head.seq,
-                };
-                (index, snapshot.head.seq, opened)
+                    };
+                    (index, snapshot.head.seq, opened)
+                }
             }
         };
         Ok(Replica {
             catalog,
             index,
+            dir: dir.to_path_buf(),
+            blobs,
             watermark_path,
             epoch: head.epoch,
             applied: watch::Sender::new(seq),
@@ -303,6 +347,131 @@ impl Replica {
     pub fn nudge(&self) {
         self.nudge.notify_one();
     }
+
+    /// Writes a snapshot of this node's index to object storage, as of the last log entry
+    /// applied, for new nodes to start from. `None`: nothing was written (no object storage,
+    /// nothing new since the newest snapshot, or a deletion was logged after this position).
+    pub async fn write_snapshot(&self) -> Result<Option<SnapshotRef>> {
+        let Some(blobs) = &self.blobs else {
+            return Ok(None);
+        };
+        if let Some(latest) = snapshot::latest(blobs).await?
+            && latest.epoch == self.epoch
+            && latest.seq >= self.applied()
+        {
+            return Ok(None);
+        }
+        // Graphs saved first, so a new node need not build them.
+        let index = self.index.clone();
+        tokio::task::spawn_blocking(move || index.persist())
+            .await
+            .map_err(|e| ReplicaError::Index(e.to_string()))?
+            .map_err(|e| ReplicaError::Index(e.to_string()))?;
+        let staging = self.dir.with_extension("snapshot");
+        let seq = {
+            // No entry is applied while the folder is linked: it is the index at `seq`.
+            let _paused = self.syncing.lock().await;
+            let (dir, staging) = (self.dir.clone(), staging.clone());
+            let linked = tokio::task::spawn_blocking(move || {
+                for _ in 0..5 {
+                    if snapshot::link_folder(&dir, &staging)? {
+                        return Ok(true);
+                    }
+                }
+                Ok::<_, std::io::Error>(false)
+            })
+            .await
+            .map_err(|e| ReplicaError::Index(e.to_string()))??;
+            if !linked {
+                return Err(ReplicaError::Snapshot(
+                    "segments kept changing while the folder was linked".into(),
+                ));
+            }
+            self.applied()
+        };
+        let written = snapshot::upload(blobs, &self.catalog, &staging, &self.epoch, seq).await;
+        let _ = tokio::fs::remove_dir_all(&staging).await;
+        written
+    }
+
+    /// Writes a snapshot every `every` until `stop` turns true, unless another node wrote
+    /// one within that time (every API node runs this; roughly one writes).
+    pub async fn write_snapshots(
+        self: Arc<Self>,
+        every: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let Some(blobs) = self.blobs.clone() else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|stop| *stop) => return,
+            }
+            let now = kiln_core::Timestamp::now().millis();
+            let recent = match snapshot::latest(&blobs).await {
+                Ok(Some(latest)) => now - latest.written_at_ms < every.as_millis() as i64 / 2,
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the newest index snapshot could not be read");
+                    continue;
+                }
+            };
+            if recent {
+                continue;
+            }
+            match self.write_snapshot().await {
+                Ok(Some(written)) => tracing::info!(
+                    seq = written.seq,
+                    bytes = written.bytes(),
+                    files = written.files.len(),
+                    "index snapshot written"
+                ),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "the index snapshot could not be written"),
+            }
+        }
+    }
+}
+
+/// A new node's index from the newest snapshot, if there is one this node can continue
+/// from (the same log, not ahead of it, and the log still holds everything after it): the
+/// snapshot and its position. Anything amiss leaves `dir` absent and answers `None`, and the
+/// node rebuilds from the catalog instead.
+async fn restore(
+    catalog: &Catalog,
+    blobs: &Blobs,
+    dir: &Path,
+    head: &kiln_catalog::IndexHead,
+) -> Option<(SnapshotRef, u64)> {
+    let attempt = async {
+        let Some(latest) = snapshot::latest(blobs).await? else {
+            return Ok(None);
+        };
+        if latest.epoch != head.epoch
+            || latest.seq > head.seq
+            || !continues(catalog, latest.seq, head.seq).await?
+        {
+            return Ok(None);
+        }
+        snapshot::download(blobs, &latest, dir).await?;
+        let seq = latest.seq;
+        Ok::<_, ReplicaError>(Some((latest, seq)))
+    };
+    match attempt.await {
+        Ok(found) => {
+            if found.is_none() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            found
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the index snapshot could not be restored; rebuilding from the catalog");
+            let _ = std::fs::remove_dir_all(dir);
+            None
+        }
+    }
 }
 
 fn apply_entries(
@@ -448,10 +617,116 @@ mod tests {
             .unwrap();
     }
 
-    async fn open(catalog: &Catalog, dir: &Path) -> Replica {
-        Replica::open(catalog.clone(), dir, DIMS, AnnOptions::default())
+    async fn delete_file(catalog: &Catalog, store: &str, file: &str) {
+        catalog
+            .index_delete(IndexChange::DeleteFile {
+                store_id: store.into(),
+                file_id: file.into(),
+            })
             .await
-            .unwrap()
+            .unwrap();
+    }
+
+    async fn open(catalog: &Catalog, dir: &Path) -> Replica {
+        open_with(catalog, dir, None).await
+    }
+
+    async fn open_with(catalog: &Catalog, dir: &Path, blobs: Option<&Blobs>) -> Replica {
+        Replica::open(
+            catalog.clone(),
+            dir,
+            DIMS,
+            AnnOptions::default(),
+            blobs.cloned(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// A new node starts from the newest snapshot and the log after it; a deletion logged
+    /// after a snapshot's position leaves no snapshot behind, whichever side comes second.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_node_starts_from_a_snapshot_and_purges_leave_none() {
+        let dir = tempfile::tempdir().unwrap();
+        for url in catalog_urls(dir.path()) {
+            let catalog = Catalog::open(&url, 4).await.unwrap();
+            let storage = tempfile::tempdir().unwrap();
+            let blobs = Blobs::open_local(storage.path()).await.unwrap();
+            let folder = tempfile::tempdir().unwrap();
+            add(&catalog, "s1", "f1", 1, 3, "amber").await;
+            add(&catalog, "s1", "f2", 1, 2, "cobalt").await;
+            let a = open_with(&catalog, &folder.path().join("a"), Some(&blobs)).await;
+            a.sync().await.unwrap();
+            let written = a.write_snapshot().await.unwrap().expect("written");
+            assert_eq!(written.seq, 2);
+            assert!(written.files.iter().any(|(name, _)| name == "meta.json"));
+            assert!(a.write_snapshot().await.unwrap().is_none(), "nothing new");
+
+            // Changes after the snapshot; a new node starts from it and follows the log.
+            add(&catalog, "s1", "f3", 1, 2, "amber").await;
+            let b = open_with(&catalog, &folder.path().join("b"), Some(&blobs)).await;
+            assert!(
+                matches!(b.opened, Opened::Restored { seq: 2, bytes, .. } if bytes > 0),
+                "{:?}",
+                b.opened
+            );
+            assert_eq!(keyword(b.index(), "s1", "amber").len(), 3, "{url}");
+            b.sync().await.unwrap();
+            a.sync().await.unwrap();
+            assert_eq!(
+                keyword(b.index(), "s1", "amber"),
+                keyword(a.index(), "s1", "amber")
+            );
+            assert_eq!(keyword(b.index(), "s1", "amber").len(), 5);
+            assert_eq!(keyword(b.index(), "s1", "cobalt").len(), 2);
+
+            // A purge after a snapshot: the sink's rule (delete logged, then snapshots gone).
+            let second = b.write_snapshot().await.unwrap().expect("written");
+            a.sync().await.unwrap();
+            add(&catalog, "s1", "f4", 1, 1, "amber").await;
+            a.sync().await.unwrap();
+            let third = a.write_snapshot().await.unwrap().expect("written");
+            // The oldest is gone; the one before the newest stays (a node may be restoring it).
+            let kept = blobs
+                .list(&kiln_blobs::Folder::index_snapshots())
+                .await
+                .unwrap();
+            let names = [format!("{:020}", second.seq), format!("{:020}", third.seq)];
+            assert!(
+                kept.iter()
+                    .all(|p| names.iter().any(|n| p.as_ref().contains(n))
+                        || p.as_ref().ends_with("latest.json")),
+                "{kept:?}"
+            );
+            assert!(kept.iter().any(|p| p.as_ref().contains(&names[0])));
+            assert!(
+                !kept
+                    .iter()
+                    .any(|p| p.as_ref().contains(&format!("{:020}", written.seq)))
+            );
+            delete_file(&catalog, "s1", "f2").await;
+            discard_snapshots(&blobs).await.unwrap();
+            let before_delete = a.applied();
+            assert_eq!(latest_snapshot(&blobs).await.unwrap(), None);
+            // A writer behind that deletion (it has not applied it) publishes nothing, and
+            // leaves nothing: its snapshot would hold the purged file.
+            assert!(a.write_snapshot().await.unwrap().is_none());
+            let left = blobs
+                .list(&kiln_blobs::Folder::index_snapshots())
+                .await
+                .unwrap();
+            assert!(left.is_empty(), "{left:?}");
+            // Once it has applied the deletion it may.
+            a.sync().await.unwrap();
+            assert!(a.write_snapshot().await.unwrap().is_some());
+            let c = open_with(&catalog, &folder.path().join("c"), Some(&blobs)).await;
+            assert!(
+                matches!(c.opened, Opened::Restored { seq, .. } if seq == before_delete + 1),
+                "{:?}",
+                c.opened
+            );
+            assert!(keyword(c.index(), "s1", "cobalt").is_empty());
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -516,13 +791,7 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            catalog
-                .index_delete(IndexChange::DeleteFile {
-                    store_id: "s1".into(),
-                    file_id: "f2".into(),
-                })
-                .await
-                .unwrap();
+            delete_file(&catalog, "s1", "f2").await;
             replica.sync().await.unwrap();
             assert!(keyword(replica.index(), "s2", "amber").is_empty());
             assert!(keyword(replica.index(), "s1", "amber").is_empty());

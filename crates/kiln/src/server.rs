@@ -180,10 +180,12 @@ const REPLICA_POLL: Duration = Duration::from_millis(500);
 /// replica keeping the local index in step with the catalog's index log. Chosen by the
 /// catalog: with SQLite one process owns the data dir and writes its index directly; with
 /// PostgreSQL any number of processes share the catalog, so chunks go to the catalog's log
-/// and each API node replays it.
+/// and each API node replays it (a new one starting from the newest index snapshot in
+/// `blobs`, when there is one).
 pub async fn open_index(
     config: &Config,
     catalog: &Catalog,
+    blobs: &Blobs,
     dims: usize,
 ) -> anyhow::Result<(Arc<ChunkIndex>, IndexSink, Option<Arc<Replica>>)> {
     let index_dir = config.data_dir.join("index");
@@ -203,14 +205,17 @@ pub async fn open_index(
         }
         Dialect::Postgres => {
             let replica = Arc::new(
-                Replica::open(catalog.clone(), &index_dir, dims, ann)
+                Replica::open(catalog.clone(), &index_dir, dims, ann, Some(blobs.clone()))
                     .await
                     .context("cannot open the index replica")?,
             );
             tracing::info!(opened = ?replica.opened, "index replica ready");
             Ok((
                 replica.index().clone(),
-                IndexSink::Log(catalog.clone()),
+                IndexSink::Log {
+                    catalog: catalog.clone(),
+                    blobs: blobs.clone(),
+                },
                 Some(replica),
             ))
         }
@@ -342,7 +347,7 @@ impl Server {
         load_pdf_engine(&config, options.pdf_reader).await?;
         let (catalog, blobs) = open_storage(&config).await?;
         let dims = model.embedder.dimensions();
-        let (index, sink, replica) = open_index(&config, &catalog, dims).await?;
+        let (index, sink, replica) = open_index(&config, &catalog, &blobs, dims).await?;
         let initial_key = bootstrap(&config, &catalog).await?;
         let listener = TcpListener::bind(&config.listen)
             .await
@@ -370,6 +375,12 @@ impl Server {
             background.push(tokio::spawn(
                 replica.clone().run(REPLICA_POLL, stop.clone()),
             ));
+            if config.index.snapshot_every_secs > 0 {
+                let every = Duration::from_secs(config.index.snapshot_every_secs);
+                background.push(tokio::spawn(
+                    replica.clone().write_snapshots(every, stop.clone()),
+                ));
+            }
             let nudged = replica.clone();
             background.extend(catalog.listen(kiln_catalog::INDEX_CHANNEL, move || nudged.nudge()));
         }
@@ -543,7 +554,10 @@ impl WorkerNode {
             Services {
                 catalog: catalog.clone(),
                 blobs: blobs.clone(),
-                index: IndexSink::Log(catalog.clone()),
+                index: IndexSink::Log {
+                    catalog: catalog.clone(),
+                    blobs: blobs.clone(),
+                },
                 embedder: model.embedder.clone(),
                 tokens: model.tokens.clone(),
             },

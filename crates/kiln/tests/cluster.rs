@@ -4,7 +4,8 @@
 //! every search alike. Then 200 more, while one worker and one API node are killed with
 //! SIGKILL: every file still ends `completed` with the chunk count of the first, undisturbed
 //! round, nothing is left twice in the shared index, and a third API node started afterwards
-//! (rebuilding its index from the catalog) answers the same searches.
+//! (from the index snapshot the API nodes keep in S3, plus the log after it) answers the same
+//! searches.
 
 mod common;
 
@@ -81,6 +82,8 @@ fn start(args: &[&str], dir: &Path, shared: &Path) -> (Node, Option<String>) {
         ("KILN_WORKERS__LEASE_SECS", "3".into()),
         ("KILN_WORKERS__REAP_EVERY_SECS", "1".into()),
         ("KILN_WORKERS__COUNT", "2".into()),
+        // API nodes write index snapshots often here (hourly by default).
+        ("KILN_INDEX__SNAPSHOT_EVERY_SECS", "2".into()),
     ]);
     let (child, base, key) = common::spawn_kiln_as(args, dir, &env, &[]);
     (Node { child, base }, key)
@@ -380,12 +383,31 @@ async fn two_api_nodes_and_two_workers_survive_sigkill_and_a_new_node_agrees() {
     }
     assert_eq!(checked, 2 * FILES);
 
-    // A third API node, started now, rebuilds its index from the catalog and agrees.
+    // A third API node, started now, restores the index snapshot a running node wrote to S3,
+    // then follows the log after it, and agrees.
+    let mut config = kiln_core::config::Config {
+        data_dir: shared.clone(),
+        ..Default::default()
+    };
+    common::use_cluster(&mut config);
+    let blobs = kiln::server::open_blobs(&config).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let snapshot = loop {
+        if let Some(snapshot) = kiln_replica::latest_snapshot(&blobs).await.unwrap() {
+            break snapshot;
+        }
+        assert!(Instant::now() < deadline, "no index snapshot was written");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let (c, _) = start(
         &["serve", "--no-workers", "--listen", "127.0.0.1:0"],
         &dir("c"),
         &shared,
     );
+    let ready = api.call(api.client.get(format!("{}/ready", c.base))).await;
+    let opened = &ready["checks"]["index"]["opened"];
+    assert_eq!(opened["from"], "restored", "{ready}");
+    assert!(opened["seq"].as_u64().unwrap() >= snapshot.seq, "{ready}");
     api.same_answers(&a, &c, &[&first, &second]).await;
     for node in [a, c, w2] {
         node.stop();

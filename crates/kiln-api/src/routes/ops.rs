@@ -43,6 +43,7 @@ pub(crate) async fn ready(
             checks["index"] = json!({
                 "applied": replica.applied(),
                 "behind": replica.behind(),
+                "opened": replica.opened,
                 "error": synced.as_ref().err().map(ToString::to_string),
             });
             synced.is_ok()
