@@ -202,27 +202,41 @@ impl Lane {
             self.shared.lanes as usize,
             self.model.batch_size(),
         );
+        // Texts of like length go into the same part: a pass is padded to its longest text
+        // (in SciFact's order, 6.5 % of what passes of 8 computed was padding).
+        let order = by_length(&texts);
         let mut answers = Vec::with_capacity(texts.len().div_ceil(part));
-        for part in texts.chunks(part) {
+        for part in order.chunks(part) {
             let (reply, answer) = oneshot::channel();
             self.shared
                 .queued
                 .fetch_add(part.len() as u64, Ordering::SeqCst);
+            let part: Vec<String> = part.iter().map(|&i| texts[i].clone()).collect();
             self.jobs
-                .send((part.to_vec(), reply))
+                .send((part, reply))
                 .map_err(|_| EmbedError::Permanent("the embedding threads have stopped".into()))?;
             answers.push(answer);
         }
-        let mut vectors = Vec::with_capacity(texts.len());
+        let mut vectors = vec![Vec::new(); texts.len()];
+        let mut slots = order.into_iter();
         for answer in answers {
-            vectors.extend(
-                answer
-                    .await
-                    .map_err(|_| EmbedError::Permanent("an embedding thread failed".into()))??,
-            );
+            let part = answer
+                .await
+                .map_err(|_| EmbedError::Permanent("an embedding thread failed".into()))??;
+            // The part first: zipping the other way round would take one slot too many.
+            for (vector, slot) in part.into_iter().zip(slots.by_ref()) {
+                vectors[slot] = vector;
+            }
         }
         Ok(vectors)
     }
+}
+
+/// The texts' positions, shortest first (bytes stand in for tokens).
+pub fn by_length<S: AsRef<str>>(texts: &[S]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| texts[i].as_ref().len());
+    order
 }
 
 /// Requests of at most this many bytes of text (a search query) skip the lanes' queue and
@@ -314,6 +328,18 @@ mod sharing {
                 "{texts} on {lanes}×{batch}"
             );
         }
+    }
+
+    #[test]
+    fn a_request_is_cut_in_order_of_length() {
+        let texts = [
+            "a longer text",
+            "short",
+            "the longest text of all",
+            "mid text",
+        ];
+        assert_eq!(by_length(&texts), vec![1, 3, 0, 2]);
+        assert!(by_length::<&str>(&[]).is_empty());
     }
 
     #[test]

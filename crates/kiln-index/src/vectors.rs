@@ -370,10 +370,12 @@ impl StoreVectors {
             .save(partial.to_str().ok_or_else(|| ann_error("path"))?)
             .map_err(ann_error)?;
         std::fs::rename(&partial, path)?;
-        std::fs::write(
-            path.with_extension("json"),
-            serde_json::to_vec(&meta).map_err(ann_error)?,
-        )?;
+        // Replaced, never rewritten in place: a hard link to the old file (an index snapshot
+        // being uploaded) keeps the old contents.
+        let meta_path = path.with_extension("json");
+        let meta_partial = path.with_extension("json.partial");
+        std::fs::write(&meta_partial, serde_json::to_vec(&meta).map_err(ann_error)?)?;
+        std::fs::rename(&meta_partial, &meta_path)?;
         Ok(())
     }
 

@@ -109,7 +109,7 @@ async fn deleted_since(catalog: &Catalog, seq: u64) -> Result<bool> {
     }
 }
 
-/// Every file under `dir`, relative to it, but tantivy's lock files.
+/// Every file under `dir`, relative to it, but lock files and files being written.
 fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut pending = vec![PathBuf::new()];
@@ -119,7 +119,10 @@ fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             let name = relative.join(entry.file_name());
             if entry.file_type()?.is_dir() {
                 pending.push(name);
-            } else if !entry.file_name().to_string_lossy().ends_with(".lock") {
+            } else if ![".lock", ".partial", ".tmp"]
+                .iter()
+                .any(|end| entry.file_name().to_string_lossy().ends_with(end))
+            {
                 out.push(name);
             }
         }
@@ -129,7 +132,8 @@ fn files_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 }
 
 /// Hard-links the index folder's files into `staging` (instant, whatever their size; the
-/// index's files are never changed in place, only replaced). Checks that every segment the
+/// index's files are never changed in place, only replaced: tantivy's by design, the vector
+/// graphs and their meta by `kiln-index`'s saves). Checks that every segment the
 /// linked `meta.json` names is there: a merge finishing meanwhile may remove the files of the
 /// segments it replaced, so the caller tries again.
 pub(crate) fn link_folder(dir: &Path, staging: &Path) -> std::io::Result<bool> {

@@ -140,9 +140,13 @@ pub async fn run(options: &EmbedBenchOptions, settings: &Config) -> anyhow::Resu
         .collect();
     drop(counter);
     let token_sum: usize = tokens.iter().sum();
-    // What the passes compute when batches are padded to their longest text, in the order
-    // the texts come (as a lane gets them).
-    let padded: usize = tokens
+    // What the passes compute when batches are padded to their longest text, with the texts
+    // ordered by length as the lanes split a request.
+    let ordered: Vec<usize> = kiln_embed::lane::by_length(&texts)
+        .into_iter()
+        .map(|i| tokens[i])
+        .collect();
+    let padded: usize = ordered
         .chunks(batch_size)
         .map(|batch| batch.len() * batch.iter().max().copied().unwrap_or(0))
         .sum();
