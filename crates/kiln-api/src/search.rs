@@ -167,6 +167,24 @@ pub async fn search(
     if !problems.is_empty() {
         return Err(ApiError::validation(problems));
     }
+    // The query's vector first: what the catalog says is searchable is read as late as
+    // possible before the index is, so a re-processed file's old generation is not dropped
+    // from the index in between (its drop follows the flip to the new one).
+    let vector = match (mode, request.query_vector) {
+        (Mode::Keyword, _) => None,
+        (_, Some(v)) => Some(v),
+        (_, None) => {
+            let text = vec![query.clone().unwrap_or_default()];
+            let mut vectors = app.embedder.embed(&text).await.map_err(|e| {
+                ApiError::new(
+                    ErrorCode::ServiceUnavailable,
+                    format!("The query could not be embedded: {e}"),
+                )
+            })?;
+            vectors.pop()
+        }
+    };
+
     let top_k = top_k as usize;
     let mut catalogs: Vec<Files> = Vec::with_capacity(stores.len());
     for store in &stores {
@@ -199,21 +217,6 @@ pub async fn search(
                     .as_ref()
                     .is_none_or(|m| m.contains(&f.mime_type))
         })
-    };
-
-    let vector = match (mode, request.query_vector) {
-        (Mode::Keyword, _) => None,
-        (_, Some(v)) => Some(v),
-        (_, None) => {
-            let text = vec![query.clone().unwrap_or_default()];
-            let mut vectors = app.embedder.embed(&text).await.map_err(|e| {
-                ApiError::new(
-                    ErrorCode::ServiceUnavailable,
-                    format!("The query could not be embedded: {e}"),
-                )
-            })?;
-            vectors.pop()
-        }
     };
 
     // Read-your-writes on a cluster: everything logged before this search is in the index.

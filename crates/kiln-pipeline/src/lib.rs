@@ -55,6 +55,10 @@ pub struct PipelineConfig {
     pub extract_timeout: Duration,
     /// Texts per embedding call (progress is reported between calls).
     pub embed_batch: usize,
+    /// How long a re-processed file's previous generation stays in the index after the flip
+    /// to the new one: a search that read the catalog just before the flip still answers with
+    /// it (a cluster's search may wait up to 10 s for its node's replica).
+    pub superseded_grace: Duration,
     /// A prefix for worker names (host and process by default).
     pub name: String,
 }
@@ -70,6 +74,7 @@ impl Default for PipelineConfig {
             retry_base: Duration::from_secs(2),
             extract_timeout: Duration::from_secs(120),
             embed_batch: 32,
+            superseded_grace: Duration::from_secs(15),
             // Unique among every process sharing the catalog (leases name their holder), even
             // where process IDs repeat (containers).
             name: format!(
@@ -98,6 +103,45 @@ pub struct Pipeline {
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
     parsing: Arc<ParseSlots>,
+    superseded: Arc<Superseded>,
+}
+
+/// Re-processed files' previous generations, waiting out their grace before they leave the
+/// index (`PipelineConfig::superseded_grace`). The reaper removes those due; a shutdown
+/// removes the rest once the jobs in hand are done.
+pub(crate) struct Superseded {
+    index: IndexSink,
+    waiting: std::sync::Mutex<Vec<(std::time::Instant, kiln_catalog::IndexChange)>>,
+}
+
+impl Superseded {
+    /// Removes `change` from the index at `due`.
+    pub(crate) fn later(&self, due: std::time::Instant, change: kiln_catalog::IndexChange) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((due, change));
+    }
+
+    /// Removes those due by `now` (every one without).
+    async fn remove_due(&self, now: Option<std::time::Instant>) {
+        let due: Vec<kiln_catalog::IndexChange> = {
+            let mut waiting = self
+                .waiting
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (due, kept) = std::mem::take(&mut *waiting)
+                .into_iter()
+                .partition(|(at, _)| now.is_none_or(|now| *at <= now));
+            *waiting = kept;
+            due.into_iter().map(|(_, change)| change).collect()
+        };
+        for change in due {
+            if let Err(e) = self.index.delete(change).await {
+                tracing::warn!(error = %e, "a superseded generation could not be removed from the index");
+            }
+        }
+    }
 }
 
 /// Slots for reading and parsing originals, shared by a process's workers: however many jobs
@@ -150,6 +194,10 @@ impl Pipeline {
         let mut tasks = JoinSet::new();
         let config = Arc::new(config);
         let parsing = Arc::new(ParseSlots::new(config.workers.max(1)));
+        let superseded = Arc::new(Superseded {
+            index: services.index.clone(),
+            waiting: std::sync::Mutex::default(),
+        });
         for n in 0..config.workers.max(1) {
             let worker = Worker {
                 name: format!("{}-w{n}", config.name),
@@ -157,6 +205,7 @@ impl Pipeline {
                 config: config.clone(),
                 waker: waker.clone(),
                 parsing: parsing.clone(),
+                superseded: superseded.clone(),
             };
             tasks.spawn(Arc::new(worker).run(stopped.clone()));
         }
@@ -164,6 +213,7 @@ impl Pipeline {
             services.clone(),
             config.clone(),
             waker.clone(),
+            superseded.clone(),
             stopped.clone(),
         ));
         // Jobs queued by other processes (PostgreSQL): woken at once, not at the next poll.
@@ -184,6 +234,7 @@ impl Pipeline {
             stop,
             tasks,
             parsing,
+            superseded,
         }
     }
 
@@ -206,6 +257,8 @@ impl Pipeline {
             tracing::warn!("workers still busy after the grace period; their leases will expire");
             self.tasks.abort_all();
         }
+        // No search of this process remains to look for them.
+        self.superseded.remove_due(None).await;
     }
 }
 
@@ -213,10 +266,12 @@ async fn reaper(
     services: Services,
     config: Arc<PipelineConfig>,
     waker: Waker,
+    superseded: Arc<Superseded>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let catalog = &services.catalog;
     loop {
+        superseded.remove_due(Some(std::time::Instant::now())).await;
         if let Err(err) = drop_expired_uploads(&services).await {
             tracing::error!(error = %err, "cleaning up expired uploads failed");
         }
@@ -261,6 +316,7 @@ struct Worker {
     waker: Waker,
     /// Slots for reading and parsing originals, shared by the process's workers.
     parsing: Arc<ParseSlots>,
+    superseded: Arc<Superseded>,
 }
 
 impl Worker {

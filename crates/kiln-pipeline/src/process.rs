@@ -93,11 +93,24 @@ pub(crate) async fn run(worker: &Worker, job: &ProcessJob) -> Result<()> {
             Ok(CompleteOutcome::Completed {
                 previous_generation: previous,
             }) => {
-                // The flip is committed: the old generation is stale, and so is any between
-                // it and this one (written by an attempt whose process was killed), remove
-                // them.
-                for stale in (previous.max(1) as u64)..generation {
+                // The flip is committed. Generations between the one active before and this
+                // one were written by attempts that never completed (a killed process): never
+                // searchable, removed now.
+                for stale in (previous as u64 + 1).max(1)..generation {
                     drop_generation(stale).await?;
+                }
+                // The one active before goes after a grace: a search that read the catalog
+                // just before the flip still looks for it. (A process killed within the grace
+                // leaves it in the index, never searched again; deleting the file removes it.)
+                if previous > 0 {
+                    worker.superseded.later(
+                        Instant::now() + worker.config.superseded_grace,
+                        IndexChange::DeleteGeneration {
+                            store_id: file.store_id.clone(),
+                            file_id: file.id.clone(),
+                            generation: previous as u64,
+                        },
+                    );
                 }
             }
             Ok(CompleteOutcome::Stopped(Liveness::Cancelled)) => {

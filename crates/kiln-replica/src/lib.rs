@@ -144,9 +144,20 @@ impl Replica {
                 if dir.exists() {
                     std::fs::remove_dir_all(dir)?;
                 }
-                if let Some(blobs) = &blobs
-                    && let Some((snapshot, seq)) = restore(&catalog, blobs, dir, &head).await
-                {
+                let restored = match &blobs {
+                    Some(blobs) => restore(&catalog, blobs, dir, &head).await,
+                    None => None,
+                };
+                // A restored folder that does not open is rebuilt from the catalog.
+                let restored = restored.and_then(|(snapshot, seq)| match open(dir.to_path_buf()) {
+                    Ok(index) => Some((index, snapshot, seq)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the restored index snapshot does not open; rebuilding from the catalog");
+                        let _ = std::fs::remove_dir_all(dir);
+                        None
+                    }
+                });
+                if let Some((index, snapshot, seq)) = restored {
                     write_watermark(
                         &watermark_path,
                         &Watermark {
@@ -163,7 +174,7 @@ impl Replica {
                         ?opened,
                         "index restored from a snapshot; the log after it follows"
                     );
-                    (open(dir.to_path_buf())?, seq, opened)
+                    (index, seq, opened)
                 } else {
                     tracing::info!(reason, dir = %dir.display(), "rebuilding the index from the catalog");
                     let index = open(dir.to_path_buf())?;

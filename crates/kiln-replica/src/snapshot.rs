@@ -167,7 +167,7 @@ pub(crate) fn link_folder(dir: &Path, staging: &Path) -> std::io::Result<bool> {
             .as_str()
             .unwrap_or("")
             .replace('-', "");
-        linked.iter().any(|name| name.starts_with(&id))
+        !id.is_empty() && linked.iter().any(|name| name.starts_with(&id))
     }))
 }
 

@@ -533,8 +533,12 @@ async fn forced_reprocessing_keeps_the_file_searchable_and_never_duplicates() {
     let second = t.settle(&store, &id).await;
     assert_eq!(second["chunk_count"].as_u64().unwrap(), chunks);
     assert_eq!(second["attempt"], 2);
-    // The old generation is gone from the index.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // Right after the flip the previous generation is still in the index, for searches that
+    // read the catalog before it.
+    assert_eq!(index_chunks(&t, &id).await, 2 * chunks);
+    // The old generation is gone from the index (after the pipeline's grace of 15 s, which
+    // searches begun before the flip rely on).
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
     while index_chunks(&t, &id).await != chunks {
         assert!(std::time::Instant::now() < deadline, "stale chunks remain");
         tokio::time::sleep(Duration::from_millis(50)).await;
