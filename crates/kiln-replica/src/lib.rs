@@ -179,10 +179,18 @@ impl Replica {
                     tracing::info!(reason, dir = %dir.display(), "rebuilding the index from the catalog");
                     let index = open(dir.to_path_buf())?;
                     let loading = index.clone();
-                    // Blocking adds on this thread: a node loads its snapshot before it serves.
+                    // A node loads its index before it serves; the adds block, so on a
+                    // multi-threaded runtime this thread's other tasks move elsewhere meanwhile.
+                    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+                        == tokio::runtime::RuntimeFlavor::MultiThread;
                     let snapshot = catalog
                         .index_snapshot(SNAPSHOT_BATCH, |chunks| {
-                            loading.add(&chunks).map_err(|e| e.to_string())
+                            let add = || loading.add(&chunks).map_err(|e| e.to_string());
+                            if multi_thread {
+                                tokio::task::block_in_place(add)
+                            } else {
+                                add()
+                            }
                         })
                         .await?
                         .map_err(ReplicaError::Index)?;
