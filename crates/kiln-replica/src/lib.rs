@@ -414,7 +414,10 @@ impl Replica {
     }
 
     /// Writes a snapshot every `every` until `stop` turns true, unless another node wrote
-    /// one within that time (every API node runs this; roughly one writes).
+    /// one within that time (every API node runs this; roughly one writes). Two nodes that do
+    /// write at the same moment may each remove the other's files while `latest.json` names
+    /// one of them: until the next snapshot, a new node then finds it incomplete and rebuilds
+    /// from the catalog instead.
     pub async fn write_snapshots(
         self: Arc<Self>,
         every: Duration,

@@ -182,6 +182,7 @@ pub(crate) async fn upload(
 ) -> Result<Option<SnapshotRef>> {
     let prefix = snapshot_prefix(epoch, seq);
     let mut files = Vec::new();
+    let mut buffer = vec![0u8; 8 << 20];
     for relative in files_under(staging)? {
         let name = relative.to_string_lossy().replace('\\', "/");
         let mut file = tokio::fs::File::open(staging.join(&relative)).await?;
@@ -190,7 +191,6 @@ pub(crate) async fn upload(
             .await
             .map_err(blob_error)?;
         let mut size = 0u64;
-        let mut buffer = vec![0u8; 8 << 20];
         loop {
             let n = tokio::io::AsyncReadExt::read(&mut file, &mut buffer).await?;
             if n == 0 {
