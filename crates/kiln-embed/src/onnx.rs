@@ -158,11 +158,8 @@ impl OnnxModel {
         sessions: usize,
     ) -> Result<OnnxModel, EmbedError> {
         let environment = environment(library)?;
-        let tensors = candle_core::safetensors::load_buffer(safetensors, &Device::Cpu)
-            .map_err(|e| EmbedError::Permanent(format!("cannot read the weights: {e}")))?;
-        let recipe = build(&tensors, shape, weights)
+        let recipe = recipe(safetensors, shape, weights)
             .map_err(|e| EmbedError::Permanent(format!("cannot build the ONNX model: {e}")))?;
-        drop(tensors);
         let sessions = (0..sessions.max(1))
             .map(|_| {
                 let model = recipe.model()?;
@@ -198,10 +195,7 @@ impl OnnxModel {
         let environment = environment(library)?;
         let failed =
             |e: BoxError| EmbedError::Permanent(format!("cannot export the ONNX model: {e}"));
-        let tensors = candle_core::safetensors::load_buffer(safetensors, &Device::Cpu)
-            .map_err(|e| failed(e.into()))?;
-        let recipe = build(&tensors, shape, Weights::F32).map_err(failed)?;
-        drop(tensors);
+        let recipe = recipe(safetensors, shape, Weights::F32).map_err(failed)?;
         let export = || -> Result<(), BoxError> {
             let model = recipe.model_with(&["input_ids", "attention_mask", "token_type_ids"])?;
             let builder = Session::builder(environment)?
@@ -253,26 +247,16 @@ enum Data {
     I64(Vec<i64>),
 }
 
-impl From<&[f32]> for Data {
-    fn from(v: &[f32]) -> Data {
-        Data::F32(v.to_vec())
-    }
+macro_rules! data_from_slices {
+    ($($t:ty => $variant:ident),*) => {$(
+        impl From<&[$t]> for Data {
+            fn from(v: &[$t]) -> Data {
+                Data::$variant(v.to_vec())
+            }
+        }
+    )*};
 }
-impl From<&[i8]> for Data {
-    fn from(v: &[i8]) -> Data {
-        Data::I8(v.to_vec())
-    }
-}
-impl From<&[u8]> for Data {
-    fn from(v: &[u8]) -> Data {
-        Data::U8(v.to_vec())
-    }
-}
-impl From<&[i64]> for Data {
-    fn from(v: &[i64]) -> Data {
-        Data::I64(v.to_vec())
-    }
-}
+data_from_slices!(f32 => F32, i8 => I8, u8 => U8, i64 => I64);
 
 /// An attribute's value.
 enum Value {
@@ -557,6 +541,12 @@ impl Recipe {
             vec![("axis", Value::Int(-1)), ("epsilon", Value::Float(eps))],
         ))
     }
+}
+
+/// The graph of the weights in `safetensors` (bytes), as plain data.
+fn recipe(safetensors: &[u8], shape: Shape3, weights: Weights) -> Result<Recipe, BoxError> {
+    let tensors = candle_core::safetensors::load_buffer(safetensors, &Device::Cpu)?;
+    build(&tensors, shape, weights)
 }
 
 /// The BERT encoder as sentence-transformers runs it (token type 0 everywhere), ending at the

@@ -84,6 +84,17 @@ pub enum Opened {
     },
 }
 
+impl Opened {
+    /// The last log entry the index held when it opened.
+    pub fn seq(&self) -> u64 {
+        match self {
+            Opened::Resumed { seq }
+            | Opened::Rebuilt { seq, .. }
+            | Opened::Restored { seq, .. } => *seq,
+        }
+    }
+}
+
 /// A local index kept in step with the catalog's index log.
 pub struct Replica {
     catalog: Catalog,
@@ -134,10 +145,10 @@ impl Replica {
                 .map(|index| Arc::new(index.with_group_window(Duration::ZERO)))
                 .map_err(|e| ReplicaError::Index(e.to_string()))
         };
-        let (index, seq, opened) = match reason {
+        let (index, opened) = match reason {
             None => {
                 let seq = saved.map(|w| w.seq).unwrap_or_default();
-                (open(dir.to_path_buf())?, seq, Opened::Resumed { seq })
+                (open(dir.to_path_buf())?, Opened::Resumed { seq })
             }
             Some(reason) => {
                 let _ = std::fs::remove_file(&watermark_path);
@@ -145,76 +156,40 @@ impl Replica {
                     std::fs::remove_dir_all(dir)?;
                 }
                 let restored = match &blobs {
-                    Some(blobs) => restore(&catalog, blobs, dir, &head).await,
+                    Some(blobs) => restore(&catalog, blobs, dir, &head, &open).await,
                     None => None,
                 };
-                // A restored folder that does not open is rebuilt from the catalog.
-                let restored = restored.and_then(|(snapshot, seq)| match open(dir.to_path_buf()) {
-                    Ok(index) => Some((index, snapshot, seq)),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the restored index snapshot does not open; rebuilding from the catalog");
-                        let _ = std::fs::remove_dir_all(dir);
-                        None
+                let (index, epoch, opened) = match restored {
+                    Some((index, snapshot)) => {
+                        let opened = Opened::Restored {
+                            reason,
+                            seq: snapshot.seq,
+                            bytes: snapshot.bytes(),
+                        };
+                        (index, snapshot.epoch, opened)
                     }
-                });
-                if let Some((index, snapshot, seq)) = restored {
-                    write_watermark(
-                        &watermark_path,
-                        &Watermark {
-                            epoch: head.epoch.clone(),
-                            seq,
-                        },
-                    )?;
-                    let opened = Opened::Restored {
-                        reason,
-                        seq,
-                        bytes: snapshot.bytes(),
-                    };
-                    tracing::info!(
-                        ?opened,
-                        "index restored from a snapshot; the log after it follows"
-                    );
-                    (index, seq, opened)
-                } else {
-                    tracing::info!(reason, dir = %dir.display(), "rebuilding the index from the catalog");
-                    let index = open(dir.to_path_buf())?;
-                    let loading = index.clone();
-                    // A node loads its index before it serves; the adds block, so on a
-                    // multi-threaded runtime this thread's other tasks move elsewhere meanwhile.
-                    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
-                        == tokio::runtime::RuntimeFlavor::MultiThread;
-                    let snapshot = catalog
-                        .index_snapshot(SNAPSHOT_BATCH, |chunks| {
-                            let add = || loading.add(&chunks).map_err(|e| e.to_string());
-                            if multi_thread {
-                                tokio::task::block_in_place(add)
-                            } else {
-                                add()
-                            }
-                        })
-                        .await?
-                        .map_err(ReplicaError::Index)?;
-                    write_watermark(
-                        &watermark_path,
-                        &Watermark {
-                            epoch: snapshot.head.epoch.clone(),
-                            seq: snapshot.head.seq,
-                        },
-                    )?;
-                    tracing::info!(
-                        chunks = snapshot.chunks,
-                        seq = snapshot.head.seq,
-                        "index rebuilt"
-                    );
-                    let opened = Opened::Rebuilt {
-                        reason,
-                        chunks: snapshot.chunks,
-                        seq: snapshot.head.seq,
-                    };
-                    (index, snapshot.head.seq, opened)
-                }
+                    None => {
+                        tracing::info!(reason, dir = %dir.display(), "rebuilding the index from the catalog");
+                        let index = open(dir.to_path_buf())?;
+                        let (epoch, chunks, seq) = rebuild(&catalog, &index).await?;
+                        (
+                            index,
+                            epoch,
+                            Opened::Rebuilt {
+                                reason,
+                                chunks,
+                                seq,
+                            },
+                        )
+                    }
+                };
+                let seq = opened.seq();
+                write_watermark(&watermark_path, &Watermark { epoch, seq })?;
+                tracing::info!(?opened, "index replica built; the log after it follows");
+                (index, opened)
             }
         };
+        let seq = opened.seq();
         Ok(Replica {
             catalog,
             index,
@@ -458,15 +433,16 @@ impl Replica {
 }
 
 /// A new node's index from the newest snapshot, if there is one this node can continue
-/// from (the same log, not ahead of it, and the log still holds everything after it): the
-/// snapshot and its position. Anything amiss leaves `dir` absent and answers `None`, and the
-/// node rebuilds from the catalog instead.
+/// from (the same log, not ahead of it, and the log still holds everything after it), opened
+/// with `open`. Anything amiss leaves `dir` absent and answers `None`, and the node rebuilds
+/// from the catalog instead.
 async fn restore(
     catalog: &Catalog,
     blobs: &Blobs,
     dir: &Path,
     head: &kiln_catalog::IndexHead,
-) -> Option<(SnapshotRef, u64)> {
+    open: &impl Fn(PathBuf) -> Result<Arc<ChunkIndex>>,
+) -> Option<(Arc<ChunkIndex>, SnapshotRef)> {
     let attempt = async {
         let Some(latest) = snapshot::latest(blobs).await? else {
             return Ok(None);
@@ -478,22 +454,37 @@ async fn restore(
             return Ok(None);
         }
         snapshot::download(blobs, &latest, dir).await?;
-        let seq = latest.seq;
-        Ok::<_, ReplicaError>(Some((latest, seq)))
+        Ok::<_, ReplicaError>(Some((open(dir.to_path_buf())?, latest)))
     };
-    match attempt.await {
-        Ok(found) => {
-            if found.is_none() {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            found
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "the index snapshot could not be restored; rebuilding from the catalog");
-            let _ = std::fs::remove_dir_all(dir);
-            None
-        }
+    let restored = attempt.await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the index snapshot could not be restored; rebuilding from the catalog");
+        None
+    });
+    if restored.is_none() {
+        let _ = std::fs::remove_dir_all(dir);
     }
+    restored
+}
+
+/// Fills a new index from a consistent read of the catalog's chunks: the log's epoch, the
+/// chunks and the log position the read matches.
+async fn rebuild(catalog: &Catalog, index: &Arc<ChunkIndex>) -> Result<(String, u64, u64)> {
+    // A node loads its index before it serves; the adds block, so on a multi-threaded runtime
+    // this thread's other tasks move elsewhere meanwhile.
+    let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::MultiThread;
+    let snapshot = catalog
+        .index_snapshot(SNAPSHOT_BATCH, |chunks| {
+            let add = || index.add(&chunks).map_err(|e| e.to_string());
+            if multi_thread {
+                tokio::task::block_in_place(add)
+            } else {
+                add()
+            }
+        })
+        .await?
+        .map_err(ReplicaError::Index)?;
+    Ok((snapshot.head.epoch, snapshot.chunks, snapshot.head.seq))
 }
 
 fn apply_entries(

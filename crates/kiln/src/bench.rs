@@ -315,10 +315,7 @@ pub async fn ingest(
         println!("  {name:<28} {seconds:>8.1}");
     }
     // Chroma on the same documents, after Kiln's run (one at a time: they share the cores).
-    let model_dir = match &settings.embedding.model_dir {
-        Some(dir) => dir.clone(),
-        None => kiln_embed::fetch::ensure(&settings.models_dir())?,
-    };
+    let model_dir = crate::server::local_model_dir(settings)?;
     let run = chroma
         .run(corpus, documents.len(), &model_dir, &settings.models_dir())
         .await;

@@ -129,20 +129,27 @@ pub async fn load_pdf_engine(config: &Config, reader: Option<PathBuf>) -> anyhow
     Ok(())
 }
 
+/// The local model's folder: the configured one, or the pinned model in the models dir,
+/// fetched if it is missing (blocks meanwhile).
+pub fn local_model_dir(config: &Config) -> anyhow::Result<PathBuf> {
+    match &config.embedding.model_dir {
+        Some(dir) => Ok(dir.clone()),
+        None => {
+            let models_dir = config.models_dir();
+            tracing::info!(dir = %models_dir.display(), "making sure the embedding model is present");
+            Ok(kiln_embed::fetch::ensure(&models_dir)?)
+        }
+    }
+}
+
 /// Loads the configured embedding model, fetching the local one if it is missing.
 pub async fn load_model(config: &Config) -> anyhow::Result<Model> {
-    let embedding = config.embedding.clone();
-    let models_dir = config.models_dir();
+    let config = config.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<Model> {
+        let (embedding, models_dir) = (&config.embedding, config.models_dir());
         match embedding.provider {
             EmbeddingProvider::Local => {
-                let dir = match &embedding.model_dir {
-                    Some(dir) => dir.clone(),
-                    None => {
-                        tracing::info!(dir = %models_dir.display(), "making sure the embedding model is present");
-                        kiln_embed::fetch::ensure(&models_dir)?
-                    }
-                };
+                let dir = local_model_dir(&config)?;
                 let model = Arc::new(
                     kiln_embed::LocalModel::load_for(&dir, embedding.precision, &models_dir)
                         .with_context(|| format!("cannot load the model from {}", dir.display()))?
@@ -161,7 +168,7 @@ pub async fn load_model(config: &Config) -> anyhow::Result<Model> {
                 })
             }
             EmbeddingProvider::Openai => {
-                let embedder = kiln_embed::HttpEmbedder::new(embedding.openai)?;
+                let embedder = kiln_embed::HttpEmbedder::new(embedding.openai.clone())?;
                 // Without the provider's tokenizer, chunks are sized at ~4 characters a token.
                 Ok(Model {
                     embedder: Arc::new(embedder),

@@ -119,10 +119,7 @@ pub async fn run(options: &EmbedBenchOptions, settings: &Config) -> anyhow::Resu
         options.corpus.display()
     );
     let texts: Vec<String> = documents.into_iter().map(|(_, text)| text).collect();
-    let dir = match &settings.embedding.model_dir {
-        Some(dir) => dir.clone(),
-        None => kiln_embed::fetch::ensure(&settings.models_dir())?,
-    };
+    let dir = crate::server::local_model_dir(settings)?;
     let lanes = std::thread::available_parallelism().map_or(1, |n| n.get());
     let batch_size = settings.embedding.batch_size.max(1);
     let counter = LocalModel::load(&dir)
