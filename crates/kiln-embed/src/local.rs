@@ -184,23 +184,23 @@ impl LocalModel {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let encodings = self.batch_tokenizer.encode_batch(texts.to_vec(), true)?;
         let model = match &self.engine {
             Engine::Candle(model) => model,
+            // One text per pass: ONNX Runtime's attention runs unmasked (see `crate::onnx`).
             Engine::Onnx(model, _) => {
-                let seq = encodings[0].get_ids().len();
-                let widen = |f: fn(&tokenizers::Encoding) -> &[u32]| -> Vec<i64> {
-                    encodings
-                        .iter()
-                        .flat_map(|e| f(e).iter().map(|&v| i64::from(v)))
-                        .collect()
-                };
-                let mask = widen(|e| e.get_attention_mask());
-                let hidden =
-                    model.forward(widen(|e| e.get_ids()), mask.clone(), texts.len(), seq)?;
-                return Ok(mean_pool(&hidden, &mask, seq));
+                return texts
+                    .iter()
+                    .map(|text| {
+                        let encoding = self.batch_tokenizer.encode(*text, true)?;
+                        let ids = encoding.get_ids().iter().map(|&v| i64::from(v)).collect();
+                        let hidden = model.forward(ids)?;
+                        let seq = encoding.get_ids().len();
+                        Ok(mean_pool(&hidden, &vec![1; seq], seq).remove(0))
+                    })
+                    .collect();
             }
         };
+        let encodings = self.batch_tokenizer.encode_batch(texts.to_vec(), true)?;
         let device = Device::Cpu;
         let rows = |f: fn(&tokenizers::Encoding) -> &[u32]| -> candle_core::Result<Tensor> {
             let rows = encodings

@@ -165,7 +165,7 @@ pub async fn run(options: &EmbedBenchOptions, settings: &Config) -> anyhow::Resu
         token_sum as f64 / texts.len() as f64
     );
     println!(
-        "padding            {:.1} % of the tokens in passes of {batch_size} are padding",
+        "padding            {:.1} % of the tokens in candle's passes of {batch_size} (ONNX Runtime's passes hold one text each: none)",
         100.0 * (padded - token_sum) as f64 / padded.max(1) as f64,
     );
     println!(
