@@ -264,7 +264,8 @@ pub struct IndexConfig {
     /// The candidate list when the graph feeds hybrid search's fusion (which takes 50 and
     /// mixes them with keyword hits). 0: a quarter of the semantic list, at least 256.
     pub ann_fusion_expansion_search: usize,
-    /// A graph search takes `top_k × this` candidates and keeps the best by exact score.
+    /// A semantic search of a graph takes `top_k × this` candidates and keeps the best by
+    /// exact score. 0: by the store's size (2 below 500k chunks, 4 from there).
     pub ann_rescore_factor: usize,
     /// A cluster's API nodes write a snapshot of their index to object storage about this
     /// often (one node, whichever comes first), for new nodes to start from. 0: never.
@@ -277,7 +278,7 @@ impl Default for IndexConfig {
             ann_threshold: 20_000,
             ann_expansion_search: 0,
             ann_fusion_expansion_search: 0,
-            ann_rescore_factor: 2,
+            ann_rescore_factor: 0,
             snapshot_every_secs: 3600,
         }
     }

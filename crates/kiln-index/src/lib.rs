@@ -616,7 +616,7 @@ impl ChunkIndex {
     /// Nearest neighbours by dot product (vectors are unit length) among active chunks of the
     /// scope's stores: exact for small stores, through the store's graph for large ones
     /// (scores then from int8 vectors; `hydrate` with the query gives exact ones). With
-    /// `for_rescoring`, a graph gives `k × rescore_factor` candidates, so that rescoring them
+    /// `for_rescoring`, a graph gives `k × rescore_for(its size)` candidates, so that rescoring them
     /// exactly yields a good top `k`; exact stores always give `k`.
     pub fn semantic_candidates(
         &self,
@@ -640,7 +640,7 @@ impl ChunkIndex {
             // semantic half with the graph's own, shorter one (`AnnOptions`).
             let (wanted, list) = if for_rescoring && store.is_graph() {
                 (
-                    k * self.ann.rescore_factor.max(1),
+                    k * store.rescore_factor(&self.ann),
                     store.semantic_list(&self.ann),
                 )
             } else {
