@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use kiln_core::config::Config;
-use kiln_embed::LocalModel;
 use kiln_embed::measure::{matrix_peak_gflops, useful_flops};
+use kiln_embed::{Embedder, LocalModel};
 
 use super::load_corpus;
 
@@ -57,6 +57,9 @@ pub enum EngineChoice {
     OnnxF32,
     /// ONNX Runtime, 8-bit weights per output channel, activations quantised per pass.
     OnnxInt8,
+    /// The configured OpenAI-compatible provider (`embedding.openai`: its URL, model, batch
+    /// size and requests in flight), e.g. a server started by `scripts/openai-server-bench.sh`.
+    Openai,
 }
 
 impl EngineChoice {
@@ -65,6 +68,7 @@ impl EngineChoice {
             EngineChoice::CandleF32 => "candle f32",
             EngineChoice::OnnxF32 => "onnx f32",
             EngineChoice::OnnxInt8 => "onnx int8",
+            EngineChoice::Openai => "openai http",
         }
     }
 }
@@ -76,7 +80,7 @@ fn load(
     lanes: usize,
 ) -> anyhow::Result<LocalModel> {
     let weights = match engine {
-        EngineChoice::CandleF32 => return Ok(LocalModel::load(dir)?),
+        EngineChoice::CandleF32 | EngineChoice::Openai => return Ok(LocalModel::load(dir)?),
         EngineChoice::OnnxF32 => kiln_embed::onnx::Weights::F32,
         EngineChoice::OnnxInt8 => {
             kiln_embed::onnx::Weights::Int8(kiln_embed::onnx::Int8Kernel::for_this_cpu())
@@ -86,17 +90,38 @@ fn load(
     Ok(LocalModel::load_onnx(dir, &runtime, weights, lanes)?)
 }
 
+/// What embeds one row: a local model on the lanes the pipeline uses, or the provider.
+async fn embedder(
+    engine: EngineChoice,
+    dir: &std::path::Path,
+    settings: &Config,
+    lanes: usize,
+) -> anyhow::Result<Box<dyn Embedder>> {
+    if engine == EngineChoice::Openai {
+        let provider = kiln_embed::HttpEmbedder::new(settings.embedding.openai.clone())?;
+        return Ok(Box::new(provider));
+    }
+    let (dir, settings) = (dir.to_path_buf(), settings.clone());
+    let batch_size = settings.embedding.batch_size.max(1);
+    let model = tokio::task::spawn_blocking(move || load(engine, &dir, &settings, lanes))
+        .await?
+        .with_context(|| format!("cannot load the model for {}", engine.label()))?
+        .with_batch_size(batch_size);
+    Ok(Box::new(kiln_embed::LocalEmbedder::with_lanes(
+        Arc::new(model),
+        lanes,
+    )))
+}
+
 /// One row: the vectors and the seconds the measured run took.
 async fn measure(
-    model: Arc<LocalModel>,
+    embedder: &dyn Embedder,
     texts: &[String],
-    lanes: usize,
 ) -> anyhow::Result<(Vec<Vec<f32>>, f64)> {
-    let embedder = kiln_embed::LocalEmbedder::with_lanes(model, lanes);
-    // One warm-up pass, then the measured run through the lanes, as the pipeline sends them.
-    kiln_embed::Embedder::embed(&embedder, &texts[..texts.len().min(16)]).await?;
+    // One warm-up request, then the measured run, as the pipeline sends them.
+    embedder.embed(&texts[..texts.len().min(16)]).await?;
     let started = Instant::now();
-    let vectors = kiln_embed::Embedder::embed(&embedder, texts).await?;
+    let vectors = embedder.embed(texts).await?;
     Ok((vectors, started.elapsed().as_secs_f64()))
 }
 
@@ -190,15 +215,10 @@ pub async fn run(options: &EmbedBenchOptions, settings: &Config) -> anyhow::Resu
     );
     let mut first: Option<Vec<Vec<f32>>> = None;
     for &engine in &options.engines {
-        let model = {
-            let dir = dir.clone();
-            let settings = settings.clone();
-            tokio::task::spawn_blocking(move || load(engine, &dir, &settings, lanes))
-                .await?
-                .with_context(|| format!("cannot load the model for {}", engine.label()))?
-                .with_batch_size(batch_size)
-        };
-        let (vectors, secs) = measure(Arc::new(model), &texts, lanes).await?;
+        let embedder = embedder(engine, &dir, settings, lanes).await?;
+        let (vectors, secs) = measure(embedder.as_ref(), &texts)
+            .await
+            .with_context(|| format!("{} failed", engine.label()))?;
         let against = reference.as_deref().or(first.as_deref());
         let cosine = against.map_or("-".to_string(), |r| {
             let (mean, min) = cosines(&vectors, r);
