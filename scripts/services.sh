@@ -98,12 +98,14 @@ start_s3() {
 {"identities":[{"name":"kiln","credentials":[{"accessKey":"$key","secretKey":"$secret"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
 JSON
     # Every port given (the defaults' gRPC ports are port + 10000), none beyond loopback.
+    # Capacity: volumes of 64 MB, 32 of them (2 GB) for the tests; a benchmark that writes
+    # more (e.g. a 1M-chunk index snapshot, 2.2 GB) sets KILN_SEAWEEDFS_VOLUMES.
     "$weed" server -dir="$S3_DIR" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
         -master.port="$master" -master.port.grpc="$grpc_m" \
         -volume.port="$volume" -volume.port.grpc="$grpc_v" -volume.preStopSeconds=0 \
         -filer -filer.port="$filer" -filer.port.grpc="$grpc_f" \
         -s3 -s3.port="$s3" -s3.port.grpc="$grpc_s" -s3.port.iceberg=0 -s3.port.lance=0 \
-        -metricsPort=0 -s3.config="$S3_DIR/s3.json" -volume.max=32 \
+        -metricsPort=0 -s3.config="$S3_DIR/s3.json" -volume.max="${KILN_SEAWEEDFS_VOLUMES:-32}" \
         -master.volumeSizeLimitMB=64 >"$S3_DIR/log" 2>&1 &
     S3_PID=$!
     wait_port "SeaweedFS S3" "$s3" || { tail -n 30 "$S3_DIR/log" >&2; return 1; }

@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::client::ApiClient;
-use crate::server::{Options, Server, load_model};
+use crate::server::{Server, load_model};
 
 pub mod chroma;
 pub mod embed;
@@ -123,14 +123,7 @@ pub async fn ingest(
     let embedder = model.embedder.clone();
     let before = model_alone(embedder.as_ref(), &chunk_texts, "before").await?;
 
-    let server = Server::start_with(
-        config,
-        Options {
-            model: Some(model),
-            ..Options::default()
-        },
-    )
-    .await?;
+    let server = Server::start_with_model(config, model).await?;
     let key = server
         .initial_key
         .clone()

@@ -337,12 +337,23 @@ pub struct Server {
     pub index: Arc<ChunkIndex>,
     /// The blob storage this server writes to.
     pub blobs: Blobs,
+    /// The index replica (a cluster's API node; benchmarks write its snapshot).
+    pub replica: Option<Arc<Replica>>,
 }
 
 impl Server {
     /// Opens storage, bootstraps a new data dir, binds and starts serving.
     pub async fn start(config: Config) -> anyhow::Result<Server> {
         Self::start_with(config, Options::default()).await
+    }
+
+    /// As `start`, with a model already loaded (benchmarks start several servers on one).
+    pub async fn start_with_model(config: Config, model: Model) -> anyhow::Result<Server> {
+        let options = Options {
+            model: Some(model),
+            ..Options::default()
+        };
+        Self::start_with(config, options).await
     }
 
     /// As `start`, with options.
@@ -409,7 +420,7 @@ impl Server {
             embedder: model.embedder.clone(),
             // Without workers here, jobs are announced through the catalog (PostgreSQL).
             waker: pipeline.as_ref().map(Pipeline::waker).unwrap_or_default(),
-            replica,
+            replica: replica.clone(),
             metrics: Arc::new(Metrics::new()),
             http: Arc::new(config.http.clone()),
             searchable: Arc::default(),
@@ -445,6 +456,7 @@ impl Server {
             index,
             blobs,
             background,
+            replica,
         })
     }
 

@@ -12,7 +12,7 @@ use reqwest::Method;
 
 use super::{load_corpus, loopback_config, percentile};
 use crate::client::ApiClient;
-use crate::server::{Options, Server, load_model};
+use crate::server::{Server, load_model};
 
 #[derive(clap::Args, Debug)]
 pub struct EventsBenchOptions {
@@ -57,14 +57,7 @@ pub async fn run(options: &EventsBenchOptions, settings: &Config) -> anyhow::Res
     let dir = tempfile::tempdir()?;
     let config = loopback_config(settings, dir.path().to_path_buf());
     let model = load_model(&config).await?;
-    let server = Server::start_with(
-        config,
-        Options {
-            model: Some(model),
-            ..Options::default()
-        },
-    )
-    .await?;
+    let server = Server::start_with_model(config, model).await?;
     let key = server
         .initial_key
         .clone()

@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
-use kiln_catalog::{Claimed, Completion, NewFile, ProcessJob};
+use kiln_catalog::{Claimed, Completion, Dialect, NewFile, ProcessJob};
 use kiln_core::IdKind;
 use kiln_core::config::Config;
 use kiln_index::{ChunkIndex, ChunkRecord, Scope};
+use kiln_pipeline::IndexSink;
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -33,7 +34,7 @@ use serde_json::{Value, json};
 use super::{load_corpus, peak_rss_mib, percentile};
 use crate::client::ApiClient;
 use crate::eval::load_queries;
-use crate::server::{Options, Server, load_model, open_storage};
+use crate::server::{Server, load_model, open_storage};
 use crate::settings::initial_key_path;
 
 /// What `kiln bench search` runs (its command-line arguments).
@@ -174,15 +175,27 @@ pub async fn run(options: &SearchBenchOptions, settings: &Config) -> anyhow::Res
     };
     let rss_before = rss_mib().0;
     let opened = Instant::now();
-    let server = Server::start_with(
-        config.clone(),
-        Options {
-            model: Some(model),
-            ..Options::default()
-        },
-    )
-    .await?;
+    // A cluster's node writes its snapshot when the bench says so (below), after its graph
+    // is built, not on its own schedule.
+    let mut node_config = config.clone();
+    node_config.index.snapshot_every_secs = 0;
+    let server = Server::start_with_model(node_config.clone(), model.clone()).await?;
+    if let Some(replica) = &server.replica {
+        // A node restarted on a work dir of an earlier run tails the log from where it was.
+        replica.catch_up(Duration::from_secs(24 * 3600)).await?;
+    }
     let start_secs = opened.elapsed().as_secs_f64();
+    let warmed = Instant::now();
+    if server.replica.is_some() {
+        // Its graph is built now (and saved, so its snapshot carries it): a first search
+        // building it would outlast the request timeout.
+        let index = server.index.clone();
+        tokio::task::block_in_place(|| index.warm(&store_id))?;
+        println!(
+            "vectors loaded     {:.1} s (graph built and saved)",
+            warmed.elapsed().as_secs_f64()
+        );
+    }
     let key = std::fs::read_to_string(initial_key_path(&data_dir))?
         .trim()
         .to_string();
@@ -200,7 +213,10 @@ pub async fn run(options: &SearchBenchOptions, settings: &Config) -> anyhow::Res
         options.chunks,
         server.index.segments()
     );
-    println!("server start       {start_secs:.2} s (model, catalog, index open)");
+    println!("server start       {start_secs:.2} s (model, catalog, index open or rebuilt)");
+    if let Some(replica) = &server.replica {
+        println!("index replica      {:?}", replica.opened);
+    }
     println!(
         "first search       {first_secs:.2} s (loads the store's vectors: reopen {:.2} s in all)",
         start_secs + first_secs
@@ -273,11 +289,34 @@ pub async fn run(options: &SearchBenchOptions, settings: &Config) -> anyhow::Res
     }
     sampling.store(false, Ordering::Relaxed);
     let (peak, anonymous, mapped) = sampler.join().unwrap_or_default();
-    server.shutdown().await?;
     println!(
         "RSS while serving  peak {peak:.0} MiB = {anonymous:.0} MiB anonymous + {mapped:.0} MiB \
          of mapped index files (sampled every 50 ms; {rss_before:.0} MiB before the server started)"
     );
+    if let Some(replica) = server.replica.clone() {
+        let written = Instant::now();
+        let snapshot = replica
+            .write_snapshot()
+            .await?
+            .context("the node wrote no snapshot")?;
+        println!(
+            "snapshot written   {:.1} s ({:.0} MiB to object storage)",
+            written.elapsed().as_secs_f64(),
+            snapshot.bytes() as f64 / 1048576.0
+        );
+        server.shutdown().await?;
+        second_node(
+            &node_config,
+            model,
+            &key,
+            &store_id,
+            &query_vectors,
+            &approximate,
+        )
+        .await?;
+    } else {
+        server.shutdown().await?;
+    }
 
     // Recall@10 of what was answered against an exact scan of the same store.
     let exact_started = Instant::now();
@@ -320,6 +359,58 @@ pub async fn run(options: &SearchBenchOptions, settings: &Config) -> anyhow::Res
         hybrid_answers.len()
     );
     println!("peak RSS (process) {:.0} MiB", peak_rss_mib());
+    Ok(())
+}
+
+/// A cluster's new API node, on a data dir of its own: how long it takes to start from the
+/// snapshot the first node wrote and answer, and whether it answers as the first did. (The
+/// API key is the catalog's: the one the first node created works here too.)
+async fn second_node(
+    config: &Config,
+    model: crate::server::Model,
+    key: &str,
+    store_id: &str,
+    query_vectors: &[Vec<f32>],
+    first_answers: &[Vec<(String, u64)>],
+) -> anyhow::Result<()> {
+    let own = tempfile::tempdir()?;
+    let mut config = config.clone();
+    config.embedding.models_dir = Some(config.models_dir());
+    config.data_dir = own.path().to_path_buf();
+    let started = Instant::now();
+    let server = Server::start_with_model(config, model).await?;
+    let start_secs = started.elapsed().as_secs_f64();
+    let opened = server.replica.as_ref().map(|r| format!("{:?}", r.opened));
+    let api = ApiClient::connect(&server.base_url(), key).await?;
+    let path = format!("/stores/{store_id}/search");
+    let first = Instant::now();
+    let mut answers = Vec::with_capacity(query_vectors.len());
+    for (i, vector) in query_vectors.iter().enumerate() {
+        let answer = api
+            .call(
+                api.org_request(Method::POST, &path)
+                    .json(&json!({"query_vector": vector, "mode": "semantic", "top_k": 10})),
+            )
+            .await?;
+        if i == 0 {
+            println!(
+                "new node           start {start_secs:.2} s, first search {:.2} s ({})",
+                first.elapsed().as_secs_f64(),
+                opened.as_deref().unwrap_or("-")
+            );
+        }
+        answers.push(result_keys(&answer));
+    }
+    let same = answers
+        .iter()
+        .zip(first_answers)
+        .filter(|(a, b)| a == b)
+        .count();
+    println!(
+        "new node answers   {same} of {} semantic top 10s identical to the first node's",
+        answers.len()
+    );
+    server.shutdown().await?;
     Ok(())
 }
 
@@ -444,14 +535,7 @@ async fn build(
         })
         .collect();
 
-    let server = Server::start_with(
-        config.clone(),
-        Options {
-            model: Some(model.clone()),
-            ..Options::default()
-        },
-    )
-    .await?;
+    let server = Server::start_with_model(config.clone(), model.clone()).await?;
     let key = std::fs::read_to_string(initial_key_path(&config.data_dir))?
         .trim()
         .to_string();
@@ -460,16 +544,28 @@ async fn build(
     let organization_id = api.org.clone();
     server.shutdown().await?;
 
-    let (catalog, _blobs) = open_storage(config).await?;
-    let index = ChunkIndex::open_with(
-        &config.data_dir.join("index"),
-        model.embedder.dimensions(),
-        kiln_index::AnnOptions {
-            // The graph is built when the store is first searched, not while filling it.
-            threshold: usize::MAX,
-            ..kiln_index::AnnOptions::default()
+    let (catalog, blobs) = open_storage(config).await?;
+    // Embedded: straight into the data dir's index. A cluster: into the catalog's index log,
+    // which the measured server's replica then rebuilds its index from, as a new API node does.
+    let local = match catalog.dialect() {
+        Dialect::Sqlite => Some(Arc::new(ChunkIndex::open_with(
+            &config.data_dir.join("index"),
+            model.embedder.dimensions(),
+            kiln_index::AnnOptions {
+                // The graph is built when the store is first searched, not while filling it.
+                threshold: usize::MAX,
+                ..kiln_index::AnnOptions::default()
+            },
+        )?)),
+        Dialect::Postgres => None,
+    };
+    let sink = match &local {
+        Some(index) => IndexSink::Local(index.clone()),
+        None => IndexSink::Log {
+            catalog: catalog.clone(),
+            blobs,
         },
-    )?;
+    };
     let started = Instant::now();
     let mut random = Random(0x005E_ED0F_C4A1_u64);
     let files = options.chunks.div_ceil(options.chunks_per_file);
@@ -540,8 +636,7 @@ async fn build(
             written += count;
             n += 1;
         }
-        let index = &index;
-        tokio::task::block_in_place(move || index.add(&records))?;
+        sink.add(records).await?;
         for (job, count, text_bytes) in jobs {
             let outcome = catalog
                 .complete(
@@ -567,6 +662,15 @@ async fn build(
         );
     }
     catalog.close().await;
+    drop(sink);
+    let Some(index) = local else {
+        // The short-lived server's replica holds the store's creation only: the measured node
+        // is to start as a new one, rebuilding its index from the catalog.
+        std::fs::remove_dir_all(config.data_dir.join("index"))?;
+        std::fs::remove_file(config.data_dir.join("index.replica.json"))?;
+        return Ok(store_id);
+    };
+    let index = Arc::into_inner(index).context("the bench holds its index's only handle")?;
     let merging = Instant::now();
     let segments = index.segments();
     tokio::task::block_in_place(move || index.finish_merges())?;
