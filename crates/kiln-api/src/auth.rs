@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use kiln_core::model::Principal;
 use kiln_core::types::Role;
-use kiln_core::{ErrorCode, IdKind, ids};
+use kiln_core::{ErrorCode, IdKind, OrgId, ids};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -44,7 +44,7 @@ pub struct Authorized<R> {
 }
 
 impl<R> Authorized<R> {
-    pub fn organization_id(&self) -> &str {
+    pub fn organization_id(&self) -> &OrgId {
         &self.principal.organization_id
     }
 
@@ -152,7 +152,7 @@ fn check_organization(principal: &Principal, org: &str) -> Result<(), ApiError> 
                 .detail("organization_id", org),
         );
     }
-    if org != principal.organization_id {
+    if principal.organization_id != org {
         return Err(ApiError::new(
             ErrorCode::OrganizationAccessDenied,
             "The API key belongs to another organization",

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use kiln_catalog::{SearchStore, SearchableFile};
-use kiln_core::ErrorCode;
+use kiln_core::{ErrorCode, FileId, OrgId, StoreId};
 use kiln_index::{Hit, Scope};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -51,7 +51,7 @@ const REPLICA_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct KnowledgeSearchRequest {
     /// 1–100 stores of the organization.
-    pub store_ids: Option<Vec<String>>,
+    pub store_ids: Option<Vec<StoreId>>,
     /// Every store of this slice.
     pub slice_id: Option<String>,
     #[serde(flatten)]
@@ -60,10 +60,10 @@ pub struct KnowledgeSearchRequest {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SearchResult {
-    pub store_id: String,
+    pub store_id: StoreId,
     /// The store's name (an extension of the contract's fields).
     pub store_name: String,
-    pub file_id: String,
+    pub file_id: FileId,
     pub file_name: String,
     pub relative_path: Option<String>,
     pub chunk_index: u32,
@@ -94,14 +94,14 @@ type Files = Arc<HashMap<String, SearchableFile>>;
 /// what is searchable.
 #[derive(Default)]
 pub struct SearchableCache {
-    stores: Mutex<HashMap<String, (i64, Files)>>,
+    stores: Mutex<HashMap<StoreId, (i64, Files)>>,
 }
 
 impl SearchableCache {
     async fn files(
         &self,
         app: &AppState,
-        organization_id: &str,
+        organization_id: &OrgId,
         store: &SearchStore,
     ) -> Result<Files, ApiError> {
         if let Some((version, files)) = self.lock().get(&store.id)
@@ -120,7 +120,7 @@ impl SearchableCache {
         Ok(files)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, Files)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StoreId, (i64, Files)>> {
         self.stores.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -128,7 +128,7 @@ impl SearchableCache {
 /// Searches `stores` (already checked to be the organization's).
 pub async fn search(
     app: &AppState,
-    organization_id: &str,
+    organization_id: &OrgId,
     stores: Vec<SearchStore>,
     request: SearchRequest,
 ) -> Result<SearchResponse, ApiError> {
@@ -190,11 +190,12 @@ pub async fn search(
     for store in &stores {
         catalogs.push(app.searchable.files(app, organization_id, store).await?);
     }
+    // The index speaks plain strings.
     let store_names: HashMap<String, String> = stores
         .iter()
-        .map(|s| (s.id.clone(), s.name.clone()))
+        .map(|s| (s.id.to_string(), s.name.clone()))
         .collect();
-    let store_ids: Vec<String> = stores.into_iter().map(|s| s.id).collect();
+    let store_ids: Vec<String> = stores.into_iter().map(|s| s.id.into_string()).collect();
     let filters = request.filters.unwrap_or_default();
     let catalogs = Arc::new(catalogs);
     let lookup = catalogs.clone();
@@ -270,10 +271,10 @@ pub async fn search(
             let (file_name, relative_path) = files.get(&hit.file_id)?.clone();
             Some(SearchResult {
                 store_name: store_names.get(&hit.store_id).cloned().unwrap_or_default(),
-                store_id: hit.store_id,
+                store_id: hit.store_id.into(),
                 file_name,
                 relative_path,
-                file_id: hit.file_id,
+                file_id: hit.file_id.into(),
                 chunk_index: hit.chunk_index,
                 text: hit.text,
                 score: hit.score,

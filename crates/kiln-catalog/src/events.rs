@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use kiln_core::Timestamp;
 use kiln_core::types::EventType;
+use kiln_core::{FileId, OrgId, StoreId, Timestamp};
 use serde_json::{Map, Value, json};
 use sqlx::{AnyConnection, Row};
 
@@ -23,11 +23,11 @@ pub const PROGRESS_EVENT_INTERVAL_MS: i64 = 250;
 /// An event of the outbox.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event {
-    pub organization_id: String,
+    pub organization_id: OrgId,
     pub seq: i64,
     pub event_type: String,
-    pub store_id: Option<String>,
-    pub file_id: Option<String>,
+    pub store_id: Option<StoreId>,
+    pub file_id: Option<FileId>,
     pub data: Value,
     pub created_at: Timestamp,
 }
@@ -51,8 +51,8 @@ impl Event {
 /// Which events a reader wants.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
-    pub store_id: Option<String>,
-    pub file_id: Option<String>,
+    pub store_id: Option<StoreId>,
+    pub file_id: Option<FileId>,
     /// Empty: every type.
     pub types: Vec<String>,
 }
@@ -83,27 +83,32 @@ pub struct EventPosition {
 #[derive(Debug, Clone)]
 pub(crate) struct NewEvent {
     kind: EventType,
-    store_id: Option<String>,
-    file_id: Option<String>,
+    store_id: Option<StoreId>,
+    file_id: Option<FileId>,
     /// Type-specific fields, merged over the file's state (for file events).
     extra: Value,
 }
 
 impl NewEvent {
     /// A file event: its data is the file's state after the change, plus `extra`.
-    pub(crate) fn file(kind: EventType, store_id: &str, file_id: &str, extra: Value) -> Self {
+    pub(crate) fn file(
+        kind: EventType,
+        store_id: &StoreId,
+        file_id: &FileId,
+        extra: Value,
+    ) -> Self {
         NewEvent {
             kind,
-            store_id: Some(store_id.to_string()),
-            file_id: Some(file_id.to_string()),
+            store_id: Some(store_id.clone()),
+            file_id: Some(file_id.clone()),
             extra,
         }
     }
 
-    pub(crate) fn store(kind: EventType, store_id: &str, extra: Value) -> Self {
+    pub(crate) fn store(kind: EventType, store_id: &StoreId, extra: Value) -> Self {
         NewEvent {
             kind,
-            store_id: Some(store_id.to_string()),
+            store_id: Some(store_id.clone()),
             file_id: None,
             extra,
         }
@@ -111,7 +116,7 @@ impl NewEvent {
 }
 
 /// The state fields a file event carries.
-async fn file_state(conn: &mut AnyConnection, file_id: &str) -> Result<Map<String, Value>> {
+async fn file_state(conn: &mut AnyConnection, file_id: &FileId) -> Result<Map<String, Value>> {
     let row = sqlx::query(
         "SELECT file_name, status, current_step, progress_percent, attempts, error_code, \
          error_message, chunk_count FROM files WHERE id = $1",
@@ -155,7 +160,7 @@ async fn file_state(conn: &mut AnyConnection, file_id: &str) -> Result<Map<Strin
 /// before commit: it locks the organization's counter until the transaction ends.
 pub(crate) async fn write(
     conn: &mut AnyConnection,
-    organization_id: &str,
+    organization_id: &OrgId,
     events: Vec<NewEvent>,
 ) -> Result<()> {
     if events.is_empty() {
@@ -224,29 +229,29 @@ fn event(row: &sqlx::any::AnyRow) -> Result<Event> {
 /// Throttles `file.progress` events per file (a file's job runs on one worker at a time, so
 /// a process-local gate suffices; after a lease moves, a few more events at worst).
 #[derive(Clone, Default)]
-pub(crate) struct ProgressGate(Arc<Mutex<HashMap<String, i64>>>);
+pub(crate) struct ProgressGate(Arc<Mutex<HashMap<FileId, i64>>>);
 
 impl ProgressGate {
     /// Whether a progress event for `file_id` may be written now.
-    pub(crate) fn admit(&self, file_id: &str) -> bool {
+    pub(crate) fn admit(&self, file_id: &FileId) -> bool {
         let now = Timestamp::now().millis();
         let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match last.get(file_id) {
             Some(&at) if now - at < PROGRESS_EVENT_INTERVAL_MS => false,
             _ => {
-                last.insert(file_id.to_string(), now);
+                last.insert(file_id.clone(), now);
                 true
             }
         }
     }
 
     /// A step started (always written): the next progress waits its interval from now.
-    pub(crate) fn reset(&self, file_id: &str) {
+    pub(crate) fn reset(&self, file_id: &FileId) {
         let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        last.insert(file_id.to_string(), Timestamp::now().millis());
+        last.insert(file_id.clone(), Timestamp::now().millis());
     }
 
-    pub(crate) fn forget(&self, file_id: &str) {
+    pub(crate) fn forget(&self, file_id: &FileId) {
         let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
         last.remove(file_id);
     }
@@ -257,7 +262,7 @@ impl Catalog {
     /// them with [`EventFilter::matches`]: a stream's cursor moves past what it skips).
     pub async fn events_after(
         &self,
-        organization_id: &str,
+        organization_id: &OrgId,
         after: i64,
         limit: i64,
     ) -> Result<Vec<Event>> {
@@ -274,7 +279,7 @@ impl Catalog {
     }
 
     /// Where an organization's event stream stands.
-    pub async fn event_position(&self, organization_id: &str) -> Result<EventPosition> {
+    pub async fn event_position(&self, organization_id: &OrgId) -> Result<EventPosition> {
         let row = sqlx::query(
             "SELECT last_seq, purged_through FROM event_counters WHERE organization_id = $1",
         )
@@ -346,7 +351,7 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    async fn all(catalog: &Catalog, org: &str) -> Vec<Event> {
+    async fn all(catalog: &Catalog, org: &OrgId) -> Vec<Event> {
         catalog.events_after(org, 0, 1000).await.unwrap()
     }
 

@@ -7,7 +7,7 @@ use kiln_core::model::{
     FileCounts, FileRecord, LogEntry, OrgFile, Page, PageRequest, Principal, UsageFigures,
 };
 use kiln_core::types::{FileErrorCode, FileStatus, LogLevel, Step};
-use kiln_core::{IdKind, Timestamp};
+use kiln_core::{FileId, IdKind, OrgId, StoreId, Timestamp};
 use serde_json::{Value, json};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
@@ -21,9 +21,9 @@ use kiln_core::types::EventType;
 /// A file accepted by the API, its bytes already in blob storage.
 #[derive(Debug, Clone)]
 pub struct NewFile {
-    pub id: String,
-    pub organization_id: String,
-    pub store_id: String,
+    pub id: FileId,
+    pub organization_id: OrgId,
+    pub store_id: StoreId,
     pub file_name: String,
     pub relative_path: Option<String>,
     pub mime_type: String,
@@ -111,8 +111,8 @@ fn next_seq() -> i64 {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn append_log(
     conn: &mut AnyConnection,
-    organization_id: &str,
-    file_id: &str,
+    organization_id: &OrgId,
+    file_id: &FileId,
     attempt: i64,
     level: LogLevel,
     step: Option<Step>,
@@ -164,7 +164,7 @@ pub(crate) enum Reset {
 /// (automatic retry, reaper, retry endpoint) does it. Whether a file was reset.
 pub(crate) async fn reset_to_pending(
     conn: &mut AnyConnection,
-    file_id: &str,
+    file_id: &FileId,
     reset: Reset,
     now: i64,
 ) -> Result<bool> {
@@ -214,7 +214,7 @@ impl NewJob<'_> {
 /// Enqueues a job inside the caller's transaction.
 pub(crate) async fn enqueue(
     conn: &mut AnyConnection,
-    organization_id: &str,
+    organization_id: &OrgId,
     job: NewJob<'_>,
     now: i64,
 ) -> Result<()> {
@@ -244,8 +244,8 @@ pub(crate) async fn enqueue(
 /// Fails unless the store exists in the organization.
 pub(crate) async fn require_store(
     conn: &mut AnyConnection,
-    organization_id: &str,
-    store_id: &str,
+    organization_id: &OrgId,
+    store_id: &StoreId,
 ) -> Result<()> {
     let found: Option<String> =
         sqlx::query_scalar("SELECT id FROM stores WHERE organization_id = $1 AND id = $2")
@@ -260,9 +260,9 @@ pub(crate) async fn require_store(
 
 pub(crate) async fn fetch_file(
     conn: &mut AnyConnection,
-    organization_id: &str,
-    store_id: &str,
-    file_id: &str,
+    organization_id: &OrgId,
+    store_id: &StoreId,
+    file_id: &FileId,
 ) -> Result<FileRecord> {
     let row = sqlx::query(file_sql(
         "WHERE organization_id = $1 AND store_id = $2 AND id = $3 AND deleted_at IS NULL",
@@ -283,9 +283,9 @@ pub(crate) async fn fetch_file(
 /// organization file goes with its last link. `false`: no such live file.
 pub(crate) async fn unlink(
     conn: &mut AnyConnection,
-    organization_id: &str,
-    store_id: &str,
-    file_id: &str,
+    organization_id: &OrgId,
+    store_id: &StoreId,
+    file_id: &FileId,
     now: i64,
 ) -> Result<bool> {
     let n = sqlx::query(
@@ -321,8 +321,8 @@ pub(crate) async fn unlink(
 /// the file is.
 async fn missing_file(
     conn: &mut AnyConnection,
-    organization_id: &str,
-    store_id: &str,
+    organization_id: &OrgId,
+    store_id: &StoreId,
 ) -> CatalogError {
     match require_store(conn, organization_id, store_id).await {
         Ok(()) => CatalogError::NotFound(Resource::File),
@@ -358,8 +358,8 @@ pub(crate) async fn insert_file(tx: &mut AnyConnection, new: &NewFile) -> Result
 pub(crate) async fn insert_link(
     tx: &mut AnyConnection,
     org_file: &OrgFile,
-    store_id: &str,
-    link_id: &str,
+    store_id: &StoreId,
+    link_id: &FileId,
     by: &str,
 ) -> Result<FileRecord> {
     // The creation time orders lists (strictly increasing, so it may run a little ahead of
@@ -456,9 +456,9 @@ impl Catalog {
 
     pub async fn get_file(
         &self,
-        organization_id: &str,
-        store_id: &str,
-        file_id: &str,
+        organization_id: &OrgId,
+        store_id: &StoreId,
+        file_id: &FileId,
     ) -> Result<FileRecord> {
         let mut conn = self.read.acquire().await?;
         fetch_file(&mut conn, organization_id, store_id, file_id).await
@@ -467,9 +467,9 @@ impl Catalog {
     /// A file and, while a worker holds it, its lease's expiry.
     pub async fn file_status(
         &self,
-        organization_id: &str,
-        store_id: &str,
-        file_id: &str,
+        organization_id: &OrgId,
+        store_id: &StoreId,
+        file_id: &FileId,
     ) -> Result<(FileRecord, Option<Timestamp>)> {
         // One query on the hot path (clients poll this): the file and its running job's lease.
         let mut conn = self.read.acquire().await?;
@@ -500,9 +500,9 @@ impl Catalog {
     pub async fn key_and_file_status(
         &self,
         key_value: &str,
-        organization_id: &str,
-        store_id: &str,
-        file_id: &str,
+        organization_id: &OrgId,
+        store_id: &StoreId,
+        file_id: &FileId,
     ) -> Result<Option<(Principal, Option<(FileRecord, Option<Timestamp>)>)>> {
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT k.id AS key_id, k.organization_id AS key_organization_id, k.role AS key_role, f.* \
@@ -533,8 +533,8 @@ impl Catalog {
 
     pub async fn list_files(
         &self,
-        organization_id: &str,
-        store_id: &str,
+        organization_id: &OrgId,
+        store_id: &StoreId,
         filter: &FileFilter,
         window: PageRequest,
     ) -> Result<Page<FileRecord>> {
@@ -577,9 +577,9 @@ impl Catalog {
     /// reset to pending with one new job. Atomic: of concurrent retries, one wins.
     pub async fn retry_file(
         &self,
-        organization_id: &str,
-        store_id: &str,
-        file_id: &str,
+        organization_id: &OrgId,
+        store_id: &StoreId,
+        file_id: &FileId,
         force: bool,
         by: &str,
     ) -> Result<RetryOutcome> {
@@ -645,11 +645,11 @@ impl Catalog {
     /// Returns the IDs deleted (unknown or already deleted IDs are skipped).
     pub async fn delete_files(
         &self,
-        organization_id: &str,
-        store_id: &str,
-        file_ids: &[String],
+        organization_id: &OrgId,
+        store_id: &StoreId,
+        file_ids: &[FileId],
         by: &str,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Vec<FileId>> {
         let mut tx = self.write_tx().await?;
         require_store(&mut tx, organization_id, store_id).await?;
         let now = Timestamp::now().millis();
@@ -684,9 +684,9 @@ impl Catalog {
     /// A file's log, oldest first, optionally of one attempt.
     pub async fn file_logs(
         &self,
-        organization_id: &str,
-        store_id: &str,
-        file_id: &str,
+        organization_id: &OrgId,
+        store_id: &StoreId,
+        file_id: &FileId,
         attempt: Option<i64>,
         window: PageRequest,
     ) -> Result<Page<LogEntry>> {
@@ -730,7 +730,11 @@ impl Catalog {
     }
 
     /// Usage of one store (contract §10): sums over its live files, exact.
-    pub async fn store_usage(&self, organization_id: &str, store_id: &str) -> Result<UsageFigures> {
+    pub async fn store_usage(
+        &self,
+        organization_id: &OrgId,
+        store_id: &StoreId,
+    ) -> Result<UsageFigures> {
         let mut conn = self.read.acquire().await?;
         require_store(&mut conn, organization_id, store_id).await?;
         let rows = usage_rows(&mut conn, organization_id, Some(store_id)).await?;
@@ -740,8 +744,8 @@ impl Catalog {
     /// Usage per store of an organization: `(store_id, figures)` for every store.
     pub async fn organization_usage(
         &self,
-        organization_id: &str,
-    ) -> Result<Vec<(String, String, UsageFigures)>> {
+        organization_id: &OrgId,
+    ) -> Result<Vec<(StoreId, String, UsageFigures)>> {
         let mut conn = self.read.acquire().await?;
         let figures = usage_rows(&mut conn, organization_id, None).await?;
         let stores = sqlx::query(
@@ -753,7 +757,7 @@ impl Catalog {
         stores
             .iter()
             .map(|row| {
-                let id: String = row.try_get("id")?;
+                let id: StoreId = row.try_get("id")?;
                 let name: String = row.try_get("name")?;
                 let usage = figures
                     .iter()
@@ -768,7 +772,7 @@ impl Catalog {
 
 async fn usage_rows(
     conn: &mut AnyConnection,
-    organization_id: &str,
+    organization_id: &OrgId,
     store_id: Option<&str>,
 ) -> Result<Vec<(String, UsageFigures)>> {
     let rows = sqlx::query(

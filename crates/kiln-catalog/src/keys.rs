@@ -2,7 +2,7 @@
 
 use kiln_core::model::{ApiKeyInfo, Organization, Principal};
 use kiln_core::types::Role;
-use kiln_core::{IdKind, Timestamp, ids};
+use kiln_core::{IdKind, OrgId, Timestamp, ids};
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -40,7 +40,7 @@ fn key_info(row: &AnyRow) -> Result<ApiKeyInfo> {
 
 async fn insert_organization(conn: &mut sqlx::AnyConnection, name: &str) -> Result<Organization> {
     let now = Timestamp::created();
-    let org = Organization::new(IdKind::Organization.generate(), name.to_string(), now, now);
+    let org = Organization::new(OrgId::generate(), name.to_string(), now, now);
     sqlx::query(
         "INSERT INTO organizations (id, name, created_at, updated_at) VALUES ($1, $2, $3, $4)",
     )
@@ -55,14 +55,14 @@ async fn insert_organization(conn: &mut sqlx::AnyConnection, name: &str) -> Resu
 
 async fn insert_key(
     conn: &mut sqlx::AnyConnection,
-    organization_id: &str,
+    organization_id: &OrgId,
     role: Role,
     name: Option<&str>,
 ) -> Result<NewApiKey> {
     let value = ids::generate_key_value();
     let info = ApiKeyInfo {
         id: IdKind::ApiKey.generate(),
-        organization_id: organization_id.to_string(),
+        organization_id: organization_id.clone(),
         role,
         name: name.map(str::to_string),
         prefix: value[..8].to_string(),
@@ -138,7 +138,7 @@ impl Catalog {
 
     pub async fn create_api_key(
         &self,
-        organization_id: &str,
+        organization_id: &OrgId,
         role: Role,
         name: Option<&str>,
     ) -> Result<NewApiKey> {

@@ -392,8 +392,8 @@ pub(crate) struct TestCatalog {
     pub _dir: tempfile::TempDir,
     pub url: String,
     pub catalog: Catalog,
-    pub org: String,
-    pub store: String,
+    pub org: kiln_core::OrgId,
+    pub store: kiln_core::StoreId,
 }
 
 /// Catalogs (see `test_urls`) with one organization, slice and store each, for tests.
@@ -416,7 +416,9 @@ pub(crate) async fn test_catalogs() -> Vec<TestCatalog> {
 
 /// A new organization with one slice and store in `catalog`: their IDs.
 #[cfg(test)]
-pub(crate) async fn test_org_with_store(catalog: &Catalog) -> (String, String) {
+pub(crate) async fn test_org_with_store(
+    catalog: &Catalog,
+) -> (kiln_core::OrgId, kiln_core::StoreId) {
     use kiln_core::types::{AccessMode, OwnerType, SliceType};
     let org = catalog.create_organization("o").await.unwrap();
     let slice = catalog
@@ -451,13 +453,17 @@ pub(crate) async fn test_org_with_store(catalog: &Catalog) -> (String, String) {
 
 /// Registers a one-byte text file in a store, as an upload does: its ID.
 #[cfg(test)]
-pub(crate) async fn test_file(catalog: &Catalog, org: &str, store: &str) -> String {
-    let id = kiln_core::IdKind::File.generate();
+pub(crate) async fn test_file(
+    catalog: &Catalog,
+    org: &kiln_core::OrgId,
+    store: &kiln_core::StoreId,
+) -> kiln_core::FileId {
+    let id = kiln_core::FileId::generate();
     catalog
         .create_file(NewFile {
             id: id.clone(),
-            organization_id: org.into(),
-            store_id: store.into(),
+            organization_id: org.clone(),
+            store_id: store.clone(),
             file_name: "f.txt".into(),
             relative_path: None,
             mime_type: "text/plain".into(),

@@ -137,6 +137,7 @@ async fn apply_until(conn: &mut AnyConnection, dialect: Dialect, last: i64) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_core::{FileId, OrgId, StoreId};
     use std::str::FromStr;
 
     /// A catalog made by the release before organization files (schema 5), with a live file
@@ -172,13 +173,15 @@ mod tests {
             conn.close().await.unwrap();
 
             let catalog = crate::Catalog::open(&url, 2).await.unwrap();
-            let file = catalog.get_file("org_1", "vs_1", "file_a").await.unwrap();
+            let (org, store) = (OrgId::from("org_1"), StoreId::from("vs_1"));
+            let (a, b) = (FileId::from("file_a"), FileId::from("file_b"));
+            let file = catalog.get_file(&org, &store, &a).await.unwrap();
             assert_eq!(file.org_file_id, "file_a");
             assert_eq!(
                 file.original_blob,
                 "orgs/org_1/stores/vs_1/files/file_a/original"
             );
-            let org_file = catalog.get_org_file("org_1", "file_a").await.unwrap();
+            let org_file = catalog.get_org_file(&org, &a).await.unwrap();
             assert_eq!(
                 (
                     org_file.file_name.as_str(),
@@ -189,21 +192,18 @@ mod tests {
             );
             assert_eq!(org_file.blob_path, file.original_blob);
             // The deleted file's organization file is deleted too (its purge still runs).
-            assert!(catalog.get_org_file("org_1", "file_b").await.is_err());
+            assert!(catalog.get_org_file(&org, &b).await.is_err());
             let listed = catalog
-                .list_org_files(
-                    "org_1",
-                    kiln_core::model::PageRequest { skip: 0, limit: 10 },
-                )
+                .list_org_files(&org, kiln_core::model::PageRequest { skip: 0, limit: 10 })
                 .await
                 .unwrap();
             assert_eq!(listed.total, 1);
             // Deleting the migrated file in the knowledge family takes its organization file.
             catalog
-                .delete_files("org_1", "vs_1", &["file_a".to_string()], "ak_1")
+                .delete_files(&org, &store, std::slice::from_ref(&a), "ak_1")
                 .await
                 .unwrap();
-            assert!(catalog.get_org_file("org_1", "file_a").await.is_err());
+            assert!(catalog.get_org_file(&org, &a).await.is_err());
         }
     }
 }

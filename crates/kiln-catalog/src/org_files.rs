@@ -9,7 +9,7 @@
 
 use kiln_core::model::{FileRecord, OrgFile, Page, PageRequest};
 use kiln_core::types::LogLevel;
-use kiln_core::{IdKind, Timestamp};
+use kiln_core::{FileId, IdKind, OrgId, StoreId, Timestamp};
 use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -23,8 +23,8 @@ use kiln_core::types::EventType;
 /// An organization file whose original is already in blob storage.
 #[derive(Debug, Clone)]
 pub struct NewOrgFile {
-    pub id: String,
-    pub organization_id: String,
+    pub id: FileId,
+    pub organization_id: OrgId,
     pub file_name: String,
     pub relative_path: Option<String>,
     pub mime_type: String,
@@ -108,7 +108,7 @@ pub(crate) async fn insert_org_file(
 
 async fn fetch_org_file(
     conn: &mut AnyConnection,
-    organization_id: &str,
+    organization_id: &OrgId,
     id: &str,
 ) -> Result<OrgFile> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -128,9 +128,9 @@ async fn fetch_org_file(
 /// The live link of `org_file_id` in `store_id`, if any.
 async fn live_link(
     conn: &mut AnyConnection,
-    store_id: &str,
-    org_file_id: &str,
-) -> Result<Option<String>> {
+    store_id: &StoreId,
+    org_file_id: &FileId,
+) -> Result<Option<FileId>> {
     Ok(sqlx::query_scalar(
         "SELECT id FROM files WHERE store_id = $1 AND org_file_id = $2 AND deleted_at IS NULL",
     )
@@ -157,7 +157,7 @@ pub(crate) async fn release_after_unlink(
     .await?;
     if let Some(row) = row {
         let id: String = row.try_get("id")?;
-        let organization_id: String = row.try_get("organization_id")?;
+        let organization_id: OrgId = row.try_get("organization_id")?;
         hide_org_file(conn, &organization_id, &id, now).await?;
     }
     Ok(())
@@ -166,7 +166,7 @@ pub(crate) async fn release_after_unlink(
 /// Hides an organization file and queues the purge of its original.
 async fn hide_org_file(
     conn: &mut AnyConnection,
-    organization_id: &str,
+    organization_id: &OrgId,
     id: &str,
     now: i64,
 ) -> Result<bool> {
@@ -202,7 +202,7 @@ impl Catalog {
     pub async fn create_org_file_in_store(
         &self,
         new: NewOrgFile,
-        store_id: &str,
+        store_id: &StoreId,
     ) -> Result<FileRecord> {
         let mut tx = self.write_tx().await?;
         require_store(&mut tx, &new.organization_id, store_id).await?;
@@ -211,7 +211,7 @@ impl Catalog {
             &mut tx,
             &file,
             store_id,
-            &IdKind::StoreFile.generate(),
+            &FileId::from(IdKind::StoreFile.generate()),
             &new.created_by,
         )
         .await?;
@@ -219,7 +219,7 @@ impl Catalog {
         Ok(link)
     }
 
-    pub async fn get_org_file(&self, organization_id: &str, id: &str) -> Result<OrgFile> {
+    pub async fn get_org_file(&self, organization_id: &OrgId, id: &str) -> Result<OrgFile> {
         let mut conn = self.read.acquire().await?;
         fetch_org_file(&mut conn, organization_id, id).await
     }
@@ -227,7 +227,7 @@ impl Catalog {
     /// An organization's live files, newest first.
     pub async fn list_org_files(
         &self,
-        organization_id: &str,
+        organization_id: &OrgId,
         window: PageRequest,
     ) -> Result<Page<OrgFile>> {
         let mut conn = self.read.acquire().await?;
@@ -255,9 +255,9 @@ impl Catalog {
     /// one creates the link and the others get it.
     pub async fn link_file(
         &self,
-        organization_id: &str,
-        store_id: &str,
-        org_file_id: &str,
+        organization_id: &OrgId,
+        store_id: &StoreId,
+        org_file_id: &FileId,
         by: &str,
     ) -> Result<LinkOutcome> {
         let attempt = async {
@@ -269,7 +269,7 @@ impl Catalog {
                     crate::files::fetch_file(&mut tx, organization_id, store_id, &link).await?;
                 return Ok(LinkOutcome::Existing(Box::new(record)));
             }
-            let link = IdKind::StoreFile.generate();
+            let link = FileId::from(IdKind::StoreFile.generate());
             let record = insert_link(&mut tx, &file, store_id, &link, by).await?;
             tx.commit().await?;
             Ok(LinkOutcome::Created(Box::new(record)))
@@ -293,12 +293,12 @@ impl Catalog {
     /// The link ID of a file in a store, named by its organization file ID or its link ID.
     pub async fn resolve_link(
         &self,
-        organization_id: &str,
-        store_id: &str,
-        file_or_link_id: &str,
-    ) -> Result<String> {
+        organization_id: &OrgId,
+        store_id: &StoreId,
+        file_or_link_id: &FileId,
+    ) -> Result<FileId> {
         let mut conn = self.read.acquire().await?;
-        let id: Option<String> = sqlx::query_scalar(
+        let id: Option<FileId> = sqlx::query_scalar(
             "SELECT id FROM files WHERE organization_id = $1 AND store_id = $2 \
              AND (id = $3 OR org_file_id = $3) AND deleted_at IS NULL",
         )
@@ -318,7 +318,7 @@ impl Catalog {
 
     /// Deletes an organization file: gone from every store at once (each link deleted as a
     /// knowledge-family delete does), its original purged by a job.
-    pub async fn delete_org_file(&self, organization_id: &str, id: &str, by: &str) -> Result<()> {
+    pub async fn delete_org_file(&self, organization_id: &OrgId, id: &str, by: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let now = Timestamp::now().millis();
         if !hide_org_file(&mut tx, organization_id, id, now).await? {
@@ -332,8 +332,8 @@ impl Catalog {
         .await?;
         let mut events = Vec::new();
         for link in &links {
-            let link_id: String = link.try_get("id")?;
-            let store_id: String = link.try_get("store_id")?;
+            let link_id: FileId = link.try_get("id")?;
+            let store_id: StoreId = link.try_get("store_id")?;
             crate::files::unlink(&mut tx, organization_id, &store_id, &link_id, now).await?;
             append_log(
                 &mut tx,

@@ -4,8 +4,8 @@
 //! again. Its active generation stays searchable until the new one completes and the flip
 //! makes it stale, as with a forced retry; the text extracted before is reused.
 
-use kiln_core::Timestamp;
 use kiln_core::types::{EventType, FileStatus, LogLevel, Step};
+use kiln_core::{FileId, OrgId, StoreId, Timestamp};
 use serde_json::json;
 use sqlx::Row;
 
@@ -39,9 +39,9 @@ impl Catalog {
             }
             let now = Timestamp::now().millis();
             for row in &rows {
-                let file_id: String = row.try_get("id")?;
-                let org: String = row.try_get("organization_id")?;
-                let store_id: String = row.try_get("store_id")?;
+                let file_id: FileId = row.try_get("id")?;
+                let org: OrgId = row.try_get("organization_id")?;
+                let store_id: StoreId = row.try_get("store_id")?;
                 let attempts: i64 = row.try_get("attempts")?;
                 let before: Option<String> = row.try_get("embedding_model")?;
                 let reset = Reset::Retry {

@@ -2,7 +2,7 @@
 
 use kiln_core::model::{Page, PageRequest, Slice};
 use kiln_core::types::{OwnerType, SliceStatus, SliceType};
-use kiln_core::{IdKind, Timestamp};
+use kiln_core::{IdKind, OrgId, Timestamp};
 use sqlx::AssertSqlSafe;
 
 use crate::rows::{self, SLICE_SELECT};
@@ -39,7 +39,7 @@ impl Catalog {
     /// The organization's default slice, made on first use: where stores created without a
     /// slice go (the vector-stores family has no slices). Its ID follows from the
     /// organization's, so concurrent first uses make one.
-    pub async fn default_slice(&self, organization_id: &str, created_by: &str) -> Result<String> {
+    pub async fn default_slice(&self, organization_id: &OrgId, created_by: &str) -> Result<String> {
         let suffix = organization_id
             .strip_prefix(IdKind::Organization.prefix())
             .unwrap_or(organization_id);
@@ -62,7 +62,7 @@ impl Catalog {
 
     pub async fn create_slice(
         &self,
-        organization_id: &str,
+        organization_id: &OrgId,
         new: NewSlice,
         created_by: &str,
     ) -> Result<Slice> {
@@ -91,7 +91,7 @@ impl Catalog {
 
     pub async fn list_slices(
         &self,
-        organization_id: &str,
+        organization_id: &OrgId,
         filter: SliceFilter,
         window: PageRequest,
     ) -> Result<Page<Slice>> {
@@ -121,14 +121,14 @@ impl Catalog {
         Ok(Page::new(items, total, window))
     }
 
-    pub async fn get_slice(&self, organization_id: &str, id: &str) -> Result<Slice> {
+    pub async fn get_slice(&self, organization_id: &OrgId, id: &str) -> Result<Slice> {
         self.fetch_slice(&self.read, organization_id, id).await
     }
 
     pub(crate) async fn fetch_slice<'e, E>(
         &self,
         executor: E,
-        organization_id: &str,
+        organization_id: &OrgId,
         id: &str,
     ) -> Result<Slice>
     where
@@ -146,7 +146,7 @@ impl Catalog {
     /// Renames or re-describes a slice. Archived slices are read-only.
     pub async fn update_slice(
         &self,
-        organization_id: &str,
+        organization_id: &OrgId,
         id: &str,
         patch: SlicePatch,
     ) -> Result<Slice> {
@@ -174,7 +174,12 @@ impl Catalog {
     }
 
     /// Archives a slice; archiving an archived slice changes nothing.
-    pub async fn archive_slice(&self, organization_id: &str, id: &str, by: &str) -> Result<Slice> {
+    pub async fn archive_slice(
+        &self,
+        organization_id: &OrgId,
+        id: &str,
+        by: &str,
+    ) -> Result<Slice> {
         let now = Timestamp::now().millis();
         sqlx::query(
             "UPDATE slices SET status = $1, archived_at = $2, archived_by = $3, updated_at = $2 \

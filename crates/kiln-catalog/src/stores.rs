@@ -2,7 +2,7 @@
 
 use kiln_core::model::{Chunking, Page, PageRequest, Store};
 use kiln_core::types::{AccessMode, SliceStatus};
-use kiln_core::{IdKind, Timestamp};
+use kiln_core::{OrgId, StoreId, Timestamp};
 use sqlx::{AnyConnection, AssertSqlSafe};
 
 use crate::rows::{self, STORE_SELECT};
@@ -50,7 +50,7 @@ pub enum StoreSort {
 /// A store as search sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchStore {
-    pub id: String,
+    pub id: StoreId,
     pub name: String,
     /// Moves whenever the store's searchable files change.
     pub search_version: i64,
@@ -61,7 +61,10 @@ fn store_sql(tail: &'static str) -> AssertSqlSafe<String> {
 }
 
 /// Tells searches that the store's searchable files changed (in the caller's transaction).
-pub(crate) async fn bump_search_version(conn: &mut AnyConnection, store_id: &str) -> Result<()> {
+pub(crate) async fn bump_search_version(
+    conn: &mut AnyConnection,
+    store_id: &StoreId,
+) -> Result<()> {
     sqlx::query("UPDATE stores SET search_version = search_version + 1 WHERE id = $1")
         .bind(store_id)
         .execute(&mut *conn)
@@ -72,7 +75,7 @@ pub(crate) async fn bump_search_version(conn: &mut AnyConnection, store_id: &str
 /// Fails unless the slice exists in the organization and is active.
 async fn require_active_slice(
     conn: &mut AnyConnection,
-    organization_id: &str,
+    organization_id: &OrgId,
     slice_id: &str,
 ) -> Result<()> {
     let status: Option<String> =
@@ -91,14 +94,14 @@ async fn require_active_slice(
 impl Catalog {
     pub async fn create_store(
         &self,
-        organization_id: &str,
+        organization_id: &OrgId,
         slice_id: &str,
         new: NewStore,
         created_by: &str,
     ) -> Result<Store> {
         let mut tx = self.write_tx().await?;
         require_active_slice(&mut tx, organization_id, slice_id).await?;
-        let id = IdKind::Store.generate();
+        let id = StoreId::generate();
         let now = Timestamp::created().millis();
         let chunking = Chunking::default();
         sqlx::query(
@@ -127,7 +130,7 @@ impl Catalog {
     /// Stores of the organization, or of one of its slices, newest first.
     pub async fn list_stores(
         &self,
-        organization_id: &str,
+        organization_id: &OrgId,
         slice_id: Option<&str>,
         window: PageRequest,
     ) -> Result<Page<Store>> {
@@ -141,7 +144,7 @@ impl Catalog {
     /// An organization's stores, filtered and ordered as `query` says.
     pub async fn list_stores_by(
         &self,
-        organization_id: &str,
+        organization_id: &OrgId,
         query: &StoreQuery,
         window: PageRequest,
     ) -> Result<Page<Store>> {
@@ -187,7 +190,11 @@ impl Catalog {
 
     /// One of the organization's stores as search needs it (`NotFound` otherwise): a light
     /// lookup, without the store's file figures.
-    pub async fn store_for_search(&self, organization_id: &str, id: &str) -> Result<SearchStore> {
+    pub async fn store_for_search(
+        &self,
+        organization_id: &OrgId,
+        id: &StoreId,
+    ) -> Result<SearchStore> {
         let row: Option<(String, i64)> = sqlx::query_as(
             "SELECT name, search_version FROM stores WHERE organization_id = $1 AND id = $2",
         )
@@ -197,7 +204,7 @@ impl Catalog {
         .await?;
         let (name, search_version) = row.ok_or(CatalogError::NotFound(Resource::Store))?;
         Ok(SearchStore {
-            id: id.to_string(),
+            id: id.clone(),
             name,
             search_version,
         })
@@ -207,11 +214,11 @@ impl Catalog {
     /// (`NotFound` for a slice that is not the organization's).
     pub async fn slice_search_stores(
         &self,
-        organization_id: &str,
+        organization_id: &OrgId,
         slice_id: &str,
     ) -> Result<Vec<SearchStore>> {
         self.get_slice(organization_id, slice_id).await?;
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        let rows: Vec<(StoreId, String, i64)> = sqlx::query_as(
             "SELECT id, name, search_version FROM stores WHERE organization_id = $1 \
              AND slice_id = $2 ORDER BY created_at, id",
         )
@@ -229,15 +236,15 @@ impl Catalog {
             .collect())
     }
 
-    pub async fn get_store(&self, organization_id: &str, id: &str) -> Result<Store> {
+    pub async fn get_store(&self, organization_id: &OrgId, id: &StoreId) -> Result<Store> {
         self.fetch_store(&self.read, organization_id, id).await
     }
 
     async fn fetch_store<'e, E>(
         &self,
         executor: E,
-        organization_id: &str,
-        id: &str,
+        organization_id: &OrgId,
+        id: &StoreId,
     ) -> Result<Store>
     where
         E: sqlx::Executor<'e, Database = sqlx::Any>,
@@ -255,8 +262,8 @@ impl Catalog {
 
     pub async fn update_store(
         &self,
-        organization_id: &str,
-        id: &str,
+        organization_id: &OrgId,
+        id: &StoreId,
         patch: StorePatch,
     ) -> Result<Store> {
         let mut tx = self.write_tx().await?;
@@ -286,7 +293,7 @@ impl Catalog {
 
     /// Deletes a store: it and its files disappear at once; queued work is cancelled; a
     /// durable purge job removes chunks, vectors, blobs and the files' records.
-    pub async fn delete_store(&self, organization_id: &str, id: &str) -> Result<()> {
+    pub async fn delete_store(&self, organization_id: &OrgId, id: &StoreId) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let deleted = sqlx::query("DELETE FROM stores WHERE organization_id = $1 AND id = $2")
             .bind(organization_id)
@@ -351,8 +358,8 @@ impl Catalog {
     /// Sets how the store's files are chunked from now on.
     pub async fn update_chunking(
         &self,
-        organization_id: &str,
-        id: &str,
+        organization_id: &OrgId,
+        id: &StoreId,
         chunking: Chunking,
     ) -> Result<Store> {
         let n = sqlx::query(
@@ -391,7 +398,7 @@ mod tests {
              status, created_at, updated_at, deleted_at) VALUES ($1, $2, $3, 'f.txt', 'text/plain', \
              $4, $5, 0, 0, $6)",
         )
-        .bind(IdKind::File.generate())
+        .bind(kiln_core::IdKind::File.generate())
         .bind(org)
         .bind(store)
         .bind(size)

@@ -3,7 +3,7 @@
 //! Also the server-wide secrets (the key that signs upload URLs).
 
 use kiln_core::model::{FileRecord, OrgFile};
-use kiln_core::{Timestamp, ids};
+use kiln_core::{FileId, OrgId, StoreId, Timestamp, ids};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -14,8 +14,10 @@ use crate::{Catalog, CatalogError, Resource, Result};
 /// An upload announced by `upload-url` whose bytes are (being) sent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upload {
-    pub id: String,
-    pub organization_id: String,
+    /// The file's ID once registered.
+    pub id: FileId,
+    pub organization_id: OrgId,
+    /// Empty for an organization upload (no store).
     pub store_id: String,
     pub file_name: String,
     pub relative_path: Option<String>,
@@ -38,8 +40,9 @@ impl Upload {
 /// What `upload-url` records.
 #[derive(Debug, Clone)]
 pub struct NewUpload {
-    pub id: String,
-    pub organization_id: String,
+    pub id: FileId,
+    pub organization_id: OrgId,
+    /// Empty for an organization upload (no store).
     pub store_id: String,
     pub file_name: String,
     pub relative_path: Option<String>,
@@ -104,7 +107,8 @@ impl Catalog {
     pub async fn create_upload(&self, new: NewUpload) -> Result<Upload> {
         let mut tx = self.write_tx().await?;
         if !new.store_id.is_empty() {
-            require_store(&mut tx, &new.organization_id, &new.store_id).await?;
+            let store_id = StoreId::from(new.store_id.as_str());
+            require_store(&mut tx, &new.organization_id, &store_id).await?;
         }
         let now = Timestamp::now().millis();
         sqlx::query(
@@ -227,7 +231,13 @@ impl Catalog {
     pub async fn register_upload(&self, new: NewFile) -> Result<FileRecord> {
         let mut tx = self.write_tx().await?;
         require_store(&mut tx, &new.organization_id, &new.store_id).await?;
-        take_upload(&mut tx, &new.id, &new.organization_id, &new.store_id).await?;
+        take_upload(
+            &mut tx,
+            &new.id,
+            &new.organization_id,
+            new.store_id.as_str(),
+        )
+        .await?;
         let file = insert_file(&mut tx, &new).await?;
         tx.commit().await?;
         Ok(file)
@@ -276,8 +286,8 @@ impl Catalog {
 /// the caller's transaction); of concurrent registrations one finds it.
 async fn take_upload(
     conn: &mut sqlx::AnyConnection,
-    id: &str,
-    organization_id: &str,
+    id: &FileId,
+    organization_id: &OrgId,
     store_id: &str,
 ) -> Result<()> {
     sqlx::query("DELETE FROM upload_parts WHERE upload_id = $1")
@@ -305,10 +315,10 @@ async fn take_upload(
 mod tests {
     use super::*;
 
-    fn new_upload(org: &str, store: &str, size: i64, expires_at: Timestamp) -> NewUpload {
+    fn new_upload(org: &OrgId, store: &str, size: i64, expires_at: Timestamp) -> NewUpload {
         NewUpload {
-            id: kiln_core::IdKind::File.generate(),
-            organization_id: org.into(),
+            id: FileId::generate(),
+            organization_id: org.clone(),
             store_id: store.into(),
             file_name: "big.txt".into(),
             relative_path: None,
@@ -324,7 +334,7 @@ mod tests {
         NewFile {
             id: upload.id.clone(),
             organization_id: upload.organization_id.clone(),
-            store_id: upload.store_id.clone(),
+            store_id: StoreId::from(upload.store_id.as_str()),
             file_name: upload.file_name.clone(),
             relative_path: None,
             mime_type: upload.mime_type.clone(),

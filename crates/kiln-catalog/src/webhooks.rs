@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use kiln_core::{IdKind, Timestamp};
+use kiln_core::{IdKind, OrgId, Timestamp};
 use sqlx::{AnyConnection, Row};
 
 use crate::{Catalog, CatalogError, Resource, Result};
@@ -14,7 +14,7 @@ use crate::{Catalog, CatalogError, Resource, Result};
 #[derive(Debug, Clone)]
 pub struct Webhook {
     pub id: String,
-    pub organization_id: String,
+    pub organization_id: OrgId,
     pub url: String,
     /// Empty: every type.
     pub event_types: Vec<String>,
@@ -104,7 +104,7 @@ fn webhook(row: &sqlx::any::AnyRow) -> Result<Webhook> {
     })
 }
 
-async fn last_seq(conn: &mut AnyConnection, organization_id: &str) -> Result<i64> {
+async fn last_seq(conn: &mut AnyConnection, organization_id: &OrgId) -> Result<i64> {
     let last: Option<i64> =
         sqlx::query_scalar("SELECT last_seq FROM event_counters WHERE organization_id = $1")
             .bind(organization_id)
@@ -117,7 +117,7 @@ impl Catalog {
     /// Registers an endpoint for events from now on. Returns it and its signing secret.
     pub async fn create_webhook(
         &self,
-        organization_id: &str,
+        organization_id: &OrgId,
         url: &str,
         event_types: &[String],
         by: &str,
@@ -146,7 +146,7 @@ impl Catalog {
         Ok((self.get_webhook(organization_id, &id).await?, secret))
     }
 
-    pub async fn get_webhook(&self, organization_id: &str, id: &str) -> Result<Webhook> {
+    pub async fn get_webhook(&self, organization_id: &OrgId, id: &str) -> Result<Webhook> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {HOOK_COLUMNS} FROM webhooks \
              WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL"
@@ -161,7 +161,7 @@ impl Catalog {
             .ok_or(CatalogError::NotFound(Resource::Webhook))
     }
 
-    pub async fn list_webhooks(&self, organization_id: &str) -> Result<Vec<Webhook>> {
+    pub async fn list_webhooks(&self, organization_id: &OrgId) -> Result<Vec<Webhook>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {HOOK_COLUMNS} FROM webhooks \
              WHERE organization_id = $1 AND deleted_at IS NULL ORDER BY created_at"
@@ -173,7 +173,7 @@ impl Catalog {
     }
 
     /// Removes an endpoint: nothing more is delivered to it.
-    pub async fn delete_webhook(&self, organization_id: &str, id: &str) -> Result<()> {
+    pub async fn delete_webhook(&self, organization_id: &OrgId, id: &str) -> Result<()> {
         let n = sqlx::query(
             "UPDATE webhooks SET deleted_at = $1 \
              WHERE organization_id = $2 AND id = $3 AND deleted_at IS NULL",
@@ -193,7 +193,7 @@ impl Catalog {
     /// An endpoint's delivery log, newest first.
     pub async fn webhook_deliveries(
         &self,
-        organization_id: &str,
+        organization_id: &OrgId,
         id: &str,
         limit: i64,
     ) -> Result<Vec<Delivery>> {

@@ -11,5 +11,5 @@ pub mod types;
 
 pub use chunk::ChunkRecord;
 pub use error::ErrorCode;
-pub use ids::IdKind;
+pub use ids::{FileId, IdKind, OrgId, StoreId};
 pub use time::Timestamp;

@@ -15,7 +15,7 @@ pub const DEFAULT_CHUNK_OVERLAP_TOKENS: u32 = 400;
 /// name say so (`is_active` always, limits `0` = none).
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Organization {
-    pub id: String,
+    pub id: crate::ids::OrgId,
     pub name: String,
     /// Always `organization`.
     #[serde(rename = "type")]
@@ -32,7 +32,12 @@ pub struct Organization {
 }
 
 impl Organization {
-    pub fn new(id: String, name: String, created_at: Timestamp, updated_at: Timestamp) -> Self {
+    pub fn new(
+        id: crate::ids::OrgId,
+        name: String,
+        created_at: Timestamp,
+        updated_at: Timestamp,
+    ) -> Self {
         Organization {
             id,
             name,
@@ -51,7 +56,7 @@ impl Organization {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ApiKeyInfo {
     pub id: String,
-    pub organization_id: String,
+    pub organization_id: crate::ids::OrgId,
     pub role: Role,
     pub name: Option<String>,
     /// The first characters of the key value, to recognise it.
@@ -64,7 +69,7 @@ pub struct ApiKeyInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub key_id: String,
-    pub organization_id: String,
+    pub organization_id: crate::ids::OrgId,
     pub role: Role,
 }
 
@@ -81,7 +86,7 @@ pub struct Slice {
     pub status: SliceStatus,
     pub member_slice_ids: Vec<String>,
     pub store_count: i64,
-    pub organization_id: String,
+    pub organization_id: crate::ids::OrgId,
     pub created_by: Option<String>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -117,11 +122,11 @@ impl Default for Chunking {
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Store {
-    pub id: String,
+    pub id: crate::ids::StoreId,
     pub name: String,
     pub description: Option<String>,
     pub slice_id: String,
-    pub organization_id: String,
+    pub organization_id: crate::ids::OrgId,
     pub created_by: Option<String>,
     pub is_active: bool,
     pub access_mode: AccessMode,
@@ -195,9 +200,9 @@ mod tests {
 /// A file in a store (contract §5), as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct FileRecord {
-    pub id: String,
-    pub store_id: String,
-    pub organization_id: String,
+    pub id: crate::ids::FileId,
+    pub store_id: crate::ids::StoreId,
+    pub organization_id: crate::ids::OrgId,
     pub file_name: String,
     pub relative_path: Option<String>,
     pub mime_type: String,
@@ -231,7 +236,7 @@ pub struct FileRecord {
     pub index_bytes: i64,
     /// The organization file this row processes (a knowledge-family upload: the same ID).
     #[serde(skip)]
-    pub org_file_id: String,
+    pub org_file_id: crate::ids::FileId,
     /// Where that file's original is in blob storage.
     #[serde(skip)]
     pub original_blob: String,
@@ -241,8 +246,8 @@ pub struct FileRecord {
 /// which any number of stores may process. Knowledge-family uploads create one too.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrgFile {
-    pub id: String,
-    pub organization_id: String,
+    pub id: crate::ids::FileId,
+    pub organization_id: crate::ids::OrgId,
     pub file_name: String,
     pub relative_path: Option<String>,
     pub mime_type: String,

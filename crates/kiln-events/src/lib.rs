@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use kiln_catalog::{Catalog, Event, EventFilter};
+use kiln_core::OrgId;
 use tokio::sync::{Notify, broadcast, watch};
 
 /// Events fetched from the outbox per query.
@@ -30,7 +31,7 @@ pub struct EventHub {
 struct HubInner {
     catalog: Catalog,
     poll: Duration,
-    feeds: Mutex<HashMap<String, Weak<Feed>>>,
+    feeds: Mutex<HashMap<OrgId, Weak<Feed>>>,
     /// Nudged by PostgreSQL notifications of new events (any organization).
     nudge: Arc<Notify>,
     stop: watch::Receiver<bool>,
@@ -86,7 +87,7 @@ impl EventHub {
     /// `filter`. Fails with [`StartError::Expired`] when events after `after` were removed.
     pub async fn subscribe(
         &self,
-        organization_id: &str,
+        organization_id: &OrgId,
         after: Option<i64>,
         filter: EventFilter,
     ) -> Result<Stream, StartError> {
@@ -105,7 +106,7 @@ impl EventHub {
         };
         Ok(Stream {
             catalog: self.inner.catalog.clone(),
-            organization_id: organization_id.to_string(),
+            organization_id: organization_id.clone(),
             filter,
             cursor,
             replaying: after.is_some(),
@@ -117,7 +118,7 @@ impl EventHub {
         })
     }
 
-    async fn feed(&self, organization_id: &str) -> Result<Arc<Feed>, kiln_catalog::CatalogError> {
+    async fn feed(&self, organization_id: &OrgId) -> Result<Arc<Feed>, kiln_catalog::CatalogError> {
         if let Some(feed) = self
             .inner
             .feeds
@@ -141,7 +142,7 @@ impl EventHub {
         let (sender, _) = broadcast::channel(FEED_BUFFER);
         let task = tokio::spawn(tail(
             self.inner.catalog.clone(),
-            organization_id.to_string(),
+            organization_id.clone(),
             start,
             sender.clone(),
             self.inner.poll,
@@ -149,7 +150,7 @@ impl EventHub {
         ));
         let feed = Arc::new(Feed { sender, task });
         feeds.retain(|_, weak| weak.strong_count() > 0);
-        feeds.insert(organization_id.to_string(), Arc::downgrade(&feed));
+        feeds.insert(organization_id.clone(), Arc::downgrade(&feed));
         Ok(feed)
     }
 }
@@ -157,7 +158,7 @@ impl EventHub {
 /// A feed's task: sends each new event of the organization, in sequence order.
 async fn tail(
     catalog: Catalog,
-    organization_id: String,
+    organization_id: OrgId,
     mut last: i64,
     sender: broadcast::Sender<Arc<Event>>,
     poll: Duration,
@@ -205,7 +206,7 @@ impl From<kiln_catalog::CatalogError> for StartError {
 /// One reader's events: replayed from its position, then live, in sequence order, each once.
 pub struct Stream {
     catalog: Catalog,
-    organization_id: String,
+    organization_id: OrgId,
     filter: EventFilter,
     /// The last event handed out or passed over.
     cursor: i64,

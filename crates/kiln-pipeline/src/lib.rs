@@ -18,6 +18,7 @@ pub use error::{PipelineError, Result};
 use kiln_blobs::{Blobs, Folder};
 use kiln_catalog::{Catalog, Claimed, HeldJob, IndexChange};
 pub use kiln_chunk::TokenCounter;
+use kiln_core::FileId;
 use kiln_embed::Embedder;
 pub use sink::IndexSink;
 use tokio::sync::{Notify, Semaphore, watch};
@@ -416,12 +417,12 @@ impl Worker {
         }
     }
 
-    async fn purge_file(&self, job: &HeldJob, file_id: &str) -> Result<()> {
+    async fn purge_file(&self, job: &HeldJob, file_id: &FileId) -> Result<()> {
         let services = &self.services;
         services
             .index
             .delete(IndexChange::DeleteFile {
-                store_id: job.store_id.clone(),
+                store_id: job.store_id.to_string(),
                 file_id: file_id.to_string(),
             })
             .await?;
@@ -443,7 +444,7 @@ impl Worker {
         services
             .index
             .delete(IndexChange::DeleteStore {
-                store_id: job.store_id.clone(),
+                store_id: job.store_id.to_string(),
             })
             .await?;
         purge_store_blobs(

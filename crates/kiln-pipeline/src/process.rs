@@ -83,8 +83,8 @@ pub(crate) async fn run(worker: &Worker, job: &ProcessJob) -> Result<()> {
     // Removes one generation of this file's chunks from the index.
     let drop_generation = |generation: u64| {
         services.index.delete(IndexChange::DeleteGeneration {
-            store_id: file.store_id.clone(),
-            file_id: file.id.clone(),
+            store_id: file.store_id.to_string(),
+            file_id: file.id.to_string(),
             generation,
         })
     };
@@ -106,8 +106,8 @@ pub(crate) async fn run(worker: &Worker, job: &ProcessJob) -> Result<()> {
                     worker.superseded.later(
                         Instant::now() + worker.config.superseded_grace,
                         IndexChange::DeleteGeneration {
-                            store_id: file.store_id.clone(),
-                            file_id: file.id.clone(),
+                            store_id: file.store_id.to_string(),
+                            file_id: file.id.to_string(),
                             generation: previous as u64,
                         },
                     );
@@ -162,8 +162,8 @@ async fn cleanup_deleted(worker: &Worker, job: &ProcessJob) -> Result<()> {
     services
         .index
         .delete(IndexChange::DeleteFile {
-            store_id: file.store_id.clone(),
-            file_id: file.id.clone(),
+            store_id: file.store_id.to_string(),
+            file_id: file.id.to_string(),
         })
         .await?;
     services.blobs.delete_prefix(folder(file).path()).await?;
@@ -460,8 +460,8 @@ async fn steps(worker: &Worker, job: &ProcessJob) -> Result<Completion, Stop> {
         .into_iter()
         .zip(vectors)
         .map(|(chunk, vector)| ChunkRecord {
-            store_id: file.store_id.clone(),
-            file_id: file.id.clone(),
+            store_id: file.store_id.to_string(),
+            file_id: file.id.to_string(),
             generation: file.generation as u64,
             chunk_index: chunk.index,
             text: chunk.text,

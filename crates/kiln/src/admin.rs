@@ -21,7 +21,7 @@ pub async fn org_list(catalog: &Catalog) -> anyhow::Result<Value> {
 /// Creates a key; the answer holds the key value, which is shown only this once.
 pub async fn key_create(
     catalog: &Catalog,
-    organization_id: &str,
+    organization_id: &kiln_core::OrgId,
     role: Role,
     name: Option<&str>,
 ) -> anyhow::Result<Value> {

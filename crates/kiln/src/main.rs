@@ -212,7 +212,7 @@ enum KeyCommand {
     /// Create an API key; its value is printed once.
     Create {
         #[arg(long)]
-        org: String,
+        org: kiln_core::OrgId,
         #[arg(long, value_enum)]
         role: RoleArg,
         /// A label for the key.

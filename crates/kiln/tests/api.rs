@@ -128,9 +128,10 @@ async fn roles_limit_what_a_key_may_do() {
 async fn a_revoked_key_stops_working_at_once() {
     let t = TestServer::start().await;
     let catalog = t.catalog().await;
-    let created = kiln::admin::key_create(&catalog, &t.org, Role::Reader, Some("temp"))
-        .await
-        .unwrap();
+    let created =
+        kiln::admin::key_create(&catalog, &t.org.as_str().into(), Role::Reader, Some("temp"))
+            .await
+            .unwrap();
     let key = created["key"].as_str().unwrap();
     let path = t.org_path("/knowledge/stores");
     let (s, _, _) = t.call(Method::GET, &path, Some(key), None).await;
@@ -771,6 +772,37 @@ async fn operations_endpoints() {
     }
     assert!(openapi["components"]["schemas"]["ErrorEnvelope"].is_object());
     assert!(openapi["components"]["schemas"]["Store"]["properties"]["file_counts"].is_object());
+    // Every reference resolves (typed IDs such as `StoreId` are components of their own),
+    // and an ID is a string on the wire.
+    fn refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref") {
+                    out.push(r.clone());
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&openapi, &mut all);
+    for r in &all {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .expect("a schema reference");
+        assert!(
+            openapi["components"]["schemas"][name].is_object(),
+            "{r} does not resolve"
+        );
+    }
+    let store_id = &openapi["components"]["schemas"]["Store"]["properties"]["id"];
+    let store_id = match store_id["$ref"].as_str() {
+        Some(r) => &openapi["components"]["schemas"][r.rsplit('/').next().unwrap()],
+        None => store_id,
+    };
+    assert_eq!(store_id["type"], "string", "{store_id}");
 
     let docs = t.client.get(t.url("/docs/")).send().await.unwrap();
     assert_eq!(docs.status(), StatusCode::OK);

@@ -356,9 +356,14 @@ async fn the_status_endpoint_checks_keys_organizations_and_files_as_every_endpoi
 
     // A reader may poll it; the answer is the file's.
     let catalog = t.catalog().await;
-    let created = kiln::admin::key_create(&catalog, &t.org, Role::Reader, Some("poller"))
-        .await
-        .unwrap();
+    let created = kiln::admin::key_create(
+        &catalog,
+        &t.org.as_str().into(),
+        Role::Reader,
+        Some("poller"),
+    )
+    .await
+    .unwrap();
     let reader = created["key"].as_str().unwrap().to_string();
     let (s, b, _) = get(path.clone(), Some(reader.clone())).await;
     assert_eq!(s, StatusCode::OK, "{b}");

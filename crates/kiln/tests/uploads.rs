@@ -457,8 +457,8 @@ async fn the_reaper_removes_uploads_a_minute_after_they_expire() {
         kiln_core::Timestamp(kiln_core::Timestamp::now().millis() - secs_ago * 1000)
     };
     let new = |secs_ago: i64, store_id: &str| kiln_catalog::NewUpload {
-        id: kiln_core::IdKind::File.generate(),
-        organization_id: t.org.clone(),
+        id: kiln_core::FileId::generate(),
+        organization_id: t.org.as_str().into(),
         store_id: store_id.to_string(),
         file_name: "late.txt".into(),
         relative_path: None,
@@ -477,10 +477,11 @@ async fn the_reaper_removes_uploads_a_minute_after_they_expire() {
     let blobs = &t.server.blobs;
     let stores: std::collections::HashMap<String, String> = [&old, &recent, &org_old]
         .iter()
-        .map(|u| (u.id.clone(), u.store_id.clone()))
+        .map(|u| (u.id.to_string(), u.store_id.clone()))
         .collect();
     let folder = |id: &str| kiln_blobs::Folder::upload(&t.org, &stores[id], id).parts();
-    let exists = |id: String| async move { !blobs.list(&folder(&id)).await.unwrap().is_empty() };
+    let exists =
+        |id: kiln_core::FileId| async move { !blobs.list(&folder(&id)).await.unwrap().is_empty() };
     for id in [&old.id, &recent.id, &org_old.id] {
         blobs
             .put(

@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use kiln_catalog::{EventFilter, Webhook};
-use kiln_core::ErrorCode;
 use kiln_core::types::EventType;
+use kiln_core::{ErrorCode, FileId, OrgId, StoreId};
 use kiln_events::StartError;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -26,9 +26,9 @@ use crate::extractors::{ApiJson, ApiPath, ApiQuery};
 #[into_params(parameter_in = Query)]
 pub(crate) struct EventsQuery {
     /// Only this store's events.
-    store_id: Option<String>,
+    store_id: Option<StoreId>,
     /// Only this file's events.
-    file_id: Option<String>,
+    file_id: Option<FileId>,
     /// Comma-separated event types (e.g. `file.completed,file.failed`); default all.
     types: Option<String>,
     /// Replay events after this position, then follow. A `Last-Event-ID` header (sent by
@@ -162,9 +162,9 @@ pub(crate) struct FileEvent {
     /// `store.deleted`.
     #[serde(rename = "type")]
     event_type: String,
-    organization_id: String,
-    store_id: Option<String>,
-    file_id: Option<String>,
+    organization_id: OrgId,
+    store_id: Option<StoreId>,
+    file_id: Option<FileId>,
     created_at: String,
     /// The file's state after the change (`file_name`, `status`, `current_step`,
     /// `progress_percent`, `attempt`, `chunk_count`, `error_code`, `error_message`) and

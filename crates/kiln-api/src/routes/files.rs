@@ -8,7 +8,7 @@ use futures::StreamExt;
 use kiln_catalog::{CatalogError, FileFilter, NewFile, Resource, RetryOutcome};
 use kiln_core::model::{Chunking, FileRecord, FileStatusView, LogEntry, Page, UsageFigures};
 use kiln_core::types::FileStatus;
-use kiln_core::{ErrorCode, IdKind};
+use kiln_core::{ErrorCode, FileId, StoreId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
@@ -121,7 +121,7 @@ pub(crate) async fn upload(
     ApiPath(StoreRef { store_id }): ApiPath<StoreRef>,
     request: Request,
 ) -> Result<(StatusCode, Json<FileRecord>), ApiError> {
-    let org = auth.organization_id().to_string();
+    let org = auth.organization_id().clone();
     // The store is checked before a byte of the body is read.
     app.catalog
         .get_store(&org, &store_id)
@@ -143,7 +143,7 @@ pub(crate) async fn upload(
         )
     })?;
 
-    let file_id = IdKind::File.generate();
+    let file_id = FileId::generate();
     let folder = kiln_blobs::Folder::store_file(&org, &store_id, &file_id);
     let blob_path = folder.original();
     let mut relative_path_raw: Option<String> = None;
@@ -321,7 +321,7 @@ pub(crate) async fn delete_file(
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct RemoveBulk {
     /// 1 to 1,000 file IDs; IDs not in the store are skipped.
-    file_ids: Vec<String>,
+    file_ids: Vec<FileId>,
 }
 
 /// Delete many files.
@@ -607,7 +607,7 @@ pub(crate) async fn patch_config(
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct StoreUsage {
-    store_id: String,
+    store_id: StoreId,
     #[serde(flatten)]
     figures: UsageFigures,
 }
@@ -632,7 +632,7 @@ pub(crate) async fn store_usage(
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct NamedStoreUsage {
-    store_id: String,
+    store_id: StoreId,
     name: String,
     #[serde(flatten)]
     figures: UsageFigures,

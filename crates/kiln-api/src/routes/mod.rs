@@ -21,6 +21,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::openapi::ApiDoc;
+use kiln_core::{FileId, OrgId, StoreId};
 use utoipa::OpenApi;
 
 pub(crate) fn api() -> OpenApiRouter<AppState> {
@@ -127,22 +128,22 @@ pub(crate) struct SliceRef {
 /// A path naming a store.
 #[derive(Deserialize)]
 pub(crate) struct StoreRef {
-    pub store_id: String,
+    pub store_id: StoreId,
 }
 
 /// A path naming a file in a store.
 #[derive(Deserialize)]
 pub(crate) struct FileRef {
-    pub store_id: String,
-    pub file_id: String,
+    pub store_id: StoreId,
+    pub file_id: FileId,
 }
 
 /// A path naming a file in a store of an organization.
 #[derive(Deserialize)]
 pub(crate) struct OrgFileRef {
-    pub organization_id: String,
-    pub store_id: String,
-    pub file_id: String,
+    pub organization_id: OrgId,
+    pub store_id: StoreId,
+    pub file_id: FileId,
 }
 
 /// Deserialises a field that may be absent (`None`), `null` (`Some(None)`) or a value.

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use kiln_catalog::{CatalogError, NewOrgFile, Resource};
 use kiln_core::model::OrgFile;
-use kiln_core::{ErrorCode, IdKind, Timestamp};
+use kiln_core::{ErrorCode, FileId, OrgId, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -27,13 +27,13 @@ use crate::extractors::{ApiJson, ApiPath, ApiQuery, numbered_page};
 #[derive(Serialize, ToSchema)]
 pub(crate) struct OrgFileView {
     /// `file_…`.
-    id: String,
+    id: FileId,
     original_filename: String,
     file_size: i64,
     mime_type: String,
     /// Where the original is in Kiln's blob storage (relative to its root).
     storage_path: String,
-    organization_id: String,
+    organization_id: OrgId,
     uploaded_by: Option<String>,
     uploaded_by_api_key_id: Option<String>,
     uploaded_at: Timestamp,
@@ -141,7 +141,7 @@ pub(crate) async fn upload_org_files(
     auth: Authorized<Editor>,
     request: Request,
 ) -> Result<(StatusCode, Json<Batch<OrgFileView>>), ApiError> {
-    let org = auth.organization_id().to_string();
+    let org = auth.organization_id().clone();
     let mut multipart = Multipart::from_request(request, &app).await.map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidRequest,
@@ -167,7 +167,7 @@ pub(crate) async fn upload_org_files(
         }
         let outcome: Result<OrgFileView, ApiError> = async {
             let name = clean_file_name(Some(&filename))?;
-            let id = IdKind::File.generate();
+            let id = FileId::generate();
             let folder = kiln_blobs::Folder::org_file(&org, &id);
             let original = folder.original();
             let received = crate::ingest::receive(
@@ -329,7 +329,7 @@ pub(crate) async fn register_org_files(
 
 async fn register_one(
     app: &AppState,
-    org: &str,
+    org: &OrgId,
     upload_id: &str,
     by: &str,
 ) -> Result<OrgFileView, ApiError> {
@@ -341,7 +341,7 @@ async fn register_one(
         .detail("upload_id", upload_id)
     };
     let upload = match app.catalog.upload(upload_id).await {
-        Ok(upload) if upload.organization_id == org && upload.store_id.is_empty() => upload,
+        Ok(upload) if upload.organization_id == *org && upload.store_id.is_empty() => upload,
         Ok(_) | Err(CatalogError::NotFound(_)) => return Err(not_found()),
         Err(err) => return Err(err.into()),
     };
@@ -350,7 +350,7 @@ async fn register_one(
         .catalog
         .register_org_upload(NewOrgFile {
             id: upload.id.clone(),
-            organization_id: org.to_string(),
+            organization_id: org.clone(),
             file_name: upload.file_name.clone(),
             relative_path: upload.relative_path.clone(),
             mime_type: file_type.mime_type.to_string(),
@@ -420,8 +420,8 @@ pub(crate) async fn list_org_files(
 /// A path naming an organization file.
 #[derive(Deserialize)]
 pub(crate) struct OrgFilePath {
-    organization_id: String,
-    file_id: String,
+    organization_id: OrgId,
+    file_id: FileId,
 }
 
 fn org_file_error(file_id: &str) -> impl FnOnce(CatalogError) -> ApiError + '_ {
@@ -467,7 +467,7 @@ pub(crate) async fn delete_org_file(
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct FileContent {
-    file_id: String,
+    file_id: FileId,
     filename: String,
     mime_type: String,
     file_size: i64,

@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use kiln_catalog::SearchStore;
+use kiln_core::{OrgId, StoreId};
 
 use super::StoreRef;
 use crate::AppState;
@@ -75,7 +76,11 @@ pub(crate) async fn search_knowledge(
     Ok(Json(search(&app, org, stores, body.search).await?))
 }
 
-async fn checked_store(app: &AppState, org: &str, store_id: &str) -> Result<SearchStore, ApiError> {
+async fn checked_store(
+    app: &AppState,
+    org: &OrgId,
+    store_id: &StoreId,
+) -> Result<SearchStore, ApiError> {
     app.catalog
         .store_for_search(org, store_id)
         .await

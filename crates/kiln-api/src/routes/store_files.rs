@@ -10,7 +10,7 @@ use base64::Engine;
 use kiln_catalog::{FileFilter, LinkOutcome, NewOrgFile, RetryOutcome};
 use kiln_core::model::{FileRecord, FileStatusView, LogEntry, Page, PageRequest};
 use kiln_core::types::{FileErrorCode, FileStatus, Step};
-use kiln_core::{ErrorCode, IdKind, Timestamp};
+use kiln_core::{ErrorCode, FileId, OrgId, StoreId, Timestamp};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -31,10 +31,10 @@ pub const MAX_BATCH_FILES: usize = 10;
 #[derive(Serialize, ToSchema)]
 pub(crate) struct VectorStoreFile {
     /// The link (`vsf_…`; a file uploaded through the knowledge family: its `file_…` ID).
-    id: String,
-    vector_store_id: String,
+    id: FileId,
+    vector_store_id: StoreId,
     /// The organization file (`file_…`).
-    file_id: String,
+    file_id: FileId,
     added_by: Option<String>,
     added_by_api_key_id: Option<String>,
     added_at: Timestamp,
@@ -90,9 +90,9 @@ impl From<FileRecord> for VectorStoreFile {
 /// A file's processing status in the client's shape, with the knowledge family's fields.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ProcessingStatus {
-    vector_store_file_id: String,
-    file_id: String,
-    vector_store_id: String,
+    vector_store_file_id: FileId,
+    file_id: FileId,
+    vector_store_id: StoreId,
     processing_started_at: Option<Timestamp>,
     processing_completed_at: Option<Timestamp>,
     added_at: Timestamp,
@@ -126,8 +126,8 @@ pub(crate) struct VectorStoreFileList {
 /// A path naming a file in a vector store.
 #[derive(Deserialize)]
 pub(crate) struct StoreFileRef {
-    vector_store_id: String,
-    file_id: String,
+    vector_store_id: StoreId,
+    file_id: FileId,
 }
 
 fn store_error(store_id: &str) -> impl FnOnce(kiln_catalog::CatalogError) -> ApiError + '_ {
@@ -142,7 +142,7 @@ fn file_error<'a>(
 }
 
 /// The link named by a path (by organization file ID or link ID).
-async fn link_of(app: &AppState, org: &str, path: &StoreFileRef) -> Result<String, ApiError> {
+async fn link_of(app: &AppState, org: &OrgId, path: &StoreFileRef) -> Result<FileId, ApiError> {
     app.catalog
         .resolve_link(org, &path.vector_store_id, &path.file_id)
         .await
@@ -223,7 +223,7 @@ pub(crate) async fn list_store_files(
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct AddFile {
     /// The organization file (`file_…`).
-    file_id: String,
+    file_id: FileId,
 }
 
 /// Add an organization file to a vector store: a link and its processing job. Adding a file
@@ -297,7 +297,7 @@ pub(crate) async fn upload_base64(
     ApiPath(VectorStoreRef { vector_store_id }): ApiPath<VectorStoreRef>,
     ApiJson(body): ApiJson<Base64Upload>,
 ) -> Result<(StatusCode, Json<super::org_files::Batch<VectorStoreFile>>), ApiError> {
-    let org = auth.organization_id().to_string();
+    let org = auth.organization_id().clone();
     app.catalog
         .get_store(&org, &vector_store_id)
         .await
@@ -331,8 +331,8 @@ pub(crate) async fn upload_base64(
 /// One base64 file: decoded, stored as an organization file, linked into the store.
 async fn accept_base64(
     app: &AppState,
-    org: &str,
-    store_id: &str,
+    org: &OrgId,
+    store_id: &StoreId,
     filename: &str,
     content: &str,
     by: &str,
@@ -341,7 +341,7 @@ async fn accept_base64(
     let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
         .decode(content.trim().trim_end_matches('='))
         .map_err(|err| ApiError::field("content", format!("is not valid base64: {err}")))?;
-    let id = IdKind::File.generate();
+    let id = FileId::generate();
     let folder = kiln_blobs::Folder::org_file(org, &id);
     let original = folder.original();
     let body = futures::stream::iter([Ok(bytes::Bytes::from(bytes))]);
@@ -359,7 +359,7 @@ async fn accept_base64(
         .create_org_file_in_store(
             NewOrgFile {
                 id,
-                organization_id: org.to_string(),
+                organization_id: org.clone(),
                 file_name: name,
                 relative_path: None,
                 mime_type: received.file_type.mime_type.to_string(),

@@ -18,7 +18,7 @@ use futures::{StreamExt, TryStreamExt};
 use hmac::{Hmac, Mac};
 use kiln_catalog::{CatalogError, NewFile, NewUpload, Resource, Upload};
 use kiln_core::model::FileRecord;
-use kiln_core::{ErrorCode, IdKind, Timestamp};
+use kiln_core::{ErrorCode, FileId, IdKind, OrgId, Timestamp};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use utoipa::{IntoParams, ToSchema};
@@ -138,7 +138,7 @@ pub(crate) async fn upload_url(
     headers: HeaderMap,
     ApiJson(body): ApiJson<UploadUrlRequest>,
 ) -> Result<(StatusCode, Json<UploadUrlResponse>), ApiError> {
-    let org = auth.organization_id().to_string();
+    let org = auth.organization_id().clone();
     app.catalog
         .get_store(&org, &store_id)
         .await
@@ -153,7 +153,7 @@ pub(crate) async fn upload_url(
 /// into the organization (no store).
 pub(crate) async fn start_upload(
     app: &AppState,
-    org: &str,
+    org: &OrgId,
     store_id: &str,
     headers: &HeaderMap,
     body: UploadUrlRequest,
@@ -213,8 +213,8 @@ pub(crate) async fn start_upload(
     let upload = app
         .catalog
         .create_upload(NewUpload {
-            id: IdKind::File.generate(),
-            organization_id: org.to_string(),
+            id: FileId::generate(),
+            organization_id: org.clone(),
             store_id: store_id.to_string(),
             file_name,
             relative_path,
@@ -232,7 +232,7 @@ pub(crate) async fn start_upload(
             public_base(app, headers),
             upload.id
         ),
-        upload_id: upload.id,
+        upload_id: upload.id.into_string(),
         method: "PUT",
         chunk_size_recommended: CHUNK_SIZE_RECOMMENDED,
         max_file_size: file_type.max_size_bytes,
@@ -307,7 +307,7 @@ fn parse_content_range(headers: &HeaderMap, file_size: u64) -> Result<PieceRange
 fn progress_response(upload: &Upload, received: i64) -> Response {
     let complete = received == upload.file_size;
     let body = Json(UploadProgress {
-        upload_id: upload.id.clone(),
+        upload_id: upload.id.to_string(),
         received_bytes: received,
         file_size: upload.file_size,
         complete,
@@ -508,7 +508,7 @@ pub(crate) async fn register(
     ApiPath(StoreRef { store_id }): ApiPath<StoreRef>,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> Result<(StatusCode, Json<FileRecord>), ApiError> {
-    let org = auth.organization_id().to_string();
+    let org = auth.organization_id().clone();
     app.catalog
         .get_store(&org, &store_id)
         .await
@@ -524,7 +524,9 @@ pub(crate) async fn register(
         .detail("store_id", store_id.as_str())
     };
     let upload = match app.catalog.upload(&body.upload_id).await {
-        Ok(upload) if upload.organization_id == org && upload.store_id == store_id => upload,
+        Ok(upload) if upload.organization_id == org && upload.store_id == store_id.as_str() => {
+            upload
+        }
         Ok(_) | Err(CatalogError::NotFound(_)) => return Err(not_found()),
         Err(err) => return Err(err.into()),
     };

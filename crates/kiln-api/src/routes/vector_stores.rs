@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use kiln_catalog::{NewStore, StorePatch, StoreQuery, StoreSort};
+use kiln_core::StoreId;
 use kiln_core::model::{PageRequest, Store};
 use kiln_core::types::AccessMode;
 use serde::{Deserialize, Serialize};
@@ -294,12 +295,12 @@ pub(crate) async fn delete_vector_store(
 /// A path naming a vector store.
 #[derive(Deserialize)]
 pub(crate) struct VectorStoreRef {
-    pub vector_store_id: String,
+    pub vector_store_id: StoreId,
 }
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct VectorStoreUsageItem {
-    vector_store_id: String,
+    vector_store_id: StoreId,
     vector_store_name: String,
     /// Bytes of the originals in the store.
     data_size_bytes: i64,

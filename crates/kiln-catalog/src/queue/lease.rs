@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use kiln_core::Timestamp;
 use kiln_core::types::{EventType, LogLevel, Step};
+use kiln_core::{FileId, OrgId, StoreId, Timestamp};
 use serde_json::json;
 use sqlx::{AssertSqlSafe, Row};
 
@@ -79,7 +79,7 @@ impl Catalog {
             };
             // The row's `file_id` names what the job is about: a store's file, an
             // organization file, or (for a store's purge) the store itself.
-            let subject: String = row.try_get("file_id")?;
+            let subject: FileId = row.try_get("file_id")?;
             let claimed = match kind {
                 JobKind::Purge => Claimed::Purge {
                     job,
@@ -122,7 +122,7 @@ impl Catalog {
         &self,
         tx: &mut AnyConnection,
         job: HeldJob,
-        file_id: &str,
+        file_id: &FileId,
         worker: &str,
         now: i64,
     ) -> Result<Option<ProcessJob>> {
@@ -230,9 +230,9 @@ impl Catalog {
             let job_id: String = row.try_get("id")?;
             let is_process =
                 JobKind::parse(&row.try_get::<String, _>("kind")?) == Some(JobKind::Process);
-            let org: String = row.try_get("organization_id")?;
-            let store: String = row.try_get("store_id")?;
-            let file_id: String = row.try_get("file_id")?;
+            let org: OrgId = row.try_get("organization_id")?;
+            let store: StoreId = row.try_get("store_id")?;
+            let file_id: FileId = row.try_get("file_id")?;
             let owner: Option<String> = row.try_get("lease_owner")?;
             let losses: i64 = row.try_get::<i64, _>("lease_losses")? + 1;
             let mut tx = self.write_tx().await?;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use kiln_core::model::{Chunking, FileRecord};
 use kiln_core::types::{LogLevel, Step};
+use kiln_core::{FileId, OrgId, StoreId};
 use serde_json::Value;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
@@ -110,9 +111,9 @@ impl JobState {
 #[derive(Debug, Clone)]
 pub struct HeldJob {
     pub job_id: String,
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// The store the job is about (empty for an organization file's purge).
-    pub store_id: String,
+    pub store_id: StoreId,
     /// This job's automatic try, from 0.
     pub attempt: i64,
 }
@@ -123,11 +124,11 @@ pub enum Claimed {
     /// Process a store's file.
     Process(Box<ProcessJob>),
     /// Remove a deleted store file's chunks, vectors and blobs.
-    Purge { job: HeldJob, file_id: String },
+    Purge { job: HeldJob, file_id: FileId },
     /// Remove a deleted store's (`job.store_id`) chunks, vectors and blobs.
     PurgeStore { job: HeldJob },
     /// Remove a deleted organization file's original.
-    PurgeOrgFile { job: HeldJob, org_file_id: String },
+    PurgeOrgFile { job: HeldJob, org_file_id: FileId },
 }
 
 /// A claimed processing job: the file as claimed (its `generation` is the one to write) and
@@ -272,8 +273,8 @@ impl Catalog {
     /// given stores.
     pub async fn searchable_files(
         &self,
-        organization_id: &str,
-        store_ids: &[String],
+        organization_id: &OrgId,
+        store_ids: &[StoreId],
     ) -> Result<HashMap<String, SearchableFile>> {
         let mut out = HashMap::new();
         for store_id in store_ids {
@@ -315,7 +316,7 @@ impl Catalog {
 /// What search needs of a file.
 #[derive(Debug, Clone)]
 pub struct SearchableFile {
-    pub store_id: String,
+    pub store_id: StoreId,
     pub file_name: String,
     pub relative_path: Option<String>,
     pub mime_type: String,

@@ -1,6 +1,7 @@
 //! After a purge: forgetting the file's or store's rows.
 
 use kiln_core::types::EventType;
+use kiln_core::{FileId, OrgId, StoreId};
 use serde_json::json;
 use sqlx::Row;
 
@@ -9,7 +10,7 @@ use crate::{Catalog, Result};
 
 impl Catalog {
     /// After a file's purge: forgets the file, its logs and its finished jobs.
-    pub async fn forget_file(&self, job_id: &str, file_id: &str) -> Result<()> {
+    pub async fn forget_file(&self, job_id: &str, file_id: &FileId) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let file =
             sqlx::query("SELECT organization_id, store_id, file_name FROM files WHERE id = $1")
@@ -34,8 +35,8 @@ impl Catalog {
             .execute(&mut *tx)
             .await?;
         if let Some(file) = file {
-            let org: String = file.try_get("organization_id")?;
-            let store: String = file.try_get("store_id")?;
+            let org: OrgId = file.try_get("organization_id")?;
+            let store: StoreId = file.try_get("store_id")?;
             let name: String = file.try_get("file_name")?;
             let event = NewEvent::file(
                 EventType::FilePurged,
@@ -50,7 +51,7 @@ impl Catalog {
     }
 
     /// After a store's purge: forgets its files, their logs and jobs.
-    pub async fn forget_store(&self, job_id: &str, store_id: &str) -> Result<()> {
+    pub async fn forget_store(&self, job_id: &str, store_id: &StoreId) -> Result<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "DELETE FROM file_logs WHERE file_id IN (SELECT id FROM files WHERE store_id = $1)",

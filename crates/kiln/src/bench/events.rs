@@ -240,10 +240,7 @@ async fn outbox_cost(settings: &Config, changes: usize) -> anyhow::Result<()> {
     };
     let catalog = kiln_catalog::Catalog::open(&url, 4).await?;
     let org = crate::admin::org_create(&catalog, "bench").await?;
-    let org = org["id"]
-        .as_str()
-        .context("an organization ID")?
-        .to_string();
+    let org = kiln_core::OrgId::from(org["id"].as_str().context("an organization ID")?);
     let slice = catalog
         .create_slice(
             &org,
@@ -269,7 +266,7 @@ async fn outbox_cost(settings: &Config, changes: usize) -> anyhow::Result<()> {
             "bench",
         )
         .await?;
-    let id = kiln_core::IdKind::File.generate();
+    let id = kiln_core::FileId::generate();
     catalog
         .create_file(kiln_catalog::NewFile {
             id: id.clone(),

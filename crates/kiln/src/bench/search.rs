@@ -23,7 +23,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use kiln_catalog::{Claimed, Completion, Dialect, NewFile, ProcessJob};
-use kiln_core::IdKind;
 use kiln_core::config::Config;
 use kiln_index::{ChunkIndex, ChunkRecord, Scope};
 use kiln_pipeline::IndexSink;
@@ -541,7 +540,7 @@ async fn build(
         .to_string();
     let api = ApiClient::connect(&server.base_url(), &key).await?;
     let store_id = api.create_store("bench-search").await?;
-    let organization_id = api.org.clone();
+    let organization_id = kiln_core::OrgId::from(api.org.as_str());
     server.shutdown().await?;
 
     let (catalog, blobs) = open_storage(config).await?;
@@ -578,7 +577,7 @@ async fn build(
         let mut jobs: Vec<(ProcessJob, usize, usize)> = Vec::new();
         let mut records: Vec<ChunkRecord> = Vec::new();
         for _ in 0..FILES_PER_COMMIT.min(files - n) {
-            let file_id = IdKind::File.generate();
+            let file_id = kiln_core::FileId::generate();
             let count = options.chunks_per_file.min(options.chunks - written);
             let first = records.len();
             for chunk_index in 0..count {
@@ -594,7 +593,7 @@ async fn build(
                 kiln_embed::normalize(&mut vector);
                 records.push(ChunkRecord {
                     store_id: store_id.clone(),
-                    file_id: file_id.clone(),
+                    file_id: file_id.to_string(),
                     generation: 0,
                     chunk_index: chunk_index as u32,
                     text,
@@ -607,7 +606,7 @@ async fn build(
                 .create_file(NewFile {
                     id: file_id.clone(),
                     organization_id: organization_id.clone(),
-                    store_id: store_id.clone(),
+                    store_id: kiln_core::StoreId::from(store_id.as_str()),
                     file_name: format!("bench-{n:06}.txt"),
                     relative_path: None,
                     mime_type: "text/plain".into(),

@@ -273,7 +273,7 @@ impl TestServer {
         let catalog = self.catalog().await;
         let org = kiln::admin::org_create(&catalog, "other").await.unwrap();
         let org_id = org["id"].as_str().unwrap().to_string();
-        let key = kiln::admin::key_create(&catalog, &org_id, role, None)
+        let key = kiln::admin::key_create(&catalog, &org_id.as_str().into(), role, None)
             .await
             .unwrap();
         (org_id, key["key"].as_str().unwrap().to_string())
@@ -282,7 +282,7 @@ impl TestServer {
     /// A key of `role` in this server's organization.
     pub async fn key_with_role(&self, role: kiln_core::types::Role) -> String {
         let catalog = self.catalog().await;
-        kiln::admin::key_create(&catalog, &self.org, role, None)
+        kiln::admin::key_create(&catalog, &self.org.as_str().into(), role, None)
             .await
             .unwrap()["key"]
             .as_str()
