@@ -80,7 +80,10 @@ fn load(
     lanes: usize,
 ) -> anyhow::Result<LocalModel> {
     let weights = match engine {
-        EngineChoice::CandleF32 | EngineChoice::Openai => return Ok(LocalModel::load(dir)?),
+        EngineChoice::CandleF32 => return Ok(LocalModel::load(dir)?),
+        EngineChoice::Openai => {
+            anyhow::bail!("the OpenAI-compatible provider is not a local model")
+        }
         EngineChoice::OnnxF32 => kiln_embed::onnx::Weights::F32,
         EngineChoice::OnnxInt8 => {
             kiln_embed::onnx::Weights::Int8(kiln_embed::onnx::Int8Kernel::for_this_cpu())
