@@ -303,7 +303,7 @@ pub async fn ingest(
         100.0 * raw_cpu / raw_secs,
         100.0 * pipeline_cpu / total
     );
-    println!("CPU seconds by live thread (this process, before shutdown):");
+    println!("CPU seconds by thread (this process, before shutdown):");
     for (name, seconds) in threads {
         println!("  {name:<28} {seconds:>8.1}");
     }
@@ -360,9 +360,12 @@ fn process_cpu_seconds() -> f64 {
 }
 
 /// CPU time of this process's live threads, grouped by name with digits removed, largest
-/// first. Linux only; empty elsewhere.
+/// first, and last the time of the threads that ended (tantivy starts its indexing threads
+/// anew for each commit; the pipeline's index adds and parses run on threads of their own).
+/// Linux only; empty elsewhere.
 fn cpu_by_thread() -> Vec<(String, f64)> {
     let mut groups: HashMap<String, f64> = HashMap::new();
+    let total = process_cpu_seconds();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return Vec::new();
     };
@@ -376,7 +379,11 @@ fn cpu_by_thread() -> Vec<(String, f64)> {
         let name: String = name.chars().filter(|c| !c.is_ascii_digit()).collect();
         *groups.entry(name).or_default() += seconds;
     }
+    let ended = total - groups.values().sum::<f64>();
     let mut sorted: Vec<(String, f64)> = groups.into_iter().filter(|(_, s)| *s >= 0.1).collect();
     sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
+    if ended >= 0.1 {
+        sorted.push(("(threads that ended)".to_string(), ended));
+    }
     sorted
 }
