@@ -168,8 +168,9 @@ const WRITER_HEAP: usize = 64 * 1024 * 1024;
 /// segment of its own, so with a thread per core a commit of a few files' chunks made two
 /// segments: twice the files written and synced, twice the merges (and, on ext4 without a
 /// journal, twice the deleted files each new inode's allocation scans past). One thread:
-/// `kiln bench ingest --docs 1000` (16 jobs per worker) pipeline CPU 24.4 → 22.7 s, 77 → 83
-/// files/s; a bulk build of 100,000 chunks (`kiln bench search`) takes 6 s either way.
+/// `kiln bench ingest --docs 1000` (8 jobs per worker, 3 runs each) pipeline CPU 25.7 →
+/// 24.8 s, 71.3 → 74.1 files/s; a bulk build of 100,000 chunks (`kiln bench search`) takes
+/// 6 s either way.
 const WRITER_THREADS: usize = 1;
 
 /// Fewer, larger segments than tantivy's default (which merges 8 of a size at once and left

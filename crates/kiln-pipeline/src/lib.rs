@@ -42,9 +42,11 @@ pub struct PipelineConfig {
     /// embedding lanes or for an index commit it shares with other files; holding several
     /// keeps every lane fed, lets a lane take texts from many files at once, and lets files
     /// share index commits. With the int8 model 8 left the lanes idle a quarter of an ingest
-    /// (busy 74–76 %, files waiting on commits); 16 keeps them busy 85–94 % (`kiln bench
-    /// ingest --docs 1000`: 66–78 → 83–94 files/s, with one index thread). The CPU-heavy steps stay bounded by the cores: the model runs on one
-    /// lane per core, chunking on the core-sized work pool, parsing in `workers` slots.
+    /// (busy 70–76 %, files waiting on commits); 16 keeps them busy 89–94 % (`kiln bench
+    /// ingest --docs 1000`, with one index thread: mean 74.8 → 84.7 files/s; see
+    /// `docs/decisions/embedding-speed.md`). The CPU-heavy steps stay bounded by the cores:
+    /// the model runs on one lane per core, chunking on the core-sized work pool, parsing in
+    /// `workers` slots.
     pub jobs_per_worker: usize,
     /// Lease on a claimed job; a heartbeat renews it every third of it.
     pub lease: Duration,
