@@ -373,8 +373,8 @@ async fn second_node(
     first_answers: &[Vec<(String, u64)>],
 ) -> anyhow::Result<()> {
     let own = tempfile::tempdir()?;
+    // Models stay where the first node's configuration keeps them (`loopback_config`).
     let mut config = config.clone();
-    config.embedding.models_dir = Some(config.models_dir());
     config.data_dir = own.path().to_path_buf();
     let started = Instant::now();
     let server = Server::start_with_model(config, model).await?;
@@ -541,6 +541,7 @@ async fn build(
     let api = ApiClient::connect(&server.base_url(), &key).await?;
     let store_id = api.create_store("bench-search").await?;
     let organization_id = kiln_core::OrgId::from(api.org.as_str());
+    let store = kiln_core::StoreId::from(store_id.as_str());
     server.shutdown().await?;
 
     let (catalog, blobs) = open_storage(config).await?;
@@ -606,7 +607,7 @@ async fn build(
                 .create_file(NewFile {
                     id: file_id.clone(),
                     organization_id: organization_id.clone(),
-                    store_id: kiln_core::StoreId::from(store_id.as_str()),
+                    store_id: store.clone(),
                     file_name: format!("bench-{n:06}.txt"),
                     relative_path: None,
                     mime_type: "text/plain".into(),
@@ -615,7 +616,7 @@ async fn build(
                     created_by: "bench".into(),
                     original_blob: kiln_blobs::Folder::store_file(
                         &organization_id,
-                        &store_id,
+                        &store,
                         &file_id,
                     )
                     .original()
