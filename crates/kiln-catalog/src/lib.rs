@@ -477,6 +477,41 @@ pub(crate) async fn test_file(
     id
 }
 
+/// How the database would run `sql` (a query with its values written in): SQLite's query
+/// plan, or PostgreSQL's once its statistics and visibility map are current (a served
+/// database's autovacuum keeps them so; an index-only scan is priced by the share of pages
+/// all visible) and with sequential scans priced out (on a test's few rows it would rightly
+/// read the table), one line per step.
+#[cfg(test)]
+pub(crate) async fn test_query_plan(catalog: &Catalog, sql: &str) -> String {
+    use sqlx::Row;
+    if catalog.dialect == Dialect::Postgres {
+        sqlx::query("VACUUM (ANALYZE)")
+            .execute(&catalog.write)
+            .await
+            .unwrap();
+    }
+    let mut tx = catalog.read.begin().await.unwrap();
+    let explain = match Dialect::of(&tx) {
+        Dialect::Sqlite => format!("EXPLAIN QUERY PLAN {sql}"),
+        Dialect::Postgres => {
+            sqlx::query("SET LOCAL enable_seqscan = off")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            format!("EXPLAIN {sql}")
+        }
+    };
+    let rows = sqlx::query(sqlx::AssertSqlSafe(explain))
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|row| row.try_get::<String, _>(row.len() - 1).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

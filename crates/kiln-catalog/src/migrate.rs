@@ -64,6 +64,16 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
         "events",
         Sql::Portable(include_str!("../migrations/0007_events.sql")),
     ),
+    (
+        8,
+        "store_figures",
+        Sql::Portable(include_str!("../migrations/0008_store_figures.sql")),
+    ),
+    (
+        9,
+        "claim_by_organization",
+        Sql::Portable(include_str!("../migrations/0009_claim_by_organization.sql")),
+    ),
 ];
 
 /// An arbitrary key of the PostgreSQL advisory lock that makes processes starting on one

@@ -68,7 +68,9 @@ pub(crate) fn slice(row: &AnyRow) -> Result<Slice> {
 }
 
 /// Selects a store with its file figures, computed from the files table; append
-/// `WHERE ... GROUP BY s.id` on alias `s`.
+/// `WHERE ... GROUP BY s.id` on alias `s`. Every column it reads of `files` is in the index
+/// `files_store_figures`, so the count never visits a file's row: `COUNT(f.status)` counts
+/// the joined files (a file's status is never NULL) where `COUNT(f.id)` would read each row.
 pub(crate) const STORE_SELECT: &str = "SELECT s.id, s.organization_id, s.slice_id, s.name, \
      s.description, s.access_mode, s.max_chunk_tokens, s.chunk_overlap_tokens, s.created_by, \
      s.created_at, s.updated_at, \
@@ -76,7 +78,7 @@ pub(crate) const STORE_SELECT: &str = "SELECT s.id, s.organization_id, s.slice_i
      CAST(COALESCE(SUM(CASE WHEN f.status = 'processing' THEN 1 ELSE 0 END), 0) AS BIGINT) AS n_processing, \
      CAST(COALESCE(SUM(CASE WHEN f.status = 'completed' THEN 1 ELSE 0 END), 0) AS BIGINT) AS n_completed, \
      CAST(COALESCE(SUM(CASE WHEN f.status = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT) AS n_failed, \
-     CAST(COUNT(f.id) AS BIGINT) AS n_total, \
+     CAST(COUNT(f.status) AS BIGINT) AS n_total, \
      CAST(COALESCE(SUM(f.file_size), 0) AS BIGINT) AS data_size \
      FROM stores s LEFT JOIN files f ON f.store_id = s.id AND f.deleted_at IS NULL";
 

@@ -124,7 +124,7 @@ pub(crate) async fn upload(
     let org = auth.organization_id().clone();
     // The store is checked before a byte of the body is read.
     app.catalog
-        .get_store(&org, &store_id)
+        .store_chunking(&org, &store_id)
         .await
         .map_err(store_error(&store_id))?;
     let declared = request
@@ -524,12 +524,12 @@ pub(crate) async fn get_config(
     auth: Authorized<Reader>,
     ApiPath(StoreRef { store_id }): ApiPath<StoreRef>,
 ) -> Result<Json<FileConfig>, ApiError> {
-    let store = app
+    let chunking = app
         .catalog
-        .get_store(auth.organization_id(), &store_id)
+        .store_chunking(auth.organization_id(), &store_id)
         .await
         .map_err(store_error(&store_id))?;
-    Ok(Json(file_config(&app, store.chunking)))
+    Ok(Json(file_config(&app, chunking)))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -557,20 +557,18 @@ pub(crate) async fn patch_config(
     ApiJson(body): ApiJson<ConfigPatch>,
 ) -> Result<Json<FileConfig>, ApiError> {
     let org = auth.organization_id();
-    let store = app
+    let chunking = app
         .catalog
-        .get_store(org, &store_id)
+        .store_chunking(org, &store_id)
         .await
         .map_err(store_error(&store_id))?;
     let Some(patch) = body.chunking else {
-        return Ok(Json(file_config(&app, store.chunking)));
+        return Ok(Json(file_config(&app, chunking)));
     };
-    let max = patch
-        .max_chunk_tokens
-        .unwrap_or(store.chunking.max_chunk_tokens);
+    let max = patch.max_chunk_tokens.unwrap_or(chunking.max_chunk_tokens);
     let overlap = patch
         .chunk_overlap_tokens
-        .unwrap_or(store.chunking.chunk_overlap_tokens.min(max / 2));
+        .unwrap_or(chunking.chunk_overlap_tokens.min(max / 2));
     let mut problems = Vec::new();
     if !(100..=4096).contains(&max) {
         problems.push(FieldError::new(

@@ -299,7 +299,7 @@ pub(crate) async fn upload_base64(
 ) -> Result<(StatusCode, Json<super::org_files::Batch<VectorStoreFile>>), ApiError> {
     let org = auth.organization_id().clone();
     app.catalog
-        .get_store(&org, &vector_store_id)
+        .store_chunking(&org, &vector_store_id)
         .await
         .map_err(store_error(&vector_store_id))?;
     if body.files.is_empty() || body.files.len() > MAX_BATCH_FILES {

@@ -140,7 +140,7 @@ pub(crate) async fn upload_url(
 ) -> Result<(StatusCode, Json<UploadUrlResponse>), ApiError> {
     let org = auth.organization_id().clone();
     app.catalog
-        .get_store(&org, &store_id)
+        .store_chunking(&org, &store_id)
         .await
         .map_err(store_error(&store_id))?;
     let started = start_upload(&app, &org, &store_id, &headers, body, auth.key_id())
@@ -510,7 +510,7 @@ pub(crate) async fn register(
 ) -> Result<(StatusCode, Json<FileRecord>), ApiError> {
     let org = auth.organization_id().clone();
     app.catalog
-        .get_store(&org, &store_id)
+        .store_chunking(&org, &store_id)
         .await
         .map_err(store_error(&store_id))?;
     let relative_path = relative_path_field(body.relative_path.as_deref())

@@ -330,6 +330,11 @@ mod tests {
 
     use crate::test_file as add_file;
 
+    async fn nothing_to_claim(catalog: &Catalog) -> bool {
+        let claimed = catalog.claim("w", Duration::from_secs(60)).await.unwrap();
+        claimed.is_none()
+    }
+
     #[tokio::test]
     async fn concurrent_claimers_never_share_a_job() {
         for crate::TestCatalog {
@@ -364,6 +369,56 @@ mod tests {
             all.sort();
             all.dedup();
             assert_eq!(all.len(), 200, "a job was claimed twice");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_organization_with_the_fewest_running_jobs_goes_first() {
+        for crate::TestCatalog {
+            catalog,
+            org: first,
+            store: first_store,
+            ..
+        } in crate::test_catalogs().await
+        {
+            let (second, second_store) = crate::test_org_with_store(&catalog).await;
+            // Due one after the other: the first organization's two files, then the second's.
+            let mut files = Vec::new();
+            for (org, store) in [
+                (&first, &first_store),
+                (&first, &first_store),
+                (&second, &second_store),
+            ] {
+                files.push(add_file(&catalog, org, store).await);
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            let claim = async || {
+                let claimed = catalog.claim("w", Duration::from_secs(60)).await.unwrap();
+                claimed.unwrap().into_process().unwrap().file.id
+            };
+            // Neither runs anything: the earliest job. Then the first organization runs one,
+            // so the second's job goes before the first's earlier one.
+            assert_eq!(claim().await, files[0]);
+            assert_eq!(claim().await, files[2]);
+            assert_eq!(claim().await, files[1]);
+            assert!(nothing_to_claim(&catalog).await);
+
+            // On SQLite a claim looks up each organization's head job in the index
+            // `jobs_org_queue` instead of reading and sorting the whole queue. (PostgreSQL's
+            // planner picks by the table's statistics; on a test's few rows any index does.)
+            if catalog.dialect == crate::Dialect::Sqlite {
+                let sql = lease::claim_sql(catalog.dialect)
+                    .replace("$1", "'w'")
+                    .replace("$2", "0")
+                    .replace("$3", "0");
+                let plan = crate::test_query_plan(&catalog, &sql).await;
+                assert!(
+                    plan.contains(
+                        "SEARCH q USING COVERING INDEX jobs_org_queue (organization_id=?"
+                    ),
+                    "{plan}"
+                );
+            }
         }
     }
 
@@ -467,13 +522,7 @@ mod tests {
                     assert_eq!(outcome, FailOutcome::Failed);
                 }
             }
-            assert!(
-                catalog
-                    .claim("w", Duration::from_secs(60))
-                    .await
-                    .unwrap()
-                    .is_none()
-            );
+            assert!(nothing_to_claim(&catalog).await);
         }
     }
 }
