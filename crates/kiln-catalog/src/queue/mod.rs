@@ -382,6 +382,15 @@ mod tests {
         } in crate::test_catalogs().await
         {
             let (second, second_store) = crate::test_org_with_store(&catalog).await;
+            // A third organization's job is queued but due only in an hour: its organization
+            // is visited and passed over.
+            let (third, third_store) = crate::test_org_with_store(&catalog).await;
+            let later = add_file(&catalog, &third, &third_store).await;
+            sqlx::query("UPDATE jobs SET run_after = run_after + 3600000 WHERE file_id = $1")
+                .bind(&later)
+                .execute(&catalog.write)
+                .await
+                .unwrap();
             // Due one after the other: the first organization's two files, then the second's.
             let mut files = Vec::new();
             for (org, store) in [
@@ -403,21 +412,22 @@ mod tests {
             assert_eq!(claim().await, files[1]);
             assert!(nothing_to_claim(&catalog).await);
 
-            // On SQLite a claim looks up each organization's head job in the index
-            // `jobs_org_queue` instead of reading and sorting the whole queue. (PostgreSQL's
-            // planner picks by the table's statistics; on a test's few rows any index does.)
+            // On SQLite a claim skips from one organization with queued jobs to the next and
+            // looks up each one's head job in the index `jobs_queue_by_org`, instead of
+            // reading and sorting the whole queue. (PostgreSQL's planner picks by the table's
+            // statistics; on a test's few rows any index does.)
             if catalog.dialect == crate::Dialect::Sqlite {
                 let sql = lease::claim_sql(catalog.dialect)
                     .replace("$1", "'w'")
                     .replace("$2", "0")
                     .replace("$3", "0");
                 let plan = crate::test_query_plan(&catalog, &sql).await;
-                assert!(
-                    plan.contains(
-                        "SEARCH q USING COVERING INDEX jobs_org_queue (organization_id=?"
-                    ),
-                    "{plan}"
-                );
+                for step in [
+                    "SEARCH n USING COVERING INDEX jobs_queue_by_org (state=? AND organization_id>?)",
+                    "SEARCH q USING COVERING INDEX jobs_queue_by_org (state=? AND organization_id=? AND run_after<?)",
+                ] {
+                    assert!(plan.contains(step), "{plan}");
+                }
             }
         }
     }
