@@ -129,18 +129,24 @@ pub async fn ingest(
         .clone()
         .context("a new data dir has a key")?
         .value;
-    let api = ApiClient::connect(&server.base_url(), &key).await?;
+    let base = server.base_url();
+    let api = ApiClient::connect(&base, &key).await?;
     let store = api.create_store("bench").await?;
     let files = format!("/stores/{store}/files");
 
+    // The client runs on threads of its own, each with its own runtime, as clients in other
+    // processes would: its requests never wait for a turn on the server's tokio threads, and
+    // the table of CPU by thread shows what it costs (`bench-uploader`, `bench-status`).
     // Status latency, sampled while ingesting.
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let known: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let all_uploaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
         let all_uploaded = all_uploaded.clone();
-        let (stop, known, api, files) = (stop.clone(), known.clone(), api.clone(), files.clone());
-        tokio::spawn(async move {
+        let (stop, known, files) = (stop.clone(), known.clone(), files.clone());
+        let (base, key) = (base.clone(), key.clone());
+        on_own_thread("bench-status", async move {
+            let api = ApiClient::connect(&base, &key).await?;
             let mut latencies = Vec::new();
             let mut n = 0usize;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -163,25 +169,36 @@ pub async fn ingest(
                 // 20 requests a second: a busy dashboard, not a load test of its own.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            latencies
-        })
+            Ok(latencies)
+        })?
     };
 
     let started = Instant::now();
     let cpu_before_pipeline = process_cpu_seconds();
     let lane_before = kiln_embed::lane::stats();
-    let mut uploaded_at: HashMap<String, SystemTime> = HashMap::new();
-    for (doc_id, text) in &documents {
-        let id = api
-            .upload(&store, &format!("{doc_id}.txt"), text.clone().into_bytes())
-            .await?;
-        known.lock().unwrap().push(id.clone());
-        uploaded_at.insert(id, SystemTime::now());
-    }
-    all_uploaded.store(true, std::sync::atomic::Ordering::Relaxed);
-    let upload_secs = started.elapsed().as_secs_f64();
-    // Wait on the store's file counts, as a dashboard would (cheap, one small answer).
-    let failed = api.wait_settled(&store, documents.len() as u64).await?;
+    let uploader = {
+        let (known, all_uploaded, store) = (known.clone(), all_uploaded.clone(), store.clone());
+        let (base, key) = (base.clone(), key.clone());
+        let documents = documents.clone();
+        on_own_thread("bench-uploader", async move {
+            let api = ApiClient::connect(&base, &key).await?;
+            let mut uploaded_at: HashMap<String, SystemTime> = HashMap::new();
+            for (doc_id, text) in &documents {
+                let id = api
+                    .upload(&store, &format!("{doc_id}.txt"), text.clone().into_bytes())
+                    .await?;
+                known.lock().unwrap().push(id.clone());
+                uploaded_at.insert(id, SystemTime::now());
+            }
+            all_uploaded.store(true, std::sync::atomic::Ordering::Relaxed);
+            let upload_secs = started.elapsed().as_secs_f64();
+            // Wait on the store's file counts, as a dashboard would (cheap, one small answer).
+            let failed = api.wait_settled(&store, documents.len() as u64).await?;
+            Ok((uploaded_at, upload_secs, failed))
+        })?
+    };
+    let (uploaded, uploader_cpu) = uploader.await?;
+    let (uploaded_at, upload_secs, failed) = uploaded?;
     let total = started.elapsed().as_secs_f64();
     let pipeline_cpu = process_cpu_seconds() - cpu_before_pipeline;
     let lane = kiln_embed::lane::stats();
@@ -217,7 +234,8 @@ pub async fn ingest(
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let samples = sampler.await?;
+    let (samples, sampler_cpu) = sampler.await?;
+    let samples = samples?;
     let sorted = |keep: &dyn Fn(bool) -> bool| {
         let mut v: Vec<f64> = samples
             .iter()
@@ -232,7 +250,10 @@ pub async fn ingest(
     let while_uploading = sorted(&|uploading| uploading);
     let mut waits = done_after;
     waits.sort_by(f64::total_cmp);
-    let threads = cpu_by_thread();
+    let threads = cpu_by_thread(&[
+        ("bench-uploader (client)", uploader_cpu),
+        ("bench-status (client)", sampler_cpu),
+    ]);
     server.shutdown().await?;
     let after = model_alone(embedder.as_ref(), &chunk_texts, "after").await?;
     let raw_secs = (before.0 + after.0) / 2.0;
@@ -299,9 +320,10 @@ pub async fn ingest(
     }
     println!("peak RSS           {:.0} MiB", peak_rss_mib());
     println!(
-        "CPU (all threads)  model alone {raw_cpu:.1} s ({:.0} % of a core), pipeline {pipeline_cpu:.1} s ({:.0} %)",
+        "CPU (all threads)  model alone {raw_cpu:.1} s ({:.0} % of a core), pipeline {pipeline_cpu:.1} s ({:.0} %; the bench's client {:.1} s of it)",
         100.0 * raw_cpu / raw_secs,
-        100.0 * pipeline_cpu / total
+        100.0 * pipeline_cpu / total,
+        uploader_cpu + sampler_cpu
     );
     println!("CPU seconds by thread (this process, before shutdown):");
     for (name, seconds) in threads {
@@ -320,6 +342,35 @@ pub async fn ingest(
         );
     }
     Ok(())
+}
+
+/// What a thread of [`on_own_thread`] ends with: its task's result and the thread's CPU
+/// seconds (its runtime's included).
+type Finished<T> = (anyhow::Result<T>, f64);
+
+/// Runs `task` on a new thread named `name`, on a runtime of its own; its result and the
+/// thread's CPU time arrive on the receiver.
+fn on_own_thread<T: Send + 'static>(
+    name: &str,
+    task: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<Finished<T>>> {
+    let (send, receive) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|runtime| runtime.block_on(task));
+            let cpu = std::fs::read_to_string("/proc/thread-self/stat")
+                .ok()
+                .and_then(|stat| stat_cpu(&stat).map(|(_, seconds)| seconds))
+                .unwrap_or(0.0);
+            let _ = send.send((result, cpu));
+        })
+        .with_context(|| format!("cannot start the {name} thread"))?;
+    Ok(receive)
 }
 
 /// Embeds `texts` alone; returns the wall and CPU seconds it took.
@@ -360,10 +411,11 @@ fn process_cpu_seconds() -> f64 {
 }
 
 /// CPU time of this process's live threads, grouped by name with digits removed, largest
-/// first, and last the time of the threads that ended (tantivy starts its indexing threads
-/// anew for each commit; the pipeline's index adds and parses run on threads of their own).
-/// Linux only; empty elsewhere.
-fn cpu_by_thread() -> Vec<(String, f64)> {
+/// first, then `ended` (threads that ended, named, with their CPU time), and last the time of
+/// the other threads that ended (tantivy starts its indexing threads anew for each commit;
+/// the pipeline's index adds and parses run on threads of their own). Linux only; empty
+/// elsewhere.
+fn cpu_by_thread(ended: &[(&str, f64)]) -> Vec<(String, f64)> {
     let mut groups: HashMap<String, f64> = HashMap::new();
     let total = process_cpu_seconds();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
@@ -379,11 +431,17 @@ fn cpu_by_thread() -> Vec<(String, f64)> {
         let name: String = name.chars().filter(|c| !c.is_ascii_digit()).collect();
         *groups.entry(name).or_default() += seconds;
     }
-    let ended = total - groups.values().sum::<f64>();
+    let named: f64 = ended.iter().map(|(_, seconds)| seconds).sum();
+    let others = total - groups.values().sum::<f64>() - named;
     let mut sorted: Vec<(String, f64)> = groups.into_iter().filter(|(_, s)| *s >= 0.1).collect();
     sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
-    if ended >= 0.1 {
-        sorted.push(("(threads that ended)".to_string(), ended));
+    sorted.extend(
+        ended
+            .iter()
+            .map(|(name, seconds)| (name.to_string(), *seconds)),
+    );
+    if others >= 0.1 {
+        sorted.push(("(other threads that ended)".to_string(), others));
     }
     sorted
 }
