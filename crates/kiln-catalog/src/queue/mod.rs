@@ -414,14 +414,13 @@ mod tests {
 
             // On SQLite a claim skips from one organization with queued jobs to the next and
             // looks up each one's head job in the index `jobs_queue_by_org`, instead of
-            // reading and sorting the whole queue. (PostgreSQL's planner picks by the table's
-            // statistics; on a test's few rows any index does.)
+            // reading and sorting the whole queue.
             if catalog.dialect == crate::Dialect::Sqlite {
                 let sql = lease::claim_sql(catalog.dialect)
                     .replace("$1", "'w'")
                     .replace("$2", "0")
                     .replace("$3", "0");
-                let plan = crate::test_query_plan(&catalog, &sql).await;
+                let plan = crate::test_sqlite_plan(&catalog, &sql).await;
                 for step in [
                     "SEARCH n USING COVERING INDEX jobs_queue_by_org (state=? AND organization_id>?)",
                     "SEARCH q USING COVERING INDEX jobs_queue_by_org (state=? AND organization_id=? AND run_after<?)",
