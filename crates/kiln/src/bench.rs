@@ -363,11 +363,7 @@ fn on_own_thread<T: Send + 'static>(
                 .build()
                 .map_err(anyhow::Error::from)
                 .and_then(|runtime| runtime.block_on(task));
-            let cpu = std::fs::read_to_string("/proc/thread-self/stat")
-                .ok()
-                .and_then(|stat| stat_cpu(&stat).map(|(_, seconds)| seconds))
-                .unwrap_or(0.0);
-            let _ = send.send((result, cpu));
+            let _ = send.send((result, cpu_seconds("/proc/thread-self/stat")));
         })
         .with_context(|| format!("cannot start the {name} thread"))?;
     Ok(receive)
@@ -404,7 +400,12 @@ fn stat_cpu(stat: &str) -> Option<(&str, f64)> {
 
 /// CPU time of this whole process so far, ended threads included. Linux only (else 0).
 fn process_cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
+    cpu_seconds("/proc/self/stat")
+}
+
+/// CPU time from a `/proc/…/stat` file (the process's, or a thread's). Linux only (else 0).
+fn cpu_seconds(stat_path: &str) -> f64 {
+    std::fs::read_to_string(stat_path)
         .ok()
         .and_then(|stat| stat_cpu(&stat).map(|(_, seconds)| seconds))
         .unwrap_or(0.0)
