@@ -148,6 +148,43 @@ fn the_chunking_tokenizer_neither_truncates_nor_pads() {
     assert_eq!(tokens(&long), 600);
 }
 
+/// A chunk measured for the chunker is not tokenized again for its pass: the pass takes the
+/// measured tokens, framed and truncated as the batch tokenizer would, and computes exactly
+/// the vector it computes from text alone (short, accented and past the 256-token limit).
+#[test]
+fn a_measured_text_is_embedded_from_its_measured_tokens() {
+    let model = model_at(Precision::Int8);
+    let texts = [
+        "Yeast cells divide by budding.".to_string(),
+        "Café naïve résumé — Ångström über straße".to_string(),
+        "glaze ".repeat(400) + "and the end lies past the model's limit",
+    ];
+    let alone = model.embed_sync(&texts).unwrap();
+    assert_eq!(model.measured_texts(), 0);
+    let counts: Vec<usize> = texts.iter().map(|t| model.count_tokens(t)).collect();
+    assert_eq!(
+        counts[0],
+        model
+            .tokenizer()
+            .encode(texts[0].as_str(), false)
+            .unwrap()
+            .len()
+    );
+    assert!(
+        counts[2] > 400,
+        "measured without truncation: {}",
+        counts[2]
+    );
+    assert_eq!(model.measured_texts(), 3, "the measured tokens are kept");
+    let measured = model.embed_sync(&texts).unwrap();
+    assert_eq!(
+        model.measured_texts(),
+        0,
+        "each pass took its text's tokens"
+    );
+    assert_eq!(measured, alone);
+}
+
 #[tokio::test]
 async fn the_embedder_runs_off_the_async_threads() {
     let embedder = LocalEmbedder::new(Arc::new(model()));

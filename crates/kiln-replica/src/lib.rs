@@ -142,7 +142,13 @@ impl Replica {
         };
         let open = |dir: PathBuf| {
             ChunkIndex::open_with(&dir, dimensions, ann)
-                .map(|index| Arc::new(index.with_group_window(Duration::ZERO)))
+                .map(|index| {
+                    Arc::new(
+                        index
+                            .with_group_window(Duration::ZERO)
+                            .with_commit_spacing(Duration::ZERO),
+                    )
+                })
                 .map_err(|e| ReplicaError::Index(e.to_string()))
         };
         let (index, opened) = match reason {

@@ -158,13 +158,7 @@ pub async fn load_model(config: &Config) -> anyhow::Result<Model> {
                 let counter = model.clone();
                 Ok(Model {
                     embedder: Arc::new(LocalEmbedder::new(model)),
-                    tokens: Arc::new(move |text: &str| {
-                        counter
-                            .tokenizer()
-                            .encode(text, false)
-                            .map(|e| e.len())
-                            .unwrap_or(text.len() / 4)
-                    }),
+                    tokens: Arc::new(move |text: &str| counter.count_tokens(text)),
                 })
             }
             EmbeddingProvider::Openai => {
