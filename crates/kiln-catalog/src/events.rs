@@ -355,6 +355,16 @@ mod tests {
         catalog.events_after(org, 0, 1000).await.unwrap()
     }
 
+    /// The next processing job, claimed by worker `w` for a minute.
+    async fn claimed(catalog: &Catalog) -> crate::ProcessJob {
+        catalog
+            .claim("w", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .and_then(crate::Claimed::into_process)
+            .unwrap()
+    }
+
     fn types(events: &[Event]) -> Vec<&str> {
         events.iter().map(|e| e.event_type.as_str()).collect()
     }
@@ -371,19 +381,11 @@ mod tests {
             let (org_b, store_b) = crate::test_org_with_store(&catalog).await;
             let file = crate::test_file(&catalog, &org, &store).await;
             crate::test_file(&catalog, &org_b, &store_b).await;
-            let claim = || async {
-                catalog
-                    .claim("w", Duration::from_secs(60))
-                    .await
-                    .unwrap()
-                    .and_then(crate::Claimed::into_process)
-                    .unwrap()
-            };
-            let job = claim().await;
+            let job = claimed(&catalog).await;
             let job = if job.file.id == file {
                 job
             } else {
-                claim().await
+                claimed(&catalog).await
             };
             catalog
                 .fail(
@@ -477,12 +479,7 @@ mod tests {
         } in crate::test_catalogs().await
         {
             crate::test_file(&catalog, &org, &store).await;
-            let job = catalog
-                .claim("w", Duration::from_secs(60))
-                .await
-                .unwrap()
-                .and_then(crate::Claimed::into_process)
-                .unwrap();
+            let job = claimed(&catalog).await;
             let before = all(&catalog, &org).await.len();
             // 50 progress reports in a burst, then a new step.
             let burst = std::time::Instant::now();
@@ -509,6 +506,113 @@ mod tests {
                 "{progress} progress events in {took} ms: {new:?}"
             );
             assert_eq!(events.last().unwrap().data["current_step"], "indexing");
+        }
+    }
+
+    /// A worker writes a file's quick steps together: each step the lines start still gets
+    /// its `file.step_started`, in order, and each line keeps the time it happened — through
+    /// a progress write and through the completion.
+    #[tokio::test]
+    async fn steps_written_together_each_get_their_event_and_keep_their_times() {
+        use crate::{Completion, LogLine};
+        use kiln_core::Timestamp;
+        use kiln_core::model::PageRequest;
+        use kiln_core::types::Step;
+        let line = |step: Step, event: &'static str, at: i64| LogLine {
+            at: Timestamp(at),
+            ..LogLine::info(
+                Some(step),
+                event,
+                format!("{event} {}", step.as_str()),
+                json!({}),
+            )
+        };
+        for crate::TestCatalog {
+            catalog,
+            org,
+            store,
+            ..
+        } in crate::test_catalogs().await
+        {
+            for through_completion in [false, true] {
+                let file = crate::test_file(&catalog, &org, &store).await;
+                let job = claimed(&catalog).await;
+                assert_eq!(job.file.id, file);
+                let before = all(&catalog, &org).await.len();
+                let lines = vec![
+                    line(Step::Extracting, "step_started", 1_000),
+                    line(Step::Extracting, "step_completed", 1_001),
+                    line(Step::Chunking, "step_started", 1_002),
+                    line(Step::Chunking, "step_completed", 1_007),
+                    line(Step::Embedding, "step_started", 1_008),
+                    line(Step::Embedding, "step_completed", 1_400),
+                    line(Step::Indexing, "step_started", 1_401),
+                ];
+                if through_completion {
+                    let done = Completion {
+                        chunk_count: 1,
+                        extracted_text_bytes: 1,
+                        vector_bytes: 4,
+                        index_bytes: 1,
+                        embedding_model: "m".into(),
+                        data: json!({}),
+                        logs: lines,
+                    };
+                    catalog.complete(&job, "w", done).await.unwrap();
+                } else {
+                    catalog
+                        .record_progress(&job, "w", Step::Indexing, 90, lines)
+                        .await
+                        .unwrap();
+                }
+                let events = all(&catalog, &org).await;
+                let new = &events[before..];
+                // `extracting` was announced by the claim.
+                let started: Vec<&str> = new
+                    .iter()
+                    .filter(|e| e.event_type == "file.step_started")
+                    .map(|e| e.data["step"].as_str().unwrap())
+                    .collect();
+                assert_eq!(
+                    started,
+                    ["chunking", "embedding", "indexing"],
+                    "{through_completion}"
+                );
+                assert_eq!(
+                    new.last().unwrap().event_type,
+                    if through_completion {
+                        "file.completed"
+                    } else {
+                        "file.step_started"
+                    }
+                );
+                let window = PageRequest {
+                    skip: 0,
+                    limit: 100,
+                };
+                let logs = catalog
+                    .file_logs(&org, &store, &file, None, window)
+                    .await
+                    .unwrap();
+                let written: Vec<(i64, &str)> = logs
+                    .items
+                    .iter()
+                    .filter(|l| l.timestamp.millis() < 2_000)
+                    .map(|l| (l.timestamp.millis(), l.event.as_str()))
+                    .collect();
+                assert_eq!(
+                    written,
+                    [
+                        (1_000, "step_started"),
+                        (1_001, "step_completed"),
+                        (1_002, "step_started"),
+                        (1_007, "step_completed"),
+                        (1_008, "step_started"),
+                        (1_400, "step_completed"),
+                        (1_401, "step_started"),
+                    ]
+                );
+            }
         }
     }
 

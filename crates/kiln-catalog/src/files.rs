@@ -107,7 +107,7 @@ fn next_seq() -> i64 {
     kiln_core::time::strictly_increasing(&LAST, Timestamp::now().millis() * 1000)
 }
 
-/// Appends a log entry for a file inside the caller's transaction.
+/// Appends a log entry for a file inside the caller's transaction, as of now.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn append_log(
     conn: &mut AnyConnection,
@@ -119,6 +119,47 @@ pub(crate) async fn append_log(
     event: &str,
     message: &str,
     data: Value,
+) -> Result<()> {
+    let at = Timestamp::now();
+    let entry = (at, level, step, event, message, &data);
+    insert_log(conn, organization_id, file_id, attempt, entry).await
+}
+
+/// Appends a line a worker logged, with the time it happened, inside the caller's transaction.
+pub(crate) async fn append_line(
+    conn: &mut AnyConnection,
+    organization_id: &OrgId,
+    file_id: &FileId,
+    attempt: i64,
+    line: &crate::LogLine,
+) -> Result<()> {
+    let entry = (
+        line.at,
+        line.level,
+        line.step,
+        line.event,
+        line.message.as_str(),
+        &line.data,
+    );
+    insert_log(conn, organization_id, file_id, attempt, entry).await
+}
+
+/// A log entry's time, level, step, event, message and data.
+type Entry<'a> = (
+    Timestamp,
+    LogLevel,
+    Option<Step>,
+    &'a str,
+    &'a str,
+    &'a Value,
+);
+
+async fn insert_log(
+    conn: &mut AnyConnection,
+    organization_id: &OrgId,
+    file_id: &FileId,
+    attempt: i64,
+    (at, level, step, event, message, data): Entry<'_>,
 ) -> Result<()> {
     let (sql, seq) = match Dialect::of(conn) {
         Dialect::Sqlite => (
@@ -137,7 +178,7 @@ pub(crate) async fn append_log(
         .bind(file_id)
         .bind(seq)
         .bind(organization_id)
-        .bind(Timestamp::now().millis())
+        .bind(at.millis())
         .bind(level.as_str())
         .bind(attempt)
         .bind(step.map(Step::as_str))

@@ -116,6 +116,7 @@ mod tests {
                     // One file already made with the new model.
                     embedding_model: if n == 0 { "new" } else { "old" }.into(),
                     data: serde_json::json!({}),
+                    logs: Vec::new(),
                 };
                 catalog.complete(&job, "w", done).await.unwrap();
             }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use kiln_core::model::{Chunking, FileRecord};
 use kiln_core::types::{LogLevel, Step};
-use kiln_core::{FileId, OrgId, StoreId};
+use kiln_core::{FileId, OrgId, StoreId, Timestamp};
 use serde_json::Value;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
@@ -188,6 +188,9 @@ pub struct Completion {
     pub embedding_model: String,
     /// `step_completed` data for the indexing step, logged in the same transaction.
     pub data: Value,
+    /// Log lines of this attempt not written yet (a worker writes a file's quick steps
+    /// together), written first, with a `file.step_started` event for each step they start.
+    pub logs: Vec<LogLine>,
 }
 
 /// What an attempt to complete a file led to.
@@ -219,6 +222,8 @@ pub struct LogLine {
     pub event: &'static str,
     pub message: String,
     pub data: Value,
+    /// When it happened: a worker may write several lines together, later.
+    pub at: Timestamp,
 }
 
 impl LogLine {
@@ -234,6 +239,7 @@ impl LogLine {
             event,
             message: message.into(),
             data,
+            at: Timestamp::now(),
         }
     }
 }

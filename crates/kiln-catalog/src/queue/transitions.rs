@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::*;
 use crate::events::{NewEvent, write as write_events};
-use crate::files::{Reset, append_log, reset_to_pending};
+use crate::files::{Reset, append_line, append_log, reset_to_pending};
 use crate::{Catalog, Result};
 
 impl Catalog {
@@ -27,7 +27,8 @@ impl Catalog {
         if state != Liveness::Alive {
             return Ok(state);
         }
-        // A step's start is always an event; progress within a step at most every
+        // A step's start is always an event (one for each step the lines start: a worker
+        // may write several quick steps at once); progress within a step at most every
         // `PROGRESS_EVENT_INTERVAL_MS` per file.
         let before: Option<String> =
             sqlx::query_scalar("SELECT current_step FROM files WHERE id = $1")
@@ -35,15 +36,28 @@ impl Catalog {
                 .fetch_optional(&mut *tx)
                 .await?
                 .flatten();
+        let mut started = started_steps(before.as_deref(), &logs);
         // (The claim already announced `extracting`.)
-        let event = if before.as_deref() != Some(step.as_str()) {
+        let current = started.last().map(|s| s.as_str()).or(before.as_deref());
+        if current != Some(step.as_str()) {
+            started.push(step);
+        }
+        let mut events: Vec<NewEvent> = started
+            .iter()
+            .map(|started| step_started(job, *started))
+            .collect();
+        if !events.is_empty() {
             self.progress_gate.reset(&job.file.id);
-            Some(EventType::FileStepStarted)
         } else if self.progress_gate.admit(&job.file.id) {
-            Some(EventType::FileProgress)
-        } else {
-            None
-        };
+            let extra = json!({"step": step.as_str()});
+            let progress = NewEvent::file(
+                EventType::FileProgress,
+                &job.held.store_id,
+                &job.file.id,
+                extra,
+            );
+            events.push(progress);
+        }
         sqlx::query(
             "UPDATE files SET current_step = $1, \
              progress_percent = CASE WHEN progress_percent > $2 THEN progress_percent ELSE $2 END, \
@@ -56,24 +70,18 @@ impl Catalog {
         .execute(&mut *tx)
         .await?;
         let attempt = job.file.attempts;
-        for line in logs {
-            append_log(
+        for line in &logs {
+            append_line(
                 &mut tx,
                 &job.held.organization_id,
                 &job.file.id,
                 attempt,
-                line.level,
-                line.step,
-                line.event,
-                &line.message,
-                line.data,
+                line,
             )
             .await?;
         }
-        if let Some(kind) = event {
-            let extra = json!({"step": step.as_str()});
-            let event = NewEvent::file(kind, &job.held.store_id, &job.file.id, extra);
-            write_events(&mut tx, &job.held.organization_id, vec![event]).await?;
+        if !events.is_empty() {
+            write_events(&mut tx, &job.held.organization_id, events).await?;
         }
         tx.commit().await?;
         Ok(Liveness::Alive)
@@ -98,14 +106,30 @@ impl Catalog {
             return Ok(CompleteOutcome::Stopped(state));
         }
         let now = Timestamp::now().millis();
-        let previous: Option<i64> =
-            sqlx::query_scalar("SELECT active_generation FROM files WHERE id = $1")
-                .bind(&file.id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(previous) = previous else {
+        let row = sqlx::query("SELECT active_generation, current_step FROM files WHERE id = $1")
+            .bind(&file.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
             return Ok(CompleteOutcome::Stopped(Liveness::Cancelled));
         };
+        let previous: i64 = row.try_get("active_generation")?;
+        let before: Option<String> = row.try_get("current_step")?;
+        // The lines the worker had not written yet, and the steps they started.
+        let mut events: Vec<NewEvent> = started_steps(before.as_deref(), &done.logs)
+            .into_iter()
+            .map(|started| step_started(job, started))
+            .collect();
+        for line in &done.logs {
+            append_line(
+                &mut tx,
+                &file.organization_id,
+                &file.id,
+                file.attempts,
+                line,
+            )
+            .await?;
+        }
         sqlx::query(
             "UPDATE files SET status = 'completed', current_step = 'completed', progress_percent = 100, \
              completed_at = $1, updated_at = $1, active_generation = $2, chunk_count = $3, \
@@ -154,13 +178,13 @@ impl Catalog {
             json!({"chunks": done.chunk_count, "generation": file.generation}),
         )
         .await?;
-        let event = NewEvent::file(
+        events.push(NewEvent::file(
             EventType::FileCompleted,
             &file.store_id,
             &file.id,
             json!({}),
-        );
-        write_events(&mut tx, &file.organization_id, vec![event]).await?;
+        ));
+        write_events(&mut tx, &file.organization_id, events).await?;
         tx.commit().await?;
         self.progress_gate.forget(&file.id);
         Ok(CompleteOutcome::Completed {
@@ -312,4 +336,32 @@ impl Catalog {
         .await?;
         Ok(())
     }
+}
+
+/// The steps `logs` start (`step_started` lines), in order, leaving out the one already
+/// `current` and repeats.
+fn started_steps(current: Option<&str>, logs: &[LogLine]) -> Vec<Step> {
+    let mut current = current.map(str::to_string);
+    let mut started = Vec::new();
+    for line in logs {
+        let Some(step) = line.step.filter(|_| line.event == "step_started") else {
+            continue;
+        };
+        if current.as_deref() != Some(step.as_str()) {
+            started.push(step);
+            current = Some(step.as_str().to_string());
+        }
+    }
+    started
+}
+
+/// `file.step_started` for `step` of the job's file.
+fn step_started(job: &ProcessJob, step: Step) -> NewEvent {
+    let extra = json!({"step": step.as_str()});
+    NewEvent::file(
+        EventType::FileStepStarted,
+        &job.held.store_id,
+        &job.file.id,
+        extra,
+    )
 }

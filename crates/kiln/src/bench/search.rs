@@ -649,6 +649,7 @@ async fn build(
                         index_bytes: 0,
                         embedding_model: model.embedder.model().to_string(),
                         data: json!({"bench": true}),
+                        logs: Vec::new(),
                     },
                 )
                 .await?;
