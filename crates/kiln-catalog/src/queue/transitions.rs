@@ -340,16 +340,15 @@ impl Catalog {
 
 /// The steps `logs` start (`step_started` lines), in order, leaving out the one already
 /// `current` and repeats.
-fn started_steps(current: Option<&str>, logs: &[LogLine]) -> Vec<Step> {
-    let mut current = current.map(str::to_string);
+fn started_steps(mut current: Option<&str>, logs: &[LogLine]) -> Vec<Step> {
     let mut started = Vec::new();
     for line in logs {
         let Some(step) = line.step.filter(|_| line.event == "step_started") else {
             continue;
         };
-        if current.as_deref() != Some(step.as_str()) {
+        if current != Some(step.as_str()) {
             started.push(step);
-            current = Some(step.as_str().to_string());
+            current = Some(step.as_str());
         }
     }
     started
