@@ -265,10 +265,14 @@ impl Blobs {
     }
 
     /// Starts a streamed write: bytes are written as they come, never held whole in memory.
+    /// A blob that ends within one part is written with a single put when finished (one
+    /// request to S3, one blocking file operation locally, instead of a multipart upload's
+    /// three).
     pub async fn writer(&self, path: &Path) -> Result<BlobWriter> {
-        let upload = self.store.put_multipart(path).await?;
         Ok(BlobWriter {
-            inner: object_store::WriteMultipart::new(upload),
+            store: self.store.clone(),
+            path: path.clone(),
+            writing: Writing::Held(Vec::new()),
         })
     }
 
@@ -349,27 +353,65 @@ impl Blobs {
     }
 }
 
+/// The size of a multipart upload's parts, and the most a [`BlobWriter`] holds in memory.
+const PART_BYTES: usize = 5 * 1024 * 1024;
+
 /// A blob being written; it appears only when finished.
 pub struct BlobWriter {
-    inner: object_store::WriteMultipart,
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    writing: Writing,
+}
+
+enum Writing {
+    /// Everything written so far, while it fits in one part.
+    Held(Vec<u8>),
+    /// A multipart upload, once the blob outgrew one part.
+    Parts(object_store::WriteMultipart),
 }
 
 impl BlobWriter {
     /// Writes bytes, waiting when too many parts are in flight.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.inner.wait_for_capacity(8).await?;
-        self.inner.write(bytes);
+        match &mut self.writing {
+            Writing::Held(held) if held.len() + bytes.len() <= PART_BYTES => {
+                held.extend_from_slice(bytes);
+            }
+            Writing::Held(held) => {
+                let upload = self.store.put_multipart(&self.path).await?;
+                let mut parts =
+                    object_store::WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+                parts.write(held);
+                parts.write(bytes);
+                self.writing = Writing::Parts(parts);
+            }
+            Writing::Parts(parts) => {
+                parts.wait_for_capacity(8).await?;
+                parts.write(bytes);
+            }
+        }
         Ok(())
     }
 
     pub async fn finish(self) -> Result<()> {
-        self.inner.finish().await?;
+        match self.writing {
+            Writing::Held(held) => {
+                self.store
+                    .put(&self.path, PutPayload::from(Bytes::from(held)))
+                    .await?;
+            }
+            Writing::Parts(parts) => {
+                parts.finish().await?;
+            }
+        }
         Ok(())
     }
 
     /// Abandons the write; nothing appears.
     pub async fn abort(self) {
-        let _ = self.inner.abort().await;
+        if let Writing::Parts(parts) = self.writing {
+            let _ = parts.abort().await;
+        }
     }
 }
 
@@ -492,5 +534,36 @@ mod tests {
             blobs.get(&aborted).await,
             Err(BlobError::NotFound(_))
         ));
+
+        // A write that crosses the first part's end: what was held goes up first, in order.
+        let crossing = Folder::store_file("org_a", "vs_c", "file_6").original();
+        let mut writer = blobs.writer(&crossing).await.unwrap();
+        let (head, tail) = (vec![1u8; PART_BYTES - 10], vec![2u8; 100]);
+        writer.write(&head).await.unwrap();
+        writer.write(&tail).await.unwrap();
+        writer.write(b"end").await.unwrap();
+        writer.finish().await.unwrap();
+        let back = blobs.get(&crossing).await.unwrap();
+        assert_eq!(back.len(), PART_BYTES + 93);
+        assert_eq!(&back[..PART_BYTES - 10], &head[..]);
+        assert_eq!(&back[PART_BYTES - 10..PART_BYTES + 90], &tail[..]);
+        assert_eq!(&back[PART_BYTES + 90..], b"end");
+        // And one abandoned after it crossed leaves nothing either.
+        let abandoned = Folder::store_file("org_a", "vs_c", "file_7").original();
+        let mut writer = blobs.writer(&abandoned).await.unwrap();
+        writer.write(&head).await.unwrap();
+        writer.write(&tail).await.unwrap();
+        writer.abort().await;
+        assert!(matches!(
+            blobs.get(&abandoned).await,
+            Err(BlobError::NotFound(_))
+        ));
+        assert_eq!(
+            blobs
+                .delete_prefix(Folder::store("org_a", "vs_c").path())
+                .await
+                .unwrap(),
+            2
+        );
     }
 }
