@@ -616,6 +616,63 @@ mod tests {
         }
     }
 
+    /// Lines written together go in as few inserts as it takes, in order, each whole —
+    /// even more of them than one insert takes.
+    #[tokio::test]
+    async fn more_lines_than_one_insert_takes_are_all_kept_in_order() {
+        use crate::LogLine;
+        use kiln_core::Timestamp;
+        use kiln_core::model::PageRequest;
+        use kiln_core::types::Step;
+        let count = 2 * crate::files::LOG_ROWS_PER_STATEMENT + 3;
+        for crate::TestCatalog {
+            catalog,
+            org,
+            store,
+            ..
+        } in crate::test_catalogs().await
+        {
+            let file = crate::test_file(&catalog, &org, &store).await;
+            let job = claimed(&catalog).await;
+            let lines: Vec<LogLine> = (0..count)
+                .map(|i| LogLine {
+                    at: Timestamp(10_000 + i as i64),
+                    ..LogLine::info(
+                        Some(Step::Extracting),
+                        "note",
+                        format!("line {i}"),
+                        json!({ "i": i }),
+                    )
+                })
+                .collect();
+            catalog
+                .record_progress(&job, "w", Step::Extracting, 5, lines)
+                .await
+                .unwrap();
+            let mut written = Vec::new();
+            for skip in (0..count + 100).step_by(100) {
+                let window = PageRequest {
+                    skip: skip as i64,
+                    limit: 100,
+                };
+                let page = catalog
+                    .file_logs(&org, &store, &file, None, window)
+                    .await
+                    .unwrap();
+                written.extend(
+                    page.items
+                        .into_iter()
+                        .filter(|l| l.event == "note")
+                        .map(|l| (l.timestamp.millis(), l.message, l.data["i"].clone())),
+                );
+            }
+            let expected: Vec<(i64, String, serde_json::Value)> = (0..count)
+                .map(|i| (10_000 + i as i64, format!("line {i}"), json!(i)))
+                .collect();
+            assert_eq!(written, expected);
+        }
+    }
+
     #[tokio::test]
     async fn a_lost_worker_requeues_with_an_event_and_a_deleted_file_gets_none() {
         for crate::TestCatalog {

@@ -120,28 +120,33 @@ pub(crate) async fn append_log(
     message: &str,
     data: Value,
 ) -> Result<()> {
-    let at = Timestamp::now();
-    let entry = (at, level, step, event, message, &data);
-    insert_log(conn, organization_id, file_id, attempt, entry).await
+    let entry = (Timestamp::now(), level, step, event, message, &data);
+    insert_logs(conn, organization_id, file_id, attempt, &[entry]).await
 }
 
-/// Appends a line a worker logged, with the time it happened, inside the caller's transaction.
-pub(crate) async fn append_line(
+/// Appends lines a worker logged, each with the time it happened, inside the caller's
+/// transaction, in one statement (a worker writes several at once).
+pub(crate) async fn append_lines(
     conn: &mut AnyConnection,
     organization_id: &OrgId,
     file_id: &FileId,
     attempt: i64,
-    line: &crate::LogLine,
+    lines: &[crate::LogLine],
 ) -> Result<()> {
-    let entry = (
-        line.at,
-        line.level,
-        line.step,
-        line.event,
-        line.message.as_str(),
-        &line.data,
-    );
-    insert_log(conn, organization_id, file_id, attempt, entry).await
+    let entries: Vec<Entry<'_>> = lines
+        .iter()
+        .map(|line| {
+            (
+                line.at,
+                line.level,
+                line.step,
+                line.event,
+                line.message.as_str(),
+                &line.data,
+            )
+        })
+        .collect();
+    insert_logs(conn, organization_id, file_id, attempt, &entries).await
 }
 
 /// A log entry's time, level, step, event, message and data.
@@ -154,39 +159,50 @@ type Entry<'a> = (
     &'a Value,
 );
 
-async fn insert_log(
+/// Log entries a statement inserts at most (10 parameters each: well under SQLite's 32,766
+/// and PostgreSQL's 65,535).
+pub(crate) const LOG_ROWS_PER_STATEMENT: usize = 500;
+
+/// Inserts entries in order, as few statements as it takes: each statement is a round trip
+/// to the database (on SQLite, to its connection's thread and back).
+async fn insert_logs(
     conn: &mut AnyConnection,
     organization_id: &OrgId,
     file_id: &FileId,
     attempt: i64,
-    (at, level, step, event, message, data): Entry<'_>,
+    entries: &[Entry<'_>],
 ) -> Result<()> {
-    let (sql, seq) = match Dialect::of(conn) {
-        Dialect::Sqlite => (
+    let dialect = Dialect::of(conn);
+    for rows in entries.chunks(LOG_ROWS_PER_STATEMENT) {
+        let mut sql = String::from(
             "INSERT INTO file_logs (file_id, seq, organization_id, ts, level, attempt, step, \
-             event, message, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            Some(next_seq()),
-        ),
-        Dialect::Postgres => (
-            "INSERT INTO file_logs (file_id, seq, organization_id, ts, level, attempt, step, \
-             event, message, data) VALUES ($1, COALESCE($2, nextval('file_log_seq')), $3, $4, \
-             $5, $6, $7, $8, $9, $10)",
-            None,
-        ),
-    };
-    sqlx::query(sql)
-        .bind(file_id)
-        .bind(seq)
-        .bind(organization_id)
-        .bind(at.millis())
-        .bind(level.as_str())
-        .bind(attempt)
-        .bind(step.map(Step::as_str))
-        .bind(event)
-        .bind(message)
-        .bind(data.to_string())
-        .execute(&mut *conn)
-        .await?;
+             event, message, data) VALUES ",
+        );
+        // The sequence number (column 1): SQLite's is numbered here; PostgreSQL's comes from
+        // its sequence, row by row.
+        sql.push_str(&crate::value_rows(rows.len(), 10, |column, p| {
+            match (column, dialect) {
+                (1, Dialect::Postgres) => format!("COALESCE({p}, nextval('file_log_seq'))"),
+                _ => p,
+            }
+        }));
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (at, level, step, event, message, data) in rows {
+            let seq = (dialect == Dialect::Sqlite).then(next_seq);
+            query = query
+                .bind(file_id)
+                .bind(seq)
+                .bind(organization_id)
+                .bind(at.millis())
+                .bind(level.as_str())
+                .bind(attempt)
+                .bind(step.map(Step::as_str))
+                .bind(*event)
+                .bind(*message)
+                .bind(data.to_string());
+        }
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
@@ -434,34 +450,25 @@ pub(crate) async fn insert_link(
         file_id: link_id,
     };
     enqueue(&mut *tx, org, job, now).await?;
-    append_log(
-        &mut *tx,
-        org,
-        link_id,
-        0,
-        LogLevel::Info,
-        None,
-        "uploaded",
-        &format!(
-            "Received {} ({} bytes)",
-            org_file.file_name, org_file.file_size
+    let lines = [
+        crate::LogLine::info(
+            None,
+            "uploaded",
+            format!(
+                "Received {} ({} bytes)",
+                org_file.file_name, org_file.file_size
+            ),
+            json!({"file_size": org_file.file_size, "mime_type": org_file.mime_type,
+                   "sha256": org_file.sha256, "by": by, "file_id": org_file.id}),
         ),
-        json!({"file_size": org_file.file_size, "mime_type": org_file.mime_type,
-               "sha256": org_file.sha256, "by": by, "file_id": org_file.id}),
-    )
-    .await?;
-    append_log(
-        &mut *tx,
-        org,
-        link_id,
-        0,
-        LogLevel::Info,
-        Some(Step::Queued),
-        "queued",
-        "Queued for processing",
-        json!({}),
-    )
-    .await?;
+        crate::LogLine::info(
+            Some(Step::Queued),
+            "queued",
+            "Queued for processing",
+            json!({}),
+        ),
+    ];
+    append_lines(&mut *tx, org, link_id, 0, &lines).await?;
     let record = fetch_file(&mut *tx, org, store_id, link_id).await?;
     write_events(
         &mut *tx,

@@ -159,22 +159,7 @@ impl Catalog {
         let mut added: Vec<IndexChange> = Vec::new();
         for batch in chunks.chunks(INSERT_ROWS) {
             let mut sql = format!("INSERT INTO index_chunks ({CHUNK_COLUMNS}) VALUES ");
-            for i in 0..batch.len() {
-                let p = i * 7;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!(
-                    "(${},${},${},${},${},${},${})",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5,
-                    p + 6,
-                    p + 7
-                ));
-            }
+            sql.push_str(&crate::value_rows(batch.len(), 7, |_, p| p));
             sql.push_str(" ON CONFLICT (file_id, generation, chunk_index) DO NOTHING");
             let mut query = sqlx::query(AssertSqlSafe(sql));
             for chunk in batch {

@@ -299,6 +299,25 @@ impl Catalog {
 }
 
 /// Whether connecting failed because the database does not exist (PostgreSQL's 3D000).
+/// The placeholders of a multi-row `VALUES` list: `($1, $2), ($3, $4)` for 2 rows of 2
+/// columns. `column(index, placeholder)` gives a column's expression (a placeholder may be
+/// wrapped, e.g. in a default from a sequence).
+pub(crate) fn value_rows(
+    rows: usize,
+    columns: usize,
+    column: impl Fn(usize, String) -> String,
+) -> String {
+    (0..rows)
+        .map(|row| {
+            let values: Vec<String> = (0..columns)
+                .map(|c| column(c, format!("${}", row * columns + c + 1)))
+                .collect();
+            format!("({})", values.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn is_missing_database(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("3D000"))
 }

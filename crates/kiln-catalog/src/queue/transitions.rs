@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::*;
 use crate::events::{NewEvent, write as write_events};
-use crate::files::{Reset, append_line, append_log, reset_to_pending};
+use crate::files::{Reset, append_lines, append_log, reset_to_pending};
 use crate::{Catalog, Result};
 
 impl Catalog {
@@ -70,16 +70,14 @@ impl Catalog {
         .execute(&mut *tx)
         .await?;
         let attempt = job.file.attempts;
-        for line in &logs {
-            append_line(
-                &mut tx,
-                &job.held.organization_id,
-                &job.file.id,
-                attempt,
-                line,
-            )
-            .await?;
-        }
+        append_lines(
+            &mut tx,
+            &job.held.organization_id,
+            &job.file.id,
+            attempt,
+            &logs,
+        )
+        .await?;
         if !events.is_empty() {
             write_events(&mut tx, &job.held.organization_id, events).await?;
         }
@@ -120,16 +118,6 @@ impl Catalog {
             .into_iter()
             .map(|started| step_started(job, started))
             .collect();
-        for line in &done.logs {
-            append_line(
-                &mut tx,
-                &file.organization_id,
-                &file.id,
-                file.attempts,
-                line,
-            )
-            .await?;
-        }
         sqlx::query(
             "UPDATE files SET status = 'completed', current_step = 'completed', progress_percent = 100, \
              completed_at = $1, updated_at = $1, active_generation = $2, chunk_count = $3, \
@@ -154,28 +142,26 @@ impl Catalog {
         .bind(&job.held.job_id)
         .execute(&mut *tx)
         .await?;
-        append_log(
-            &mut tx,
-            &file.organization_id,
-            &file.id,
-            file.attempts,
-            LogLevel::Info,
+        // The lines the worker had not written yet, then the completion's own: one insert.
+        let mut lines = done.logs;
+        lines.push(LogLine::info(
             Some(Step::Indexing),
             "step_completed",
             "Indexing completed",
             done.data,
-        )
-        .await?;
-        append_log(
+        ));
+        lines.push(LogLine::info(
+            Some(Step::Completed),
+            "completed",
+            format!("Completed: {} chunks, searchable", done.chunk_count),
+            json!({"chunks": done.chunk_count, "generation": file.generation}),
+        ));
+        append_lines(
             &mut tx,
             &file.organization_id,
             &file.id,
             file.attempts,
-            LogLevel::Info,
-            Some(Step::Completed),
-            "completed",
-            &format!("Completed: {} chunks, searchable", done.chunk_count),
-            json!({"chunks": done.chunk_count, "generation": file.generation}),
+            &lines,
         )
         .await?;
         events.push(NewEvent::file(
