@@ -264,10 +264,10 @@ impl Blobs {
         Ok(stream.map_err(BlobError::from).boxed())
     }
 
-    /// Starts a streamed write: bytes are written as they come, never held whole in memory.
-    /// A blob that ends within one part is written with a single put when finished (one
-    /// request to S3, one blocking file operation locally, instead of a multipart upload's
-    /// three).
+    /// Starts a streamed write: at most one part (5 MiB) is held in memory at a time. A blob
+    /// that ends within one part is written with a single put when finished (one request to
+    /// S3, one blocking file operation locally, instead of a multipart upload's three); a
+    /// larger one goes up in parts as it comes.
     pub async fn writer(&self, path: &Path) -> Result<BlobWriter> {
         Ok(BlobWriter {
             store: self.store.clone(),

@@ -616,8 +616,9 @@ mod tests {
         }
     }
 
-    /// Lines written together go in as few inserts as it takes, in order, each whole —
-    /// even more of them than one insert takes.
+    /// More lines written at once than one insert takes (three inserts' worth) are all kept,
+    /// in order, each with its time, message and data. (That they go in few statements shows
+    /// only in the context switches of `kiln bench ingest`'s uploads, not here.)
     #[tokio::test]
     async fn more_lines_than_one_insert_takes_are_all_kept_in_order() {
         use crate::LogLine;

@@ -298,7 +298,6 @@ impl Catalog {
     }
 }
 
-/// Whether connecting failed because the database does not exist (PostgreSQL's 3D000).
 /// The placeholders of a multi-row `VALUES` list: `($1, $2), ($3, $4)` for 2 rows of 2
 /// columns. `column(index, placeholder)` gives a column's expression (a placeholder may be
 /// wrapped, e.g. in a default from a sequence).
@@ -318,6 +317,7 @@ pub(crate) fn value_rows(
         .join(", ")
 }
 
+/// Whether connecting failed because the database does not exist (PostgreSQL's 3D000).
 fn is_missing_database(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("3D000"))
 }
