@@ -8,6 +8,7 @@
 //! Every chunk is a tantivy document holding its text and its f32 vector, under a unique
 //! `key`; per-store vector structures are derived from those documents on first use.
 
+mod directory;
 mod hybrid;
 mod keyword;
 mod maxscore;
@@ -28,6 +29,7 @@ use tantivy::{
     DocAddress, Index, IndexReader, IndexWriter, ReloadPolicy, Searcher, TantivyDocument, Term, doc,
 };
 
+use directory::IndexDir;
 pub use hybrid::{FUSION_DEPTH, Mode, SEMANTIC_WEIGHT, fuse};
 use keyword::TEXT_TOKENIZER;
 pub use vectors::AnnOptions;
@@ -240,8 +242,7 @@ impl ChunkIndex {
         };
         let schema = builder.build();
         let open_dir = |dir: &Path| {
-            tantivy::directory::MmapDirectory::open(dir)
-                .map_err(|e| IndexError::Io(std::io::Error::other(e.to_string())))
+            IndexDir::open(dir).map_err(|e| IndexError::Io(std::io::Error::other(e.to_string())))
         };
         let exists = Index::exists(&open_dir(dir)?)
             .map_err(|e| IndexError::Io(std::io::Error::other(e.to_string())))?;
@@ -926,7 +927,7 @@ impl ChunkIndex {
 /// from keys, are dropped and rebuilt on first use.
 fn migrate(dir: &Path, schema: &Schema) -> Result<()> {
     let started = std::time::Instant::now();
-    let old = Index::open_in_dir(dir)?;
+    let old = Index::open(IndexDir::open(dir)?)?;
     let old_schema = old.schema();
     let field = |name: &str| old_schema.get_field(name).ok();
     let target = dir.with_extension("migrating");
@@ -934,7 +935,11 @@ fn migrate(dir: &Path, schema: &Schema) -> Result<()> {
         std::fs::remove_dir_all(&target)?;
     }
     std::fs::create_dir_all(&target)?;
-    let new = Index::create_in_dir(&target, schema.clone())?;
+    let new = Index::create(
+        IndexDir::open(&target)?,
+        schema.clone(),
+        tantivy::IndexSettings::default(),
+    )?;
     keyword::register_tokenizer(&new);
     let mut writer: IndexWriter = new.writer(WRITER_HEAP)?;
     let reader = old.reader()?;
@@ -1135,6 +1140,49 @@ mod tests {
         keys.sort_unstable();
         keys.dedup();
         assert_eq!(keys.len(), 9);
+    }
+
+    /// Tantivy's list of the files it manages is never written to the folder; made from the
+    /// folder when the index opens, it lets garbage collection remove what a crash between
+    /// writing a segment and committing it leaves, and every committed chunk stays.
+    #[test]
+    fn the_managed_files_are_the_folders_and_uncommitted_leftovers_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let listed = dir.path().join(".managed.json");
+        {
+            let index = ChunkIndex::open(dir.path(), 8)
+                .unwrap()
+                .with_group_window(std::time::Duration::ZERO)
+                .with_commit_spacing(std::time::Duration::ZERO);
+            for i in 0..5 {
+                let file = format!("f{i}");
+                index
+                    .add(&[chunk("vs_a", &file, 1, 0, "kept words", i)])
+                    .unwrap();
+            }
+            assert!(index.commits() >= 5);
+            index.finish_merges().unwrap();
+        }
+        assert!(!listed.exists(), "no list written");
+        // A segment file that no commit names, and a list an earlier version left (which
+        // does not name it: tantivy alone would never collect it).
+        let leftover = dir.path().join("0123456789abcdef0123456789abcdef.idx");
+        std::fs::write(&leftover, b"never committed").unwrap();
+        std::fs::write(&listed, b"[]\n").unwrap();
+        let index = ChunkIndex::open(dir.path(), 8).unwrap();
+        assert!(!listed.exists(), "the old list is removed at open");
+        index
+            .add(&[chunk("vs_a", "f9", 1, 0, "more words", 9)])
+            .unwrap();
+        assert!(!leftover.exists(), "collected after the next commit");
+        assert!(!listed.exists());
+        let stores = vec!["vs_a".to_string()];
+        let all = |_: &str, _: u64| true;
+        let scope = Scope {
+            store_ids: &stores,
+            active: &all,
+        };
+        assert_eq!(index.keyword(&scope, "words", 10).unwrap().len(), 6);
     }
 
     #[test]
