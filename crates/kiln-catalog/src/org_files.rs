@@ -85,11 +85,13 @@ pub(crate) async fn insert_org_file(
     origin: Origin,
 ) -> Result<OrgFile> {
     let created = Timestamp::created().millis();
-    sqlx::query(
+    // The row comes back from the insert itself: one round trip to the database, not two.
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO org_files (id, organization_id, file_name, relative_path, mime_type, \
          file_size, sha256, blob_path, origin, created_by, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
-    )
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
+         RETURNING {ORG_FILE_COLUMNS}"
+    )))
     .bind(&new.id)
     .bind(&new.organization_id)
     .bind(&new.file_name)
@@ -101,9 +103,9 @@ pub(crate) async fn insert_org_file(
     .bind(origin.as_str())
     .bind(&new.created_by)
     .bind(created)
-    .execute(&mut *conn)
+    .fetch_one(&mut *conn)
     .await?;
-    fetch_org_file(conn, &new.organization_id, &new.id).await
+    org_file(&row)
 }
 
 async fn fetch_org_file(
