@@ -874,10 +874,11 @@ async fn usage_rows(
 mod tests {
     use super::*;
 
-    /// The records an upload answers with come from the inserts' own `RETURNING`; each must
-    /// be the row a later read finds, field for field, on every backend.
+    /// The records an upload answers with, and the file a claimed job carries, come from
+    /// their statements' own `RETURNING`; each must be the row a later read finds, field for
+    /// field, on every backend.
     #[tokio::test]
-    async fn an_upload_answers_with_the_rows_as_stored() {
+    async fn uploads_and_claims_carry_the_rows_as_stored() {
         for crate::TestCatalog {
             catalog,
             org,
@@ -905,6 +906,18 @@ mod tests {
             assert_eq!(
                 (created.status, created.current_step, created.file_size),
                 (FileStatus::Pending, Step::Queued, 1234)
+            );
+            let claimed = catalog
+                .claim("w", std::time::Duration::from_secs(60))
+                .await
+                .unwrap();
+            let Some(crate::Claimed::Process(job)) = claimed else {
+                panic!("the upload's job is claimed: {claimed:?}");
+            };
+            assert_eq!(job.file, catalog.get_file(&org, &store, &id).await.unwrap());
+            assert_eq!(
+                (job.file.status, job.file.attempts, job.file.generation),
+                (FileStatus::Processing, 1, created.generation + 1)
             );
 
             let org_file_id = FileId::generate();

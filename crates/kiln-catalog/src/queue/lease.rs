@@ -159,27 +159,21 @@ impl Catalog {
         worker: &str,
         now: i64,
     ) -> Result<Option<ProcessJob>> {
-        let started = sqlx::query(
+        // The started row comes back from the update itself: one round trip, not two.
+        let started = sqlx::query(AssertSqlSafe(format!(
             "UPDATE files SET status = 'processing', current_step = 'extracting', \
              progress_percent = 0, started_at = $1, completed_at = NULL, error_code = NULL, \
              error_message = NULL, retryable = NULL, attempts = attempts + 1, \
              generation = generation + 1, updated_at = $1 \
-             WHERE id = $2 AND deleted_at IS NULL",
-        )
+             WHERE id = $2 AND deleted_at IS NULL RETURNING {FILE_COLUMNS}"
+        )))
         .bind(now)
         .bind(file_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if started == 0 {
-            return Ok(None);
-        }
-        let file_row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {FILE_COLUMNS} FROM files WHERE id = $1"
-        )))
-        .bind(file_id)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(file_row) = started else {
+            return Ok(None);
+        };
         let file = file_record(&file_row)?;
         let chunking =
             sqlx::query("SELECT max_chunk_tokens, chunk_overlap_tokens FROM stores WHERE id = $1")
