@@ -248,6 +248,25 @@ impl<'a> Reporter<'a> {
         Ok(work.await)
     }
 
+    /// [`Reporter::during`] for work whose effects land even if it is dropped: an index add
+    /// commits on a thread of its own, and a blob is written by a blocking task. If the job
+    /// stops meanwhile (the file was deleted), the work is still awaited to its end before the
+    /// stop is returned, so that what it wrote is there for the cleanup to remove instead of
+    /// arriving after it (a deleted file's chunks were found in the index a minute later).
+    async fn during_whole<T>(
+        &mut self,
+        work: impl std::future::Future<Output = T>,
+    ) -> Result<T, Stop> {
+        let mut work = std::pin::pin!(work);
+        match self.during(&mut work).await {
+            Ok(done) => Ok(done),
+            Err(stop) => {
+                let _ = work.await;
+                Err(stop)
+            }
+        }
+    }
+
     /// Writes what waits, checking that the job is still this worker's.
     async fn flush(&mut self) -> Result<(), Stop> {
         let Some(pending) = self.pending.take() else {
@@ -452,7 +471,8 @@ async fn steps(
             }
         }
     };
-    let (document, extracted_text_bytes, parsed) = report.during(reading).await??;
+    // Whole: extracting writes the text's blob.
+    let (document, extracted_text_bytes, parsed) = report.during_whole(reading).await??;
     let characters = document.characters();
     let message = match parsed {
         Some(_) => format!("Extracted {characters} characters"),
@@ -549,7 +569,7 @@ async fn steps(
         })
         .collect();
     report
-        .during(services.index.add(records))
+        .during_whole(services.index.add(records))
         .await?
         .map_err(|e| {
             transient(
