@@ -236,35 +236,27 @@ impl<'a> Reporter<'a> {
     }
 
     /// Runs a step's work; if it outlasts what waits to be written, writes that meanwhile.
+    /// If that write finds the job stopped (the file was deleted), the work is still awaited
+    /// to its end before the stop is returned: an index add commits on a thread of its own
+    /// and extraction's text blob is written by a blocking task, so a dropped future would
+    /// not stop them, and what they wrote would arrive after the cleanup had removed the
+    /// file's chunks and blobs (a deleted file's chunks were found in the index a minute
+    /// later). At most one step's work (an embedding batch, say) is done for nothing.
     async fn during<T>(&mut self, work: impl std::future::Future<Output = T>) -> Result<T, Stop> {
         let mut work = std::pin::pin!(work);
         if let Some(pending) = &self.pending {
             let due = tokio::time::Instant::from_std(pending.since + REPORT_DELAY);
             tokio::select! {
                 done = &mut work => return Ok(done),
-                () = tokio::time::sleep_until(due) => self.flush().await?,
+                () = tokio::time::sleep_until(due) => {
+                    if let Err(stop) = self.flush().await {
+                        let _ = work.await;
+                        return Err(stop);
+                    }
+                }
             }
         }
         Ok(work.await)
-    }
-
-    /// [`Reporter::during`] for work whose effects land even if it is dropped: an index add
-    /// commits on a thread of its own, and a blob is written by a blocking task. If the job
-    /// stops meanwhile (the file was deleted), the work is still awaited to its end before the
-    /// stop is returned, so that what it wrote is there for the cleanup to remove instead of
-    /// arriving after it (a deleted file's chunks were found in the index a minute later).
-    async fn during_whole<T>(
-        &mut self,
-        work: impl std::future::Future<Output = T>,
-    ) -> Result<T, Stop> {
-        let mut work = std::pin::pin!(work);
-        match self.during(&mut work).await {
-            Ok(done) => Ok(done),
-            Err(stop) => {
-                let _ = work.await;
-                Err(stop)
-            }
-        }
     }
 
     /// Writes what waits, checking that the job is still this worker's.
@@ -471,8 +463,7 @@ async fn steps(
             }
         }
     };
-    // Whole: extracting writes the text's blob.
-    let (document, extracted_text_bytes, parsed) = report.during_whole(reading).await??;
+    let (document, extracted_text_bytes, parsed) = report.during(reading).await??;
     let characters = document.characters();
     let message = match parsed {
         Some(_) => format!("Extracted {characters} characters"),
@@ -569,7 +560,7 @@ async fn steps(
         })
         .collect();
     report
-        .during_whole(services.index.add(records))
+        .during(services.index.add(records))
         .await?
         .map_err(|e| {
             transient(
