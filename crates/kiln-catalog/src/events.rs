@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use kiln_core::types::EventType;
 use kiln_core::{FileId, OrgId, StoreId, Timestamp};
 use serde_json::{Map, Value, json};
-use sqlx::{AnyConnection, Row};
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 use crate::{Catalog, Dialect, Result};
 
@@ -156,8 +156,15 @@ async fn file_state(conn: &mut AnyConnection, file_id: &FileId) -> Result<Map<St
     Ok(out)
 }
 
+/// Event rows an insert carries at most (7 parameters each: well under SQLite's 32,766 and
+/// PostgreSQL's 65,535).
+const EVENT_ROWS_PER_STATEMENT: usize = 500;
+
 /// Writes `events` of one organization inside the caller's transaction. Call it last, just
-/// before commit: it locks the organization's counter until the transaction ends.
+/// before commit: it locks the organization's counter until the transaction ends. Each file's
+/// state is read once however many of its events there are (they are written at one moment
+/// of one transaction), and the rows go in as few inserts as they fit: each statement is a
+/// round trip to the database (on SQLite, to its connection's thread and back).
 pub(crate) async fn write(
     conn: &mut AnyConnection,
     organization_id: &OrgId,
@@ -167,10 +174,18 @@ pub(crate) async fn write(
         return Ok(());
     }
     let now = Timestamp::now().millis();
+    let mut states: HashMap<FileId, Map<String, Value>> = HashMap::new();
     let mut rows = Vec::with_capacity(events.len());
     for event in events {
         let mut data = match &event.file_id {
-            Some(file_id) => file_state(&mut *conn, file_id).await?,
+            Some(file_id) => match states.get(file_id) {
+                Some(state) => state.clone(),
+                None => {
+                    let state = file_state(&mut *conn, file_id).await?;
+                    states.insert(file_id.clone(), state.clone());
+                    state
+                }
+            },
             None => Map::new(),
         };
         if let Value::Object(extra) = &event.extra {
@@ -188,20 +203,26 @@ pub(crate) async fn write(
     .bind(n)
     .fetch_one(&mut *conn)
     .await?;
-    for (i, (event, data)) in rows.into_iter().enumerate() {
-        sqlx::query(
+    let mut seq = last - n;
+    for batch in rows.chunks(EVENT_ROWS_PER_STATEMENT) {
+        let sql = format!(
             "INSERT INTO events (organization_id, seq, type, store_id, file_id, data, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(organization_id)
-        .bind(last - n + 1 + i as i64)
-        .bind(event.kind.as_str())
-        .bind(event.store_id)
-        .bind(event.file_id)
-        .bind(data)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+             VALUES {}",
+            crate::value_rows(batch.len(), 7, |_, p| p)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (event, data) in batch {
+            seq += 1;
+            query = query
+                .bind(organization_id)
+                .bind(seq)
+                .bind(event.kind.as_str())
+                .bind(&event.store_id)
+                .bind(&event.file_id)
+                .bind(data)
+                .bind(now);
+        }
+        query.execute(&mut *conn).await?;
     }
     if Dialect::of(conn) == Dialect::Postgres {
         sqlx::query("SELECT pg_notify($1, $2)")
@@ -465,6 +486,78 @@ mod tests {
                 }
             );
             assert_eq!(all(&catalog, &org).await.len(), 1);
+        }
+    }
+
+    /// One write of many events (more than one insert holds, for two files and the store):
+    /// every row is numbered in order, each file event carries its own file's state with only
+    /// its own extra fields (a state read once serves all of that file's events), and a store
+    /// event carries no file state.
+    #[tokio::test]
+    async fn a_write_of_many_events_numbers_every_row_and_keeps_each_files_state() {
+        for crate::TestCatalog {
+            catalog,
+            org,
+            store,
+            ..
+        } in crate::test_catalogs().await
+        {
+            let processing = crate::test_file(&catalog, &org, &store).await;
+            let pending = crate::test_file(&catalog, &org, &store).await;
+            assert_eq!(claimed(&catalog).await.file.id, processing);
+            let before = catalog.event_position(&org).await.unwrap().last_seq;
+            let n = EVENT_ROWS_PER_STATEMENT + 7;
+            let events: Vec<NewEvent> = (0..n)
+                .map(|i| match i % 3 {
+                    0 => NewEvent::file(
+                        EventType::FileProgress,
+                        &store,
+                        &processing,
+                        json!({"i": i}),
+                    ),
+                    1 if i % 2 == 1 => NewEvent::file(
+                        EventType::FileProgress,
+                        &store,
+                        &pending,
+                        json!({"i": i, "only_here": true}),
+                    ),
+                    1 => NewEvent::file(EventType::FileProgress, &store, &pending, json!({"i": i})),
+                    _ => NewEvent::store(EventType::StoreDeleted, &store, json!({"i": i})),
+                })
+                .collect();
+            let mut tx = catalog.write_tx().await.unwrap();
+            write(&mut tx, &org, events).await.unwrap();
+            tx.commit().await.unwrap();
+
+            let written = catalog.events_after(&org, before, 10_000).await.unwrap();
+            assert_eq!(written.len(), n);
+            for (i, event) in written.iter().enumerate() {
+                assert_eq!(event.seq, before + 1 + i as i64);
+                assert_eq!(event.data["i"], i, "{event:?}");
+                match i % 3 {
+                    0 => {
+                        assert_eq!(event.file_id.as_ref(), Some(&processing));
+                        assert_eq!(event.data["status"], "processing");
+                        assert_eq!(event.data["current_step"], "extracting");
+                        assert!(event.data.get("only_here").is_none(), "{event:?}");
+                    }
+                    1 => {
+                        assert_eq!(event.file_id.as_ref(), Some(&pending));
+                        assert_eq!(event.data["status"], "pending");
+                        let marked = event.data.get("only_here") == Some(&json!(true));
+                        assert_eq!(marked, i % 2 == 1, "{event:?}");
+                    }
+                    _ => {
+                        assert_eq!(
+                            (event.file_id.as_ref(), event.event_type.as_str()),
+                            (None, "store.deleted")
+                        );
+                        assert!(event.data.get("status").is_none(), "{event:?}");
+                    }
+                }
+            }
+            let position = catalog.event_position(&org).await.unwrap();
+            assert_eq!(position.last_seq, before + n as i64);
         }
     }
 
