@@ -115,44 +115,54 @@ impl NewEvent {
     }
 }
 
-/// The state fields a file event carries.
+/// The columns of `files` a file event's state is made of (see [`file_state_of`]).
+pub(crate) const STATE_COLUMNS: &str = "file_name, status, current_step, progress_percent, \
+     attempts, error_code, error_message, chunk_count";
+
+/// The state fields a file event carries, read from the file's row.
 async fn file_state(conn: &mut AnyConnection, file_id: &FileId) -> Result<Map<String, Value>> {
-    let row = sqlx::query(
-        "SELECT file_name, status, current_step, progress_percent, attempts, error_code, \
-         error_message, chunk_count FROM files WHERE id = $1",
-    )
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {STATE_COLUMNS} FROM files WHERE id = $1"
+    )))
     .bind(file_id)
     .fetch_optional(&mut *conn)
     .await?;
+    match row {
+        Some(row) => file_state_of(&row),
+        None => Ok(Map::new()),
+    }
+}
+
+/// The state fields a file event carries, from a row with [`STATE_COLUMNS`] (a file row
+/// that a change's own statement returned, so that its events need not read it again).
+pub(crate) fn file_state_of(row: &sqlx::any::AnyRow) -> Result<Map<String, Value>> {
     let mut out = Map::new();
-    if let Some(row) = row {
+    out.insert(
+        "file_name".into(),
+        json!(row.try_get::<String, _>("file_name")?),
+    );
+    out.insert("status".into(), json!(row.try_get::<String, _>("status")?));
+    out.insert(
+        "current_step".into(),
+        json!(row.try_get::<Option<String>, _>("current_step")?),
+    );
+    out.insert(
+        "progress_percent".into(),
+        json!(row.try_get::<i64, _>("progress_percent")?),
+    );
+    out.insert("attempt".into(), json!(row.try_get::<i64, _>("attempts")?));
+    let code: Option<String> = row.try_get("error_code")?;
+    if code.is_some() {
+        out.insert("error_code".into(), json!(code));
         out.insert(
-            "file_name".into(),
-            json!(row.try_get::<String, _>("file_name")?),
-        );
-        out.insert("status".into(), json!(row.try_get::<String, _>("status")?));
-        out.insert(
-            "current_step".into(),
-            json!(row.try_get::<Option<String>, _>("current_step")?),
-        );
-        out.insert(
-            "progress_percent".into(),
-            json!(row.try_get::<i64, _>("progress_percent")?),
-        );
-        out.insert("attempt".into(), json!(row.try_get::<i64, _>("attempts")?));
-        let code: Option<String> = row.try_get("error_code")?;
-        if code.is_some() {
-            out.insert("error_code".into(), json!(code));
-            out.insert(
-                "error_message".into(),
-                json!(row.try_get::<Option<String>, _>("error_message")?),
-            );
-        }
-        out.insert(
-            "chunk_count".into(),
-            json!(row.try_get::<i64, _>("chunk_count")?),
+            "error_message".into(),
+            json!(row.try_get::<Option<String>, _>("error_message")?),
         );
     }
+    out.insert(
+        "chunk_count".into(),
+        json!(row.try_get::<i64, _>("chunk_count")?),
+    );
     Ok(out)
 }
 
@@ -170,11 +180,25 @@ pub(crate) async fn write(
     organization_id: &OrgId,
     events: Vec<NewEvent>,
 ) -> Result<()> {
+    write_with_state(conn, organization_id, events, None).await
+}
+
+/// As [`write`], with one file's state after the change already in hand ([`file_state_of`]
+/// on the row the change's statement returned): its events are not read for again.
+pub(crate) async fn write_with_state(
+    conn: &mut AnyConnection,
+    organization_id: &OrgId,
+    events: Vec<NewEvent>,
+    known: Option<(&FileId, Map<String, Value>)>,
+) -> Result<()> {
     if events.is_empty() {
         return Ok(());
     }
     let now = Timestamp::now().millis();
     let mut states: HashMap<FileId, Map<String, Value>> = HashMap::new();
+    if let Some((file_id, state)) = known {
+        states.insert(file_id.clone(), state);
+    }
     let mut rows = Vec::with_capacity(events.len());
     for event in events {
         let mut data = match &event.file_id {
@@ -558,6 +582,77 @@ mod tests {
             }
             let position = catalog.event_position(&org).await.unwrap();
             assert_eq!(position.last_seq, before + n as i64);
+        }
+    }
+
+    /// The upload's, the claim's and the completion's events carry the state their own
+    /// statement returned instead of reading the file again; each must be the state a read
+    /// right after the change finds, field for field, on every backend.
+    #[tokio::test]
+    async fn events_carry_the_state_their_change_returned() {
+        use kiln_core::types::Step;
+        for crate::TestCatalog {
+            catalog,
+            org,
+            store,
+            ..
+        } in crate::test_catalogs().await
+        {
+            let state_now = |file: FileId| {
+                let catalog = &catalog;
+                async move {
+                    let mut conn = catalog.read.acquire().await.unwrap();
+                    file_state(&mut conn, &file).await.unwrap()
+                }
+            };
+            let check = |events: &[Event], state: &Map<String, Value>| {
+                assert!(!events.is_empty());
+                for event in events {
+                    for (field, value) in state {
+                        assert_eq!(event.data.get(field), Some(value), "{field} of {event:?}");
+                    }
+                }
+            };
+            let file = crate::test_file(&catalog, &org, &store).await;
+            let uploaded = all(&catalog, &org).await;
+            assert_eq!(types(&uploaded), ["file.uploaded", "file.queued"]);
+            check(&uploaded, &state_now(file.clone()).await);
+
+            let job = claimed(&catalog).await;
+            let claim = catalog.events_after(&org, 2, 100).await.unwrap();
+            assert_eq!(types(&claim), ["file.step_started"]);
+            check(&claim, &state_now(file.clone()).await);
+
+            let lines = vec![
+                crate::LogLine::info(Some(Step::Chunking), "step_started", "Chunking", json!({})),
+                crate::LogLine::info(
+                    Some(Step::Embedding),
+                    "step_started",
+                    "Embedding",
+                    json!({}),
+                ),
+            ];
+            let done = crate::Completion {
+                chunk_count: 3,
+                extracted_text_bytes: 10,
+                vector_bytes: 12,
+                index_bytes: 10,
+                embedding_model: "m".into(),
+                data: json!({}),
+                logs: lines,
+            };
+            catalog.complete(&job, "w", done).await.unwrap();
+            let completion = catalog.events_after(&org, 3, 100).await.unwrap();
+            assert_eq!(
+                types(&completion),
+                ["file.step_started", "file.step_started", "file.completed"]
+            );
+            let state = state_now(file.clone()).await;
+            assert_eq!(
+                (&state["status"], &state["chunk_count"]),
+                (&json!("completed"), &json!(3))
+            );
+            check(&completion, &state);
         }
     }
 

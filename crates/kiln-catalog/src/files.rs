@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
-use crate::events::{NewEvent, write as write_events};
+use crate::events::{NewEvent, file_state_of, write as write_events, write_with_state};
 use crate::queue::JobKind;
 use crate::rows::{enum_col, opt_ts, ts};
 use crate::{Catalog, CatalogError, Dialect, Resource, Result};
@@ -473,7 +473,8 @@ pub(crate) async fn insert_link(
         ),
     ];
     append_lines(&mut *tx, org, link_id, 0, &lines).await?;
-    write_events(
+    // The events carry the row just inserted (nothing changes it before they are written).
+    write_with_state(
         &mut *tx,
         org,
         vec![
@@ -491,6 +492,7 @@ pub(crate) async fn insert_link(
                 json!({"reason": "uploaded"}),
             ),
         ],
+        Some((link_id, file_state_of(&row)?)),
     )
     .await?;
     Ok(record)

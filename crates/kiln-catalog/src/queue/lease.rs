@@ -8,7 +8,7 @@ use serde_json::json;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::*;
-use crate::events::{NewEvent, write as write_events};
+use crate::events::{NewEvent, file_state_of, write as write_events, write_with_state};
 use crate::files::{FILE_COLUMNS, Reset, append_log, file_record, reset_to_pending};
 use crate::{Catalog, Dialect, Result};
 
@@ -200,7 +200,8 @@ impl Catalog {
         )
         .await?;
         self.progress_gate.reset(&file.id);
-        write_events(
+        // The event carries the row the update returned (nothing changes it in between).
+        write_with_state(
             &mut *tx,
             &file.organization_id,
             vec![NewEvent::file(
@@ -209,6 +210,7 @@ impl Catalog {
                 &file.id,
                 json!({"step": "extracting"}),
             )],
+            Some((&file.id, file_state_of(&file_row)?)),
         )
         .await?;
         Ok(Some(ProcessJob {

@@ -8,7 +8,9 @@ use kiln_core::types::{EventType, FileErrorCode, LogLevel, Step};
 use serde_json::json;
 
 use super::*;
-use crate::events::{NewEvent, write as write_events};
+use crate::events::{
+    NewEvent, STATE_COLUMNS, file_state_of, write as write_events, write_with_state,
+};
 use crate::files::{Reset, append_lines, append_log, reset_to_pending};
 use crate::{Catalog, Result};
 
@@ -118,12 +120,14 @@ impl Catalog {
             .into_iter()
             .map(|started| step_started(job, started))
             .collect();
-        sqlx::query(
+        // The completed row comes back for the events (nothing changes it before they go in).
+        let completed = sqlx::query(AssertSqlSafe(format!(
             "UPDATE files SET status = 'completed', current_step = 'completed', progress_percent = 100, \
              completed_at = $1, updated_at = $1, active_generation = $2, chunk_count = $3, \
              extracted_text_bytes = $4, vector_bytes = $5, index_bytes = $6, embedding_model = $7, \
-             error_code = NULL, error_message = NULL, retryable = NULL WHERE id = $8",
-        )
+             error_code = NULL, error_message = NULL, retryable = NULL WHERE id = $8 \
+             RETURNING {STATE_COLUMNS}"
+        )))
         .bind(now)
         .bind(file.generation)
         .bind(done.chunk_count)
@@ -132,7 +136,7 @@ impl Catalog {
         .bind(done.index_bytes)
         .bind(&done.embedding_model)
         .bind(&file.id)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
         crate::stores::bump_search_version(&mut tx, &file.store_id).await?;
         sqlx::query(
@@ -170,7 +174,14 @@ impl Catalog {
             &file.id,
             json!({}),
         ));
-        write_events(&mut tx, &file.organization_id, events).await?;
+        let state = file_state_of(&completed)?;
+        write_with_state(
+            &mut tx,
+            &file.organization_id,
+            events,
+            Some((&file.id, state)),
+        )
+        .await?;
         tx.commit().await?;
         self.progress_gate.forget(&file.id);
         Ok(CompleteOutcome::Completed {
