@@ -184,7 +184,7 @@ pub(crate) async fn write(
 }
 
 /// As [`write`], with one file's state after the change already in hand ([`file_state_of`]
-/// on the row the change's statement returned): its events are not read for again.
+/// on the row the change's statement returned), so that file is not read again.
 pub(crate) async fn write_with_state(
     conn: &mut AnyConnection,
     organization_id: &OrgId,

@@ -136,8 +136,11 @@ impl Catalog {
         .bind(done.index_bytes)
         .bind(&done.embedding_model)
         .bind(&file.id)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(completed) = completed else {
+            return Ok(CompleteOutcome::Stopped(Liveness::Cancelled));
+        };
         crate::stores::bump_search_version(&mut tx, &file.store_id).await?;
         sqlx::query(
             "UPDATE jobs SET state = 'done', lease_owner = NULL, updated_at = $1 WHERE id = $2",
