@@ -244,16 +244,20 @@ impl ChunkIndex {
         let open_dir = |dir: &Path| {
             IndexDir::open(dir).map_err(|e| IndexError::Io(std::io::Error::other(e.to_string())))
         };
-        let exists = Index::exists(&open_dir(dir)?)
+        // One directory serves the checks and the open; a migration swaps the folder, so
+        // the directory is opened again after one.
+        let mut directory = open_dir(dir)?;
+        let exists = Index::exists(&directory)
             .map_err(|e| IndexError::Io(std::io::Error::other(e.to_string())))?;
         if exists {
-            let existing = Index::open(open_dir(dir)?)?;
+            let existing = Index::open(directory.clone())?;
             if existing.schema() != schema {
                 drop(existing);
                 migrate(dir, &schema)?;
+                directory = open_dir(dir)?;
             }
         }
-        let index = Index::open_or_create(open_dir(dir)?, schema)?;
+        let index = Index::open_or_create(directory, schema)?;
         keyword::register_tokenizer(&index);
         let graphs = dir.join("vectors");
         std::fs::create_dir_all(&graphs)?;
