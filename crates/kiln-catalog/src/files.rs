@@ -9,12 +9,11 @@ use kiln_core::model::{
 use kiln_core::types::{FileErrorCode, FileStatus, LogLevel, Step};
 use kiln_core::{FileId, IdKind, OrgId, StoreId, Timestamp};
 use serde_json::{Value, json};
-use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 use crate::events::{NewEvent, file_state_of, write as write_events, write_with_state};
 use crate::queue::JobKind;
-use crate::rows::{enum_col, opt_ts, ts};
+use crate::rows::{Columns, enum_col, opt_ts, ts};
 use crate::{Catalog, CatalogError, Dialect, Resource, Result};
 use kiln_core::types::EventType;
 
@@ -59,40 +58,57 @@ pub(crate) const FILE_COLUMNS: &str = "id, organization_id, store_id, file_name,
      extracted_text_bytes, vector_bytes, index_bytes, embedding_model, created_by, created_at, \
      updated_at, queued_at, started_at, completed_at, org_file_id, original_blob";
 
-pub(crate) fn file_record(row: &AnyRow) -> Result<FileRecord> {
-    let error_code: Option<String> = row.try_get("error_code")?;
+pub(crate) fn file_record(row: &impl Columns) -> Result<FileRecord> {
+    let error_code: Option<String> = row.col("error_code")?;
     Ok(FileRecord {
-        id: row.try_get("id")?,
-        store_id: row.try_get("store_id")?,
-        organization_id: row.try_get("organization_id")?,
-        file_name: row.try_get("file_name")?,
-        relative_path: row.try_get("relative_path")?,
-        mime_type: row.try_get("mime_type")?,
-        file_size: row.try_get("file_size")?,
-        sha256: row.try_get("sha256")?,
+        id: row.col("id")?,
+        store_id: row.col("store_id")?,
+        organization_id: row.col("organization_id")?,
+        file_name: row.col("file_name")?,
+        relative_path: row.col("relative_path")?,
+        mime_type: row.col("mime_type")?,
+        file_size: row.col("file_size")?,
+        sha256: row.col("sha256")?,
         status: enum_col(row, "status", FileStatus::parse)?,
-        progress_percent: row.try_get("progress_percent")?,
+        progress_percent: row.col("progress_percent")?,
         current_step: enum_col(row, "current_step", Step::parse)?,
         error_code: error_code.as_deref().and_then(FileErrorCode::parse),
-        error_message: row.try_get("error_message")?,
-        retryable: row.try_get::<Option<i64>, _>("retryable")?.map(|v| v != 0),
-        attempts: row.try_get("attempts")?,
-        chunk_count: row.try_get("chunk_count")?,
-        embedding_model: row.try_get("embedding_model")?,
-        created_by: row.try_get("created_by")?,
+        error_message: row.col("error_message")?,
+        retryable: row.col::<Option<i64>>("retryable")?.map(|v| v != 0),
+        attempts: row.col("attempts")?,
+        chunk_count: row.col("chunk_count")?,
+        embedding_model: row.col("embedding_model")?,
+        created_by: row.col("created_by")?,
         created_at: ts(row, "created_at")?,
         updated_at: ts(row, "updated_at")?,
         queued_at: opt_ts(row, "queued_at")?,
         started_at: opt_ts(row, "started_at")?,
         completed_at: opt_ts(row, "completed_at")?,
-        generation: row.try_get("generation")?,
-        active_generation: row.try_get("active_generation")?,
-        extracted_text_bytes: row.try_get("extracted_text_bytes")?,
-        vector_bytes: row.try_get("vector_bytes")?,
-        index_bytes: row.try_get("index_bytes")?,
-        org_file_id: row.try_get("org_file_id")?,
-        original_blob: row.try_get("original_blob")?,
+        generation: row.col("generation")?,
+        active_generation: row.col("active_generation")?,
+        extracted_text_bytes: row.col("extracted_text_bytes")?,
+        vector_bytes: row.col("vector_bytes")?,
+        index_bytes: row.col("index_bytes")?,
+        org_file_id: row.col("org_file_id")?,
+        original_blob: row.col("original_blob")?,
     })
+}
+
+/// What the status endpoint reads: the key's caller and, if it exists, the file with its
+/// running job's lease expiry.
+pub type KeyAndFile = (Principal, Option<(FileRecord, Option<Timestamp>)>);
+
+/// The key and, if it exists, the file of [`Catalog::key_and_file_status`]'s row.
+fn key_and_file(row: &impl Columns) -> Result<KeyAndFile> {
+    let principal = crate::keys::principal(row, "key_")?;
+    let file = match row.col::<Option<String>>("id")? {
+        Some(_) => Some((
+            file_record(row)?,
+            row.col::<Option<i64>>("lease")?.map(Timestamp),
+        )),
+        None => None,
+    };
+    Ok((principal, file))
 }
 
 fn file_sql(tail: &'static str) -> AssertSqlSafe<String> {
@@ -556,32 +572,44 @@ impl Catalog {
         organization_id: &OrgId,
         store_id: &StoreId,
         file_id: &FileId,
-    ) -> Result<Option<(Principal, Option<(FileRecord, Option<Timestamp>)>)>> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT k.id AS key_id, k.organization_id AS key_organization_id, k.role AS key_role, f.* \
-             FROM api_keys k LEFT JOIN ( \
-               SELECT {FILE_COLUMNS}, (SELECT j.lease_expires_at FROM jobs j WHERE j.file_id = files.id \
-               AND j.kind = 'process' AND j.state = 'running') AS lease \
-               FROM files WHERE organization_id = $2 AND store_id = $3 AND id = $4 AND deleted_at IS NULL \
-             ) f ON 1 = 1 \
-             WHERE k.key_hash = $1 AND k.revoked_at IS NULL"
-        )))
-        .bind(crate::keys::hash_key(key_value))
-        .bind(organization_id)
-        .bind(store_id)
-        .bind(file_id)
-        .fetch_optional(&self.read)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let principal = crate::keys::principal(&row, "key_")?;
-        let file = match row.try_get::<Option<String>, _>("id")? {
-            Some(_) => {
-                let lease: Option<i64> = row.try_get("lease")?;
-                Some((file_record(&row)?, lease.map(Timestamp)))
-            }
-            None => None,
-        };
-        Ok(Some((principal, file)))
+    ) -> Result<Option<KeyAndFile>> {
+        // Built once (a `'static` text both drivers take as it is).
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT k.id AS key_id, k.organization_id AS key_organization_id, \
+                 k.role AS key_role, f.* FROM api_keys k LEFT JOIN ( \
+                   SELECT {FILE_COLUMNS}, (SELECT j.lease_expires_at FROM jobs j \
+                   WHERE j.file_id = files.id AND j.kind = 'process' AND j.state = 'running') \
+                   AS lease FROM files WHERE organization_id = $2 AND store_id = $3 AND id = $4 \
+                   AND deleted_at IS NULL \
+                 ) f ON 1 = 1 \
+                 WHERE k.key_hash = $1 AND k.revoked_at IS NULL"
+            )
+        });
+        let hash = crate::keys::hash_key(key_value);
+        // Clients poll this while their files process: on SQLite it is read on this thread,
+        // without sqlx's hand-off to a connection thread and back (see `inline`).
+        if let Some(inline) = &self.inline {
+            return inline.with(|conn| {
+                let mut statement = conn.prepare_cached(&SQL)?;
+                let params: [(&str, &dyn rusqlite::ToSql); 4] = [
+                    ("$1", &hash),
+                    ("$2", &organization_id.as_str()),
+                    ("$3", &store_id.as_str()),
+                    ("$4", &file_id.as_str()),
+                ];
+                let mut rows = statement.query(&params[..])?;
+                rows.next()?.map(key_and_file).transpose()
+            });
+        }
+        let row = sqlx::query(SQL.as_str())
+            .bind(hash)
+            .bind(organization_id)
+            .bind(store_id)
+            .bind(file_id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.as_ref().map(key_and_file).transpose()
     }
 
     pub async fn list_files(
@@ -875,6 +903,86 @@ async fn usage_rows(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The status endpoint's read of the key and the file (on SQLite answered on the caller's
+    /// thread: `inline`) finds what separate reads of each find, in every case the endpoint
+    /// tells apart, on every backend; on SQLite the inline answer equals sqlx's, field for
+    /// field.
+    #[tokio::test]
+    async fn the_status_read_finds_the_key_and_the_file_as_separate_reads_do() {
+        use kiln_core::types::Role;
+        for crate::TestCatalog {
+            catalog,
+            org,
+            store,
+            ..
+        } in crate::test_catalogs().await
+        {
+            assert_eq!(catalog.inline.is_some(), catalog.dialect == Dialect::Sqlite);
+            let sqlx_only = Catalog {
+                inline: None,
+                ..catalog.clone()
+            };
+            let key = catalog
+                .create_api_key(&org, Role::Editor, Some("k"))
+                .await
+                .unwrap()
+                .value;
+            let revoked = catalog
+                .create_api_key(&org, Role::Admin, None)
+                .await
+                .unwrap();
+            catalog.revoke_api_key(&revoked.info.id).await.unwrap();
+            let (other_org, other_store) = crate::test_org_with_store(&catalog).await;
+            let processing = crate::test_file(&catalog, &org, &store).await;
+            let claimed = catalog
+                .claim("w", std::time::Duration::from_secs(60))
+                .await
+                .unwrap();
+            assert!(
+                matches!(claimed, Some(crate::Claimed::Process(job)) if job.file.id == processing)
+            );
+            let pending = crate::test_file(&catalog, &org, &store).await;
+            let deleted = crate::test_file(&catalog, &org, &store).await;
+            catalog
+                .delete_files(&org, &store, std::slice::from_ref(&deleted), "ak_x")
+                .await
+                .unwrap();
+            let elsewhere = crate::test_file(&catalog, &other_org, &other_store).await;
+            let cases = [
+                (&key, &store, &processing, Some(FileStatus::Processing)),
+                (&key, &store, &pending, Some(FileStatus::Pending)),
+                (&key, &store, &deleted, None),
+                (&key, &other_store, &elsewhere, None),
+                (&key, &store, &elsewhere, None),
+                (&revoked.value, &store, &pending, None),
+                (&"kiln_not_a_key".to_string(), &store, &pending, None),
+            ];
+            for (value, store_id, file, status) in cases {
+                let read = catalog
+                    .key_and_file_status(value, &org, store_id, file)
+                    .await
+                    .unwrap();
+                let via_sqlx = sqlx_only
+                    .key_and_file_status(value, &org, store_id, file)
+                    .await
+                    .unwrap();
+                assert_eq!(read, via_sqlx, "{file}");
+                let Some(principal) = catalog.authenticate(value).await.unwrap() else {
+                    assert_eq!(read, None, "an invalid key finds nothing");
+                    continue;
+                };
+                let (found_key, found_file) = read.expect("a valid key is found");
+                assert_eq!(found_key, principal);
+                let file_read = catalog.get_file(&org, store_id, file).await.ok();
+                assert_eq!(found_file.as_ref().map(|(f, _)| f), file_read.as_ref());
+                assert_eq!(found_file.as_ref().map(|(f, _)| f.status), status);
+                // Only the running job's file has a lease.
+                let lease = found_file.and_then(|(_, lease)| lease);
+                assert_eq!(lease.is_some(), status == Some(FileStatus::Processing));
+            }
+        }
+    }
 
     /// The records an upload answers with, and the file a claimed job carries, come from
     /// their statements' own `RETURNING`; each must be the row a later read finds, field for

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::rows::{self, enum_col};
+use crate::rows::{self, Columns, enum_col};
 use crate::{Catalog, CatalogError, Resource, Result};
 
 /// A key just created: its record and its value, which is shown once and never stored.
@@ -204,10 +204,10 @@ impl Catalog {
 }
 
 /// The key columns `id`, `organization_id` and `role` of a row, each named with `prefix`.
-pub(crate) fn principal(row: &AnyRow, prefix: &str) -> Result<Principal> {
+pub(crate) fn principal(row: &impl Columns, prefix: &str) -> Result<Principal> {
     Ok(Principal {
-        key_id: row.try_get(format!("{prefix}id").as_str())?,
-        organization_id: row.try_get(format!("{prefix}organization_id").as_str())?,
+        key_id: row.col(&format!("{prefix}id"))?,
+        organization_id: row.col(&format!("{prefix}organization_id"))?,
         role: enum_col(row, &format!("{prefix}role"), Role::parse)?,
     })
 }

@@ -12,6 +12,7 @@ mod events;
 mod files;
 mod idempotency;
 mod index_log;
+mod inline;
 mod keys;
 mod migrate;
 mod org_files;
@@ -31,7 +32,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Executor};
 
 pub use events::{EVENTS_CHANNEL, Event, EventFilter, EventPosition, PROGRESS_EVENT_INTERVAL_MS};
-pub use files::{FileFilter, NewFile, RetryOutcome};
+pub use files::{FileFilter, KeyAndFile, NewFile, RetryOutcome};
 pub use idempotency::{IdempotencyClaim, StoredResponse};
 pub use index_log::{INDEX_CHANNEL, IndexChange, IndexHead, IndexSnapshot, LogEntry};
 pub use keys::NewApiKey;
@@ -63,6 +64,9 @@ pub enum CatalogError {
     Unavailable(sqlx::Error),
     #[error("catalog error: {0}")]
     Db(sqlx::Error),
+    /// An error of a read SQLite answered on the caller's thread (`inline`).
+    #[error("catalog error: {0}")]
+    Sqlite(rusqlite::Error),
 }
 
 impl From<sqlx::Error> for CatalogError {
@@ -153,6 +157,8 @@ pub struct Catalog {
     dialect: Dialect,
     url: String,
     progress_gate: events::ProgressGate,
+    /// SQLite's reads on the caller's thread (a file's catalog only; see `inline`).
+    inline: Option<std::sync::Arc<inline::InlineReads>>,
 }
 
 impl Catalog {
@@ -214,12 +220,17 @@ impl Catalog {
             }
         };
         index_log::seed(&write).await?;
+        let inline = match dialect {
+            Dialect::Sqlite => inline::InlineReads::for_url(url)?.map(std::sync::Arc::new),
+            Dialect::Postgres => None,
+        };
         Ok(Catalog {
             write,
             read,
             dialect,
             url: url.to_string(),
             progress_gate: events::ProgressGate::default(),
+            inline,
         })
     }
 

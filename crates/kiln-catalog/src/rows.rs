@@ -8,17 +8,93 @@ use sqlx::any::AnyRow;
 
 use crate::Result;
 
-pub(crate) fn ts(row: &AnyRow, col: &str) -> Result<Timestamp> {
-    Ok(Timestamp(row.try_get::<i64, _>(col)?))
+/// A result row read by column name: sqlx's rows, and the rows of the reads SQLite answers on
+/// the caller's thread ([`crate::inline`]). Records that both kinds of read return decode
+/// through this, so the two paths cannot disagree on a field.
+pub(crate) trait Columns {
+    fn text(&self, col: &str) -> Result<Option<String>>;
+    fn int(&self, col: &str) -> Result<Option<i64>>;
+    /// The column as `T` (a text, an integer, a typed ID, or an `Option` of one).
+    fn col<T: FromColumn>(&self, col: &str) -> Result<T>
+    where
+        Self: Sized,
+    {
+        T::from_column(self, col)
+    }
 }
 
-pub(crate) fn opt_ts(row: &AnyRow, col: &str) -> Result<Option<Timestamp>> {
-    Ok(row.try_get::<Option<i64>, _>(col)?.map(Timestamp))
+impl Columns for AnyRow {
+    fn text(&self, col: &str) -> Result<Option<String>> {
+        Ok(self.try_get(col)?)
+    }
+    fn int(&self, col: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(col)?)
+    }
+}
+
+/// A value [`Columns::col`] can decode.
+pub(crate) trait FromColumn: Sized {
+    fn from_column(row: &impl Columns, col: &str) -> Result<Self>;
+}
+
+fn null(col: &str) -> crate::CatalogError {
+    sqlx::Error::ColumnDecode {
+        index: col.to_string(),
+        source: "unexpected NULL".into(),
+    }
+    .into()
+}
+
+impl FromColumn for Option<String> {
+    fn from_column(row: &impl Columns, col: &str) -> Result<Self> {
+        row.text(col)
+    }
+}
+
+impl FromColumn for String {
+    fn from_column(row: &impl Columns, col: &str) -> Result<Self> {
+        row.text(col)?.ok_or_else(|| null(col))
+    }
+}
+
+impl FromColumn for Option<i64> {
+    fn from_column(row: &impl Columns, col: &str) -> Result<Self> {
+        row.int(col)
+    }
+}
+
+impl FromColumn for i64 {
+    fn from_column(row: &impl Columns, col: &str) -> Result<Self> {
+        row.int(col)?.ok_or_else(|| null(col))
+    }
+}
+
+macro_rules! id_column {
+    ($($id:ty),*) => {$(
+        impl FromColumn for $id {
+            fn from_column(row: &impl Columns, col: &str) -> Result<Self> {
+                String::from_column(row, col).map(<$id>::from)
+            }
+        }
+    )*};
+}
+id_column!(kiln_core::FileId, kiln_core::StoreId, kiln_core::OrgId);
+
+pub(crate) fn ts(row: &impl Columns, col: &str) -> Result<Timestamp> {
+    Ok(Timestamp(row.col(col)?))
+}
+
+pub(crate) fn opt_ts(row: &impl Columns, col: &str) -> Result<Option<Timestamp>> {
+    Ok(row.col::<Option<i64>>(col)?.map(Timestamp))
 }
 
 /// Decodes a column holding one of a string enum's values.
-pub(crate) fn enum_col<T>(row: &AnyRow, col: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
-    let text: String = row.try_get(col)?;
+pub(crate) fn enum_col<T>(
+    row: &impl Columns,
+    col: &str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<T> {
+    let text: String = row.col(col)?;
     parse(&text).ok_or_else(|| {
         sqlx::Error::ColumnDecode {
             index: col.to_string(),

@@ -137,7 +137,8 @@ pub async fn ingest(
     // The client runs on threads of its own, each with its own runtime, as clients in other
     // processes would: its requests never wait for a turn on the server's tokio threads, and
     // the table of CPU by thread shows what it costs (`bench-uploader`, `bench-status`).
-    // Status latency, sampled while ingesting.
+    // Status latency, sampled while ingesting; between two status reads, `/health`, which
+    // reads nothing (the scheduler's and HTTP's share of a request, the floor under status).
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let known: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let all_uploaded = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -147,7 +148,12 @@ pub async fn ingest(
         let (base, key) = (base.clone(), key.clone());
         on_own_thread("bench-status", async move {
             let api = ApiClient::connect(&base, &key).await?;
-            let mut latencies = Vec::new();
+            let timed = async |request: reqwest::RequestBuilder| {
+                let started = Instant::now();
+                let ok = request.send().await.is_ok_and(|r| r.status().is_success());
+                ok.then(|| started.elapsed().as_secs_f64() * 1000.0)
+            };
+            let (mut latencies, mut health) = (Vec::new(), Vec::new());
             let mut n = 0usize;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let id = { known.lock().unwrap().get(n).cloned() };
@@ -155,21 +161,18 @@ pub async fn ingest(
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
                 };
-                let started = Instant::now();
-                let ok = api
-                    .org_request(Method::GET, &format!("{files}/{id}/status"))
-                    .send()
-                    .await
-                    .map(|r| r.status().is_success());
-                if ok.unwrap_or(false) {
+                let status = api.org_request(Method::GET, &format!("{files}/{id}/status"));
+                if let Some(ms) = timed(status).await {
                     let uploading = !all_uploaded.load(std::sync::atomic::Ordering::Relaxed);
-                    latencies.push((started.elapsed().as_secs_f64() * 1000.0, uploading));
+                    latencies.push((ms, uploading));
                 }
                 n = (n + 1) % known.lock().unwrap().len().max(1);
-                // 20 requests a second: a busy dashboard, not a load test of its own.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // 20 status reads a second: a busy dashboard, not a load test of its own.
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                health.extend(timed(api.request(Method::GET, "/health")).await);
+                tokio::time::sleep(Duration::from_millis(25)).await;
             }
-            Ok(latencies)
+            Ok((latencies, health))
         })?
     };
 
@@ -235,7 +238,8 @@ pub async fn ingest(
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (samples, sampler_cpu) = sampler.await?;
-    let samples = samples?;
+    let (samples, mut health) = samples?;
+    health.sort_by(f64::total_cmp);
     let sorted = |keep: &dyn Fn(bool) -> bool| {
         let mut v: Vec<f64> = samples
             .iter()
@@ -298,6 +302,12 @@ pub async fn ingest(
         percentile(&while_processing, 50.0),
         percentile(&while_processing, 99.0),
         while_processing.len()
+    );
+    println!(
+        "health (no read)   p50 {:.2} ms, p99 {:.2} ms ({} samples, between status reads)",
+        percentile(&health, 50.0),
+        percentile(&health, 99.0),
+        health.len()
     );
     let (passes, texts) = (
         lane.passes - lane_before.passes,
