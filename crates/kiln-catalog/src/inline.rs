@@ -7,8 +7,8 @@
 //! hand-off is a chance of a few milliseconds more. The status endpoint, which clients poll
 //! while their files process, reads one row by key; here it reads it on the request's own
 //! thread through a connection of its own (rusqlite, on the same linked SQLite as sqlx's),
-//! with no hand-off. A point read of a WAL database does not wait for writers; it takes tens
-//! of microseconds, less than a hand-off.
+//! with no hand-off. It holds that thread for one indexed point read; a reader of a WAL
+//! database does not wait for writers.
 //!
 //! PostgreSQL's reads cross a socket to another process either way; they keep sqlx.
 
@@ -21,11 +21,9 @@ use rusqlite::{Connection, OpenFlags};
 use crate::rows::Columns;
 use crate::{CatalogError, Result};
 
-/// Connections kept for reuse; more may be open at once (each request opens one if none is
-/// free), but only this many stay.
-const KEPT: usize = 4;
-
-/// Read-only connections to a SQLite catalog's file, used on the caller's thread.
+/// Read-only connections to a SQLite catalog's file, used on the caller's thread. A read
+/// holds its connection without awaiting anything, so no more are in use at once than threads
+/// reading at once (the runtime's workers, in the server); each is kept for the next read.
 pub(crate) struct InlineReads {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
@@ -54,10 +52,10 @@ impl InlineReads {
             None => open(&self.path)?,
         };
         let out = read(&conn);
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < KEPT {
-            idle.push(conn);
-        }
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(conn);
         out
     }
 }
