@@ -907,7 +907,7 @@ mod tests {
     /// The status endpoint's read of the key and the file (on SQLite answered on the caller's
     /// thread: `inline`) finds what separate reads of each find, in every case the endpoint
     /// tells apart, on every backend; on SQLite the inline answer equals sqlx's, field for
-    /// field.
+    /// field, and needs no sqlx connection.
     #[tokio::test]
     async fn the_status_read_finds_the_key_and_the_file_as_separate_reads_do() {
         use kiln_core::types::Role;
@@ -980,6 +980,23 @@ mod tests {
                 // Only the running job's file has a lease.
                 let lease = found_file.and_then(|(_, lease)| lease);
                 assert_eq!(lease.is_some(), status == Some(FileStatus::Processing));
+            }
+            // On SQLite the read goes past sqlx: with sqlx's read pool closed it still
+            // answers, where the sqlx path cannot.
+            if catalog.dialect == Dialect::Sqlite {
+                catalog.read.close().await;
+                assert!(
+                    sqlx_only
+                        .key_and_file_status(&key, &org, &store, &pending)
+                        .await
+                        .is_err()
+                );
+                let read = catalog
+                    .key_and_file_status(&key, &org, &store, &pending)
+                    .await
+                    .unwrap();
+                let (_, file) = read.expect("the key is found without sqlx's pool");
+                assert_eq!(file.map(|(f, _)| f.id), Some(pending.clone()));
             }
         }
     }
