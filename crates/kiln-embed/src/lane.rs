@@ -32,6 +32,9 @@ use tokio::sync::oneshot;
 use crate::EmbedError;
 use crate::local::LocalModel;
 
+/// The lanes' thread names: this, then the lane's number.
+pub const THREAD_PREFIX: &str = "kiln-embed-";
+
 type Reply = oneshot::Sender<Result<Vec<Vec<f32>>, EmbedError>>;
 
 static PASSES: AtomicU64 = AtomicU64::new(0);
@@ -151,7 +154,7 @@ impl Lane {
             LANES.fetch_add(1, Ordering::Relaxed);
             let (model, shared) = (model.clone(), shared.clone());
             std::thread::Builder::new()
-                .name(format!("kiln-embed-{i}"))
+                .name(format!("{THREAD_PREFIX}{i}"))
                 .spawn(move || {
                     lower_current_thread_priority();
                     // A pool of this thread alone: rayon work started inside a pass (the

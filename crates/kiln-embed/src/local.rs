@@ -232,14 +232,24 @@ impl LocalModel {
     /// sizing chunks. The tokens are kept for a while, so a pass that embeds this very text
     /// soon after does not tokenize it again.
     pub fn count_tokens(&self, text: &str) -> usize {
+        self.count(text, matches!(self.engine, Engine::Onnx(..)))
+    }
+
+    /// The same count as [`LocalModel::count_tokens`], keeping nothing: for texts that no
+    /// pass is about to embed, or whose pass must tokenize them as any caller's would (a
+    /// benchmark of the model alone).
+    pub fn count_tokens_only(&self, text: &str) -> usize {
+        self.count(text, false)
+    }
+
+    fn count(&self, text: &str, keep: bool) -> usize {
         let Ok(encoding) = self.tokenizer.encode(text, false) else {
             return text.len() / 4;
         };
-        let count = encoding.len();
-        if matches!(self.engine, Engine::Onnx(..)) {
+        if keep {
             self.measured.keep(text, encoding.get_ids().to_vec());
         }
-        count
+        encoding.len()
     }
 
     /// How many measured texts wait for their pass (see [`LocalModel::count_tokens`]).

@@ -161,7 +161,10 @@ fn a_measured_text_is_embedded_from_its_measured_tokens() {
     ];
     let alone = model.embed_sync(&texts).unwrap();
     assert_eq!(model.measured_texts(), 0);
+    let counts_only: Vec<usize> = texts.iter().map(|t| model.count_tokens_only(t)).collect();
+    assert_eq!(model.measured_texts(), 0, "a count alone keeps no tokens");
     let counts: Vec<usize> = texts.iter().map(|t| model.count_tokens(t)).collect();
+    assert_eq!(counts, counts_only, "both count the same tokens");
     assert_eq!(
         counts[0],
         model

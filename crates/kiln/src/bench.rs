@@ -103,7 +103,9 @@ pub async fn ingest(
     let config = loopback_config(settings, dir.path().to_path_buf());
     let model = load_model(&config).await?;
 
-    // The model alone, on the very chunks the pipeline will make (default chunking).
+    // The model alone, on the very chunks the pipeline will make (default chunking). Sized
+    // without keeping their tokens, so the model-alone runs tokenize every chunk, as a caller
+    // that embeds texts does (in the pipeline, the chunker's count does it for the pass).
     let options = kiln_chunk::ChunkOptions {
         max_tokens: 800,
         overlap_tokens: 400,
@@ -112,7 +114,7 @@ pub async fn ingest(
     for (_, text) in &documents {
         let document = kiln_extract::extract(kiln_extract::Format::Text, text.as_bytes())?;
         chunk_texts.extend(
-            kiln_chunk::chunk(&document, options, model.tokens.as_ref())
+            kiln_chunk::chunk(&document, options, model.counts_only.as_ref())
                 .into_iter()
                 .map(|c| c.text),
         );
@@ -177,7 +179,7 @@ pub async fn ingest(
     };
 
     let started = Instant::now();
-    let cpu_before_pipeline = process_cpu_seconds();
+    let cpu_before_pipeline = ThreadCpu::now();
     let lane_before = kiln_embed::lane::stats();
     let uploader = {
         let (known, all_uploaded, store) = (known.clone(), all_uploaded.clone(), store.clone());
@@ -203,7 +205,10 @@ pub async fn ingest(
     let (uploaded, uploader_cpu) = uploader.await?;
     let (uploaded_at, upload_secs, failed) = uploaded?;
     let total = started.elapsed().as_secs_f64();
-    let pipeline_cpu = process_cpu_seconds() - cpu_before_pipeline;
+    let cpu_after_pipeline = ThreadCpu::now();
+    let pipeline_cpu = cpu_after_pipeline.total - cpu_before_pipeline.total;
+    let lanes_cpu = cpu_after_pipeline.of(kiln_embed::lane::THREAD_PREFIX)
+        - cpu_before_pipeline.of(kiln_embed::lane::THREAD_PREFIX);
     let lane = kiln_embed::lane::stats();
     let commits = server.index.commits();
     // Then each file's chunks and completion time (the API gives whole seconds).
@@ -254,10 +259,14 @@ pub async fn ingest(
     let while_uploading = sorted(&|uploading| uploading);
     let mut waits = done_after;
     waits.sort_by(f64::total_cmp);
-    let threads = cpu_by_thread(&[
-        ("bench-uploader (client)", uploader_cpu),
-        ("bench-status (client)", sampler_cpu),
-    ]);
+    let threads = cpu_by_thread(
+        &[
+            ("bench-uploader (client)", uploader_cpu),
+            ("bench-status (client)", sampler_cpu),
+        ],
+        &cpu_before_pipeline,
+        &cpu_after_pipeline,
+    );
     server.shutdown().await?;
     let after = model_alone(embedder.as_ref(), &chunk_texts, "after").await?;
     let raw_secs = (before.0 + after.0) / 2.0;
@@ -335,7 +344,25 @@ pub async fn ingest(
         100.0 * pipeline_cpu / total,
         uploader_cpu + sampler_cpu
     );
-    println!("CPU seconds by thread (this process, before shutdown):");
+    // Where the cores' time went while the pipeline ran: the lanes' share is the pipeline's
+    // ratio to the model alone, less what the lanes spend a chunk beyond what they do alone.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let capacity = cores * total;
+    println!(
+        "cores' time        lanes {:.1} %, other threads {:.1} %, idle {:.1} % ({cores:.0} cores × {total:.1} s)",
+        100.0 * lanes_cpu / capacity,
+        100.0 * (pipeline_cpu - lanes_cpu) / capacity,
+        100.0 * (capacity - pipeline_cpu).max(0.0) / capacity
+    );
+    let (alone_ms, piped_ms) = (
+        1000.0 * raw_cpu / chunk_texts.len().max(1) as f64,
+        1000.0 * lanes_cpu / chunks.max(1) as f64,
+    );
+    println!(
+        "CPU a chunk        model alone {alone_ms:.1} ms (tokenizing included), lanes in the pipeline {piped_ms:.1} ms ({:+.1} %; the chunker tokenized)",
+        100.0 * (piped_ms / alone_ms - 1.0)
+    );
+    println!("CPU seconds by thread while the pipeline ran:");
     for (name, seconds) in threads {
         println!("  {name:<28} {seconds:>8.1}");
     }
@@ -421,38 +448,154 @@ fn cpu_seconds(stat_path: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// CPU time of this process's live threads, grouped by name with digits removed, largest
-/// first, then `ended` (threads that ended, named, with their CPU time), and last the time of
-/// the other threads that ended (tantivy starts its indexing threads anew for each commit;
-/// the pipeline's index adds and parses run on threads of their own). Linux only; empty
-/// elsewhere.
-fn cpu_by_thread(ended: &[(&str, f64)]) -> Vec<(String, f64)> {
+/// CPU time of this process between two readings, by thread name with digits removed (a
+/// pool's threads are one group), largest first; then `clients` (the bench's own threads,
+/// named, with their CPU time); and last the time of the threads that ended in between
+/// (tantivy starts its indexing threads anew for each commit; each parse runs on a thread of
+/// its own). Linux only; empty elsewhere.
+fn cpu_by_thread(
+    clients: &[(&str, f64)],
+    since: &ThreadCpu,
+    until: &ThreadCpu,
+) -> Vec<(String, f64)> {
     let mut groups: HashMap<String, f64> = HashMap::new();
-    let total = process_cpu_seconds();
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return Vec::new();
-    };
-    for task in tasks.flatten() {
-        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+    for (tid, (name, seconds)) in &until.threads {
+        if clients
+            .iter()
+            .any(|(client, _)| client.starts_with(name.as_str()))
+        {
             continue;
-        };
-        let Some((name, seconds)) = stat_cpu(&stat) else {
-            continue;
-        };
-        let name: String = name.chars().filter(|c| !c.is_ascii_digit()).collect();
-        *groups.entry(name).or_default() += seconds;
+        }
+        let before = since.threads.get(tid).map_or(0.0, |(_, s)| *s);
+        *groups.entry(name.clone()).or_default() += seconds - before;
     }
-    let named: f64 = ended.iter().map(|(_, seconds)| seconds).sum();
-    let others = total - groups.values().sum::<f64>() - named;
+    let named: f64 = clients.iter().map(|(_, seconds)| seconds).sum();
+    let others = (until.total - since.total) - groups.values().sum::<f64>() - named;
     let mut sorted: Vec<(String, f64)> = groups.into_iter().filter(|(_, s)| *s >= 0.1).collect();
     sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
     sorted.extend(
-        ended
+        clients
             .iter()
             .map(|(name, seconds)| (name.to_string(), *seconds)),
     );
     if others >= 0.1 {
-        sorted.push(("(other threads that ended)".to_string(), others));
+        sorted.push(("(threads that ended)".to_string(), others));
     }
     sorted
+}
+
+/// A reading of this process's CPU seconds: each live thread's (by thread id, with its name
+/// without digits) and the whole process's, ended threads included.
+struct ThreadCpu {
+    threads: HashMap<u64, (String, f64)>,
+    total: f64,
+}
+
+impl ThreadCpu {
+    fn now() -> ThreadCpu {
+        let total = process_cpu_seconds();
+        let mut threads = HashMap::new();
+        for task in std::fs::read_dir("/proc/self/task")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            if let Some((name, seconds)) = stat_cpu(&stat) {
+                let name = name.chars().filter(|c| !c.is_ascii_digit()).collect();
+                threads.insert(tid, (name, seconds));
+            }
+        }
+        ThreadCpu { threads, total }
+    }
+
+    /// CPU seconds of the live threads whose name starts with `prefix`.
+    fn of(&self, prefix: &str) -> f64 {
+        self.threads
+            .values()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, seconds)| seconds)
+            .sum()
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// Burns about `seconds` of this thread's CPU.
+    fn burn(seconds: f64) {
+        let start = cpu_seconds("/proc/thread-self/stat");
+        let mut x = 0u64;
+        while cpu_seconds("/proc/thread-self/stat") - start < seconds {
+            for i in 0..100_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+        }
+    }
+
+    /// A thread's CPU between two readings goes to its name's group, not what it used before
+    /// the first; a thread that ended in between is counted with the ended ones; the clients
+    /// are shown by the time they report, not twice.
+    #[test]
+    fn cpu_between_two_readings_goes_to_the_threads_that_used_it() {
+        let (resume, wait) = std::sync::mpsc::channel::<()>();
+        let (ready, ready_wait) = std::sync::mpsc::channel::<()>();
+        let alive = std::thread::Builder::new()
+            .name("kiln-test-live".into())
+            .spawn(move || {
+                burn(0.3); // before the first reading: not counted
+                ready.send(()).unwrap();
+                wait.recv().unwrap();
+                burn(0.2);
+                ready.send(()).unwrap();
+                wait.recv().unwrap();
+            })
+            .unwrap();
+        ready_wait.recv().unwrap();
+        let since = ThreadCpu::now();
+        resume.send(()).unwrap();
+        ready_wait.recv().unwrap();
+        std::thread::Builder::new()
+            .name("kiln-test-gone".into())
+            .spawn(|| burn(0.2))
+            .unwrap()
+            .join()
+            .unwrap();
+        let until = ThreadCpu::now();
+        resume.send(()).unwrap();
+        alive.join().unwrap();
+
+        let table = cpu_by_thread(&[("kiln-test-live (client)", 0.2)], &since, &until);
+        let row = |name: &str| table.iter().find(|(n, _)| n == name).map(|(_, s)| *s);
+        assert_eq!(
+            row("kiln-test-live (client)"),
+            Some(0.2),
+            "a client is shown with the time it reports: {table:?}"
+        );
+        assert_eq!(row("kiln-test-live"), None, "and not as a thread too");
+        assert!(
+            row("(threads that ended)").is_some_and(|s| s >= 0.15),
+            "the ended thread's 0.2 s: {table:?}"
+        );
+
+        let table = cpu_by_thread(&[], &since, &until);
+        let live = table
+            .iter()
+            .find(|(n, _)| n == "kiln-test-live")
+            .map(|(_, s)| *s);
+        assert!(
+            live.is_some_and(|s| (0.15..0.29).contains(&s)),
+            "0.2 s between the readings, not the 0.3 s before: {table:?}"
+        );
+        assert_eq!(
+            stat_cpu("1 (a (b) c) S 0 0 0 0 0 0 0 0 0 0 250 50"),
+            Some(("a (b) c", 3.0))
+        );
+    }
 }

@@ -91,7 +91,12 @@ fn write_secret(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 #[derive(Clone)]
 pub struct Model {
     pub embedder: Arc<dyn Embedder>,
+    /// The pipeline's counter: the local model keeps each text's tokens for the pass that
+    /// embeds the same text soon after, which then does not tokenize it again.
     pub tokens: Arc<dyn kiln_pipeline::TokenCounter>,
+    /// The same counts, keeping nothing: for sizing texts whose embedding must tokenize them
+    /// as any caller's would (`kiln bench ingest`'s model-alone runs).
+    pub counts_only: Arc<dyn kiln_pipeline::TokenCounter>,
 }
 
 /// The index's approximate-search settings from the configuration.
@@ -155,18 +160,22 @@ pub async fn load_model(config: &Config) -> anyhow::Result<Model> {
                         .with_context(|| format!("cannot load the model from {}", dir.display()))?
                         .with_batch_size(embedding.batch_size),
                 );
-                let counter = model.clone();
+                let (counter, sizer) = (model.clone(), model.clone());
                 Ok(Model {
                     embedder: Arc::new(LocalEmbedder::new(model)),
                     tokens: Arc::new(move |text: &str| counter.count_tokens(text)),
+                    counts_only: Arc::new(move |text: &str| sizer.count_tokens_only(text)),
                 })
             }
             EmbeddingProvider::Openai => {
                 let embedder = kiln_embed::HttpEmbedder::new(embedding.openai.clone())?;
                 // Without the provider's tokenizer, chunks are sized at ~4 characters a token.
+                let counter: Arc<dyn kiln_pipeline::TokenCounter> =
+                    Arc::new(|text: &str| text.chars().count().div_ceil(4));
                 Ok(Model {
                     embedder: Arc::new(embedder),
-                    tokens: Arc::new(|text: &str| text.chars().count().div_ceil(4)),
+                    tokens: counter.clone(),
+                    counts_only: counter,
                 })
             }
         }
