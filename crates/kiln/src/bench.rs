@@ -344,8 +344,9 @@ pub async fn ingest(
         100.0 * pipeline_cpu / total,
         uploader_cpu + sampler_cpu
     );
-    // Where the cores' time went while the pipeline ran: the lanes' share is the pipeline's
-    // ratio to the model alone, less what the lanes spend a chunk beyond what they do alone.
+    // Where the cores' time went while the pipeline ran. The pipeline's ratio to the model
+    // alone is about the lanes' share of it times the model alone's CPU a chunk over the
+    // lanes' CPU a chunk in the pipeline.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let capacity = cores * total;
     println!(
