@@ -289,7 +289,7 @@ impl Default for IndexConfig {
 pub struct WorkerConfig {
     /// Workers inside `kiln serve` (0: one per CPU core); also how many files are parsed at once.
     pub count: usize,
-    /// Jobs each worker holds at once (0: 16). Their embedding requests share the model's
+    /// Jobs each worker holds at once (0: 32). Their embedding requests share the model's
     /// forward passes, so more than one per core keeps the batches full.
     pub jobs_per_worker: usize,
     /// Lease on a claimed job, in seconds; a heartbeat renews it.

@@ -42,9 +42,11 @@ pub struct PipelineConfig {
     /// embedding lanes or for an index commit it shares with other files; holding several
     /// keeps every lane fed, lets a lane take texts from many files at once, and lets files
     /// share index commits. With the int8 model 8 left the lanes idle a quarter of an ingest
-    /// (busy 70–76 %, files waiting on commits); 16 keeps them busy 89–94 % (`kiln bench
-    /// ingest --docs 1000`, with one index thread: mean 74.8 → 84.7 files/s; see
-    /// `docs/decisions/embedding-speed.md`). The CPU-heavy steps stay bounded by the cores:
+    /// (busy 70–76 %, files waiting on commits); 16 kept them busy 89–94 % (`kiln bench
+    /// ingest --docs 1000`, with one index thread: mean 74.8 → 84.7 files/s). On a faster
+    /// host the files waiting ~170 ms for a commit held enough of 16 slots to leave the cores
+    /// idle 8–11 % of an ingest; 32 holds that to about 4 % (the lanes 78 % of the cores'
+    /// time against 73–75 %; see `docs/decisions/embedding-speed.md`). The CPU-heavy steps stay bounded by the cores:
     /// the model runs on one lane per core, chunking on the core-sized work pool, parsing in
     /// `workers` slots.
     pub jobs_per_worker: usize,
@@ -72,7 +74,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            jobs_per_worker: 16,
+            jobs_per_worker: 32,
             lease: Duration::from_secs(60),
             poll: Duration::from_secs(2),
             reap_every: Duration::from_secs(5),
