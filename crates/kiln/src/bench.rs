@@ -202,11 +202,12 @@ pub async fn ingest(
             Ok((uploaded_at, upload_secs, failed))
         })?
     };
-    let (uploaded, uploader_cpu) = uploader.await?;
+    let (uploaded, uploader_use) = uploader.await?;
     let (uploaded_at, upload_secs, failed) = uploaded?;
     let total = started.elapsed().as_secs_f64();
     let cpu_after_pipeline = ThreadCpu::now();
-    let pipeline_cpu = cpu_after_pipeline.total - cpu_before_pipeline.total;
+    let pipeline_use = cpu_after_pipeline.total - cpu_before_pipeline.total;
+    let pipeline_cpu = pipeline_use.seconds;
     let lanes_cpu = cpu_after_pipeline.of(kiln_embed::lane::THREAD_PREFIX)
         - cpu_before_pipeline.of(kiln_embed::lane::THREAD_PREFIX);
     let lane = kiln_embed::lane::stats();
@@ -242,7 +243,7 @@ pub async fn ingest(
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (samples, sampler_cpu) = sampler.await?;
+    let (samples, sampler_use) = sampler.await?;
     let (samples, mut health) = samples?;
     health.sort_by(f64::total_cmp);
     let sorted = |keep: &dyn Fn(bool) -> bool| {
@@ -259,10 +260,10 @@ pub async fn ingest(
     let while_uploading = sorted(&|uploading| uploading);
     let mut waits = done_after;
     waits.sort_by(f64::total_cmp);
-    let threads = cpu_by_thread(
+    let threads = use_by_thread(
         &[
-            ("bench-uploader (client)", uploader_cpu),
-            ("bench-status (client)", sampler_cpu),
+            ("bench-uploader (client)", uploader_use),
+            ("bench-status (client)", sampler_use),
         ],
         &cpu_before_pipeline,
         &cpu_after_pipeline,
@@ -342,7 +343,7 @@ pub async fn ingest(
         "CPU (all threads)  model alone {raw_cpu:.1} s ({:.0} % of a core), pipeline {pipeline_cpu:.1} s ({:.0} %; the bench's client {:.1} s of it)",
         100.0 * raw_cpu / raw_secs,
         100.0 * pipeline_cpu / total,
-        uploader_cpu + sampler_cpu
+        uploader_use.seconds + sampler_use.seconds
     );
     // Where the cores' time went while the pipeline ran. The pipeline's ratio to the model
     // alone is about the lanes' share of it times the model alone's CPU a chunk over the
@@ -363,9 +364,25 @@ pub async fn ingest(
         "CPU a chunk        model alone {alone_ms:.1} ms (tokenizing included), lanes in the pipeline {piped_ms:.1} ms ({:+.1} %; the chunker tokenized)",
         100.0 * (piped_ms / alone_ms - 1.0)
     );
-    println!("CPU seconds by thread while the pipeline ran:");
-    for (name, seconds) in threads {
-        println!("  {name:<28} {seconds:>8.1}");
+    // Context switches: each hand-off between threads (sqlx gives each SQLite statement to its
+    // connection's thread and waits for the rows; blocking file operations go to tokio's pool)
+    // is a wait on one side and a wake-up on the other, and in a VM each switch costs
+    // microseconds of the cores' time; a thread woken on a busy core preempts what runs there.
+    let per_file = |n: u64| n as f64 / documents.len().max(1) as f64;
+    println!(
+        "context switches   {:.1} a file while the pipeline ran ({:.1} waiting, {:.1} preempted; the whole process, the bench's client included)",
+        per_file(pipeline_use.voluntary + pipeline_use.involuntary),
+        per_file(pipeline_use.voluntary),
+        per_file(pipeline_use.involuntary)
+    );
+    println!("by thread while the pipeline ran:  CPU s  switches a file: waiting  preempted");
+    for (name, used) in threads {
+        println!(
+            "  {name:<28} {:>8.1} {:>24.1} {:>10.1}",
+            used.seconds,
+            per_file(used.voluntary),
+            per_file(used.involuntary)
+        );
     }
     // Chroma on the same documents, after Kiln's run (one at a time: they share the cores).
     let model_dir = crate::server::local_model_dir(settings)?;
@@ -382,12 +399,12 @@ pub async fn ingest(
     Ok(())
 }
 
-/// What a thread of [`on_own_thread`] ends with: its task's result and the thread's CPU
-/// seconds (its runtime's included).
-type Finished<T> = (anyhow::Result<T>, f64);
+/// What a thread of [`on_own_thread`] ends with: its task's result and what the thread used
+/// (its runtime's work included).
+type Finished<T> = (anyhow::Result<T>, Use);
 
-/// Runs `task` on a new thread named `name`, on a runtime of its own; its result and the
-/// thread's CPU time arrive on the receiver.
+/// Runs `task` on a new thread named `name`, on a runtime of its own; its result and what the
+/// thread used arrive on the receiver.
 fn on_own_thread<T: Send + 'static>(
     name: &str,
     task: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
@@ -401,7 +418,7 @@ fn on_own_thread<T: Send + 'static>(
                 .build()
                 .map_err(anyhow::Error::from)
                 .and_then(|runtime| runtime.block_on(task));
-            let _ = send.send((result, cpu_seconds("/proc/thread-self/stat")));
+            let _ = send.send((result, this_thread_use()));
         })
         .with_context(|| format!("cannot start the {name} thread"))?;
     Ok(receive)
@@ -449,52 +466,129 @@ fn cpu_seconds(stat_path: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// CPU time of this process between two readings, by thread name with digits removed (a
-/// pool's threads are one group), largest first; then `clients` (the bench's own threads,
-/// named, with their CPU time); and last the time of the threads that ended in between
-/// (tantivy starts its indexing threads anew for each commit; each parse runs on a thread of
-/// its own). Linux only; empty elsewhere.
-fn cpu_by_thread(
-    clients: &[(&str, f64)],
+/// What a thread or a process used: CPU seconds, and the times it left its core because it
+/// had to wait (`voluntary`: e.g. for another thread to hand it work or an answer) or because
+/// the core was given to another thread (`involuntary`: preempted).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Use {
+    seconds: f64,
+    voluntary: u64,
+    involuntary: u64,
+}
+
+impl std::ops::Sub for Use {
+    type Output = Use;
+    fn sub(self, before: Use) -> Use {
+        Use {
+            seconds: self.seconds - before.seconds,
+            voluntary: self.voluntary.saturating_sub(before.voluntary),
+            involuntary: self.involuntary.saturating_sub(before.involuntary),
+        }
+    }
+}
+
+impl std::ops::AddAssign for Use {
+    fn add_assign(&mut self, other: Use) {
+        self.seconds += other.seconds;
+        self.voluntary += other.voluntary;
+        self.involuntary += other.involuntary;
+    }
+}
+
+/// A `/proc/…/status` file's context switches: `(voluntary, involuntary)`.
+fn status_switches(status: &str) -> (u64, u64) {
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(key))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (
+        field("voluntary_ctxt_switches:"),
+        field("nonvoluntary_ctxt_switches:"),
+    )
+}
+
+/// What the calling thread has used so far. Linux only (else nothing).
+fn this_thread_use() -> Use {
+    let (voluntary, involuntary) = std::fs::read_to_string("/proc/thread-self/status")
+        .map(|status| status_switches(&status))
+        .unwrap_or_default();
+    Use {
+        seconds: cpu_seconds("/proc/thread-self/stat"),
+        voluntary,
+        involuntary,
+    }
+}
+
+/// What this whole process has used so far, ended threads included (`/proc` tells a thread's
+/// switches only while it lives; `getrusage` keeps the ended ones').
+fn process_use() -> Use {
+    // SAFETY: `getrusage` fills the zeroed struct it is given and reads nothing else.
+    #[allow(unsafe_code)]
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        (libc::getrusage(libc::RUSAGE_SELF, &mut usage) == 0).then_some(usage)
+    };
+    Use {
+        seconds: process_cpu_seconds(),
+        voluntary: usage.map_or(0, |u| u.ru_nvcsw as u64),
+        involuntary: usage.map_or(0, |u| u.ru_nivcsw as u64),
+    }
+}
+
+/// What this process used between two readings, by thread name with digits removed (a pool's
+/// threads are one group), most CPU first; then `clients` (the bench's own threads, named,
+/// with what they report); and last what the threads that ended in between used (tantivy
+/// starts its indexing threads anew for each commit; each parse runs on a thread of its own).
+/// Groups under 0.1 CPU-s are left out. Linux only; empty elsewhere.
+fn use_by_thread(
+    clients: &[(&str, Use)],
     since: &ThreadCpu,
     until: &ThreadCpu,
-) -> Vec<(String, f64)> {
-    let mut groups: HashMap<String, f64> = HashMap::new();
-    for (tid, (name, seconds)) in &until.threads {
+) -> Vec<(String, Use)> {
+    let mut groups: HashMap<String, Use> = HashMap::new();
+    for (tid, (name, used)) in &until.threads {
         if clients
             .iter()
             .any(|(client, _)| client.starts_with(name.as_str()))
         {
             continue;
         }
-        let before = since.threads.get(tid).map_or(0.0, |(_, s)| *s);
-        *groups.entry(name.clone()).or_default() += seconds - before;
+        let before = since
+            .threads
+            .get(tid)
+            .map_or_else(Use::default, |(_, u)| *u);
+        *groups.entry(name.clone()).or_default() += *used - before;
     }
-    let named: f64 = clients.iter().map(|(_, seconds)| seconds).sum();
-    let others = (until.total - since.total) - groups.values().sum::<f64>() - named;
-    let mut sorted: Vec<(String, f64)> = groups.into_iter().filter(|(_, s)| *s >= 0.1).collect();
-    sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
-    sorted.extend(
-        clients
-            .iter()
-            .map(|(name, seconds)| (name.to_string(), *seconds)),
-    );
-    if others >= 0.1 {
+    let mut accounted = Use::default();
+    for used in groups.values().chain(clients.iter().map(|(_, u)| u)) {
+        accounted += *used;
+    }
+    let others = (until.total - since.total) - accounted;
+    let mut sorted: Vec<(String, Use)> = groups
+        .into_iter()
+        .filter(|(_, u)| u.seconds >= 0.1)
+        .collect();
+    sorted.sort_by(|a, b| b.1.seconds.total_cmp(&a.1.seconds));
+    sorted.extend(clients.iter().map(|(name, used)| (name.to_string(), *used)));
+    if others.seconds >= 0.1 {
         sorted.push(("(threads that ended)".to_string(), others));
     }
     sorted
 }
 
-/// A reading of this process's CPU seconds: each live thread's (by thread id, with its name
+/// A reading of what this process has used: each live thread's (by thread id, with its name
 /// without digits) and the whole process's, ended threads included.
 struct ThreadCpu {
-    threads: HashMap<u64, (String, f64)>,
-    total: f64,
+    threads: HashMap<u64, (String, Use)>,
+    total: Use,
 }
 
 impl ThreadCpu {
     fn now() -> ThreadCpu {
-        let total = process_cpu_seconds();
+        let total = process_use();
         let mut threads = HashMap::new();
         for task in std::fs::read_dir("/proc/self/task")
             .into_iter()
@@ -507,9 +601,17 @@ impl ThreadCpu {
             let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
                 continue;
             };
+            let (voluntary, involuntary) = std::fs::read_to_string(task.path().join("status"))
+                .map(|status| status_switches(&status))
+                .unwrap_or_default();
             if let Some((name, seconds)) = stat_cpu(&stat) {
                 let name = name.chars().filter(|c| !c.is_ascii_digit()).collect();
-                threads.insert(tid, (name, seconds));
+                let used = Use {
+                    seconds,
+                    voluntary,
+                    involuntary,
+                };
+                threads.insert(tid, (name, used));
             }
         }
         ThreadCpu { threads, total }
@@ -520,7 +622,7 @@ impl ThreadCpu {
         self.threads
             .values()
             .filter(|(name, _)| name.starts_with(prefix))
-            .map(|(_, seconds)| seconds)
+            .map(|(_, used)| used.seconds)
             .sum()
     }
 }
@@ -540,20 +642,31 @@ mod tests {
         }
     }
 
-    /// A thread's CPU between two readings goes to its name's group, not what it used before
-    /// the first; a thread that ended in between is counted with the ended ones; the clients
-    /// are shown by the time they report, not twice.
+    /// Sleeps `times` times, each a wait that gives up the core (a voluntary switch).
+    fn wait_often(times: u32) {
+        for _ in 0..times {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// What a thread used between two readings goes to its name's group, not what it used
+    /// before the first; a thread that ended in between is counted with the ended ones (its
+    /// switches too, which only the process's total keeps); the clients are shown by what
+    /// they report, not twice.
     #[test]
-    fn cpu_between_two_readings_goes_to_the_threads_that_used_it() {
+    fn use_between_two_readings_goes_to_the_threads_that_used_it() {
         let (resume, wait) = std::sync::mpsc::channel::<()>();
         let (ready, ready_wait) = std::sync::mpsc::channel::<()>();
         let alive = std::thread::Builder::new()
             .name("kiln-test-live".into())
             .spawn(move || {
-                burn(0.3); // before the first reading: not counted
+                // Before the first reading: not counted.
+                burn(0.3);
+                wait_often(60);
                 ready.send(()).unwrap();
                 wait.recv().unwrap();
                 burn(0.2);
+                wait_often(30);
                 ready.send(()).unwrap();
                 wait.recv().unwrap();
             })
@@ -564,7 +677,10 @@ mod tests {
         ready_wait.recv().unwrap();
         std::thread::Builder::new()
             .name("kiln-test-gone".into())
-            .spawn(|| burn(0.2))
+            .spawn(|| {
+                burn(0.2);
+                wait_often(40);
+            })
             .unwrap()
             .join()
             .unwrap();
@@ -572,31 +688,48 @@ mod tests {
         resume.send(()).unwrap();
         alive.join().unwrap();
 
-        let table = cpu_by_thread(&[("kiln-test-live (client)", 0.2)], &since, &until);
-        let row = |name: &str| table.iter().find(|(n, _)| n == name).map(|(_, s)| *s);
+        let client = Use {
+            seconds: 0.2,
+            voluntary: 7,
+            involuntary: 1,
+        };
+        let table = use_by_thread(&[("kiln-test-live (client)", client)], &since, &until);
+        let row = |name: &str| table.iter().find(|(n, _)| n == name).map(|(_, u)| *u);
         assert_eq!(
             row("kiln-test-live (client)"),
-            Some(0.2),
-            "a client is shown with the time it reports: {table:?}"
+            Some(client),
+            "a client is shown with what it reports: {table:?}"
         );
         assert_eq!(row("kiln-test-live"), None, "and not as a thread too");
+        let ended = row("(threads that ended)");
         assert!(
-            row("(threads that ended)").is_some_and(|s| s >= 0.15),
-            "the ended thread's 0.2 s: {table:?}"
+            ended.is_some_and(|u| u.seconds >= 0.15 && u.voluntary >= 40),
+            "the ended thread's 0.2 s and 40 waits: {table:?}"
         );
 
-        let table = cpu_by_thread(&[], &since, &until);
+        let table = use_by_thread(&[], &since, &until);
         let live = table
             .iter()
             .find(|(n, _)| n == "kiln-test-live")
-            .map(|(_, s)| *s);
+            .map(|(_, u)| *u);
         assert!(
-            live.is_some_and(|s| (0.15..0.29).contains(&s)),
+            live.is_some_and(|u| (0.15..0.29).contains(&u.seconds)),
             "0.2 s between the readings, not the 0.3 s before: {table:?}"
+        );
+        // 30 sleeps, and at most a wait on each channel either side of the readings.
+        assert!(
+            live.is_some_and(|u| (30..=34).contains(&u.voluntary)),
+            "30 waits between the readings, not the 60 before: {table:?}"
         );
         assert_eq!(
             stat_cpu("1 (a (b) c) S 0 0 0 0 0 0 0 0 0 0 250 50"),
             Some(("a (b) c", 3.0))
+        );
+        assert_eq!(
+            status_switches(
+                "Name:\tx\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n"
+            ),
+            (12, 3)
         );
     }
 }
