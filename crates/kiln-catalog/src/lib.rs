@@ -161,6 +161,12 @@ pub struct Catalog {
     inline: Option<std::sync::Arc<inline::InlineReads>>,
 }
 
+/// What each of a SQLite catalog's connections runs first: write-ahead logging (readers never
+/// wait for the writer), a wait of up to 10 s for another writer's lock, a sync at each
+/// checkpoint rather than each commit, and foreign keys enforced.
+pub const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+                                  PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
+
 impl Catalog {
     /// Opens (creating if needed) the catalog at `url` and applies pending migrations.
     /// `max_readers` sizes SQLite's read pool; PostgreSQL gets one pool of
@@ -185,11 +191,7 @@ impl Catalog {
                         .test_before_acquire(false)
                         .after_connect(|conn, _meta| {
                             Box::pin(async move {
-                                conn.execute(
-                                    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
-                                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-                                )
-                                .await?;
+                                conn.execute(SQLITE_PRAGMAS).await?;
                                 Ok(())
                             })
                         })
