@@ -179,7 +179,7 @@ pub async fn ingest(
     };
 
     let started = Instant::now();
-    let cpu_before_pipeline = ThreadCpu::now();
+    let before_pipeline = ThreadUse::now();
     let lane_before = kiln_embed::lane::stats();
     let uploader = {
         let (known, all_uploaded, store) = (known.clone(), all_uploaded.clone(), store.clone());
@@ -205,11 +205,11 @@ pub async fn ingest(
     let (uploaded, uploader_use) = uploader.await?;
     let (uploaded_at, upload_secs, failed) = uploaded?;
     let total = started.elapsed().as_secs_f64();
-    let cpu_after_pipeline = ThreadCpu::now();
-    let pipeline_use = cpu_after_pipeline.total - cpu_before_pipeline.total;
+    let after_pipeline = ThreadUse::now();
+    let pipeline_use = after_pipeline.total - before_pipeline.total;
     let pipeline_cpu = pipeline_use.seconds;
-    let lanes_cpu = cpu_after_pipeline.of(kiln_embed::lane::THREAD_PREFIX)
-        - cpu_before_pipeline.of(kiln_embed::lane::THREAD_PREFIX);
+    let lanes_cpu = after_pipeline.of(kiln_embed::lane::THREAD_PREFIX)
+        - before_pipeline.of(kiln_embed::lane::THREAD_PREFIX);
     let lane = kiln_embed::lane::stats();
     let commits = server.index.commits();
     // Then each file's chunks and completion time (the API gives whole seconds).
@@ -265,8 +265,8 @@ pub async fn ingest(
             ("bench-uploader (client)", uploader_use),
             ("bench-status (client)", sampler_use),
         ],
-        &cpu_before_pipeline,
-        &cpu_after_pipeline,
+        &before_pipeline,
+        &after_pipeline,
     );
     server.shutdown().await?;
     let after = model_alone(embedder.as_ref(), &chunk_texts, "after").await?;
@@ -545,8 +545,8 @@ fn process_use() -> Use {
 /// Groups under 0.1 CPU-s are left out. Linux only; empty elsewhere.
 fn use_by_thread(
     clients: &[(&str, Use)],
-    since: &ThreadCpu,
-    until: &ThreadCpu,
+    since: &ThreadUse,
+    until: &ThreadUse,
 ) -> Vec<(String, Use)> {
     let mut groups: HashMap<String, Use> = HashMap::new();
     for (tid, (name, used)) in &until.threads {
@@ -581,13 +581,13 @@ fn use_by_thread(
 
 /// A reading of what this process has used: each live thread's (by thread id, with its name
 /// without digits) and the whole process's, ended threads included.
-struct ThreadCpu {
+struct ThreadUse {
     threads: HashMap<u64, (String, Use)>,
     total: Use,
 }
 
-impl ThreadCpu {
-    fn now() -> ThreadCpu {
+impl ThreadUse {
+    fn now() -> ThreadUse {
         let total = process_use();
         let mut threads = HashMap::new();
         for task in std::fs::read_dir("/proc/self/task")
@@ -614,7 +614,7 @@ impl ThreadCpu {
                 threads.insert(tid, (name, used));
             }
         }
-        ThreadCpu { threads, total }
+        ThreadUse { threads, total }
     }
 
     /// CPU seconds of the live threads whose name starts with `prefix`.
@@ -672,7 +672,7 @@ mod tests {
             })
             .unwrap();
         ready_wait.recv().unwrap();
-        let since = ThreadCpu::now();
+        let since = ThreadUse::now();
         resume.send(()).unwrap();
         ready_wait.recv().unwrap();
         std::thread::Builder::new()
@@ -684,7 +684,7 @@ mod tests {
             .unwrap()
             .join()
             .unwrap();
-        let until = ThreadCpu::now();
+        let until = ThreadUse::now();
         resume.send(()).unwrap();
         alive.join().unwrap();
 
