@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex};
 use kiln_core::types::EventType;
 use kiln_core::{FileId, OrgId, StoreId, Timestamp};
 use serde_json::{Map, Value, json};
-use sqlx::{AnyConnection, AssertSqlSafe, Row};
+use sqlx::Row;
 
+use crate::exec::{Exec, Q};
+use crate::rows::Columns;
 use crate::{Catalog, Dialect, Result};
 
 /// The channel a PostgreSQL catalog notifies when events commit (payload: the organization).
@@ -120,13 +122,12 @@ pub(crate) const STATE_COLUMNS: &str = "file_name, status, current_step, progres
      attempts, error_code, error_message, chunk_count";
 
 /// The state fields a file event carries, read from the file's row.
-async fn file_state(conn: &mut AnyConnection, file_id: &FileId) -> Result<Map<String, Value>> {
-    let row = sqlx::query(AssertSqlSafe(format!(
-        "SELECT {STATE_COLUMNS} FROM files WHERE id = $1"
-    )))
-    .bind(file_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+async fn file_state(conn: &mut impl Exec, file_id: &FileId) -> Result<Map<String, Value>> {
+    let row = conn
+        .fetch_optional(
+            Q::formatted(format!("SELECT {STATE_COLUMNS} FROM files WHERE id = $1")).bind(file_id),
+        )
+        .await?;
     match row {
         Some(row) => file_state_of(&row),
         None => Ok(Map::new()),
@@ -135,34 +136,28 @@ async fn file_state(conn: &mut AnyConnection, file_id: &FileId) -> Result<Map<St
 
 /// The state fields a file event carries, from a row with [`STATE_COLUMNS`] (a file row
 /// that a change's own statement returned, so that its events need not read it again).
-pub(crate) fn file_state_of(row: &sqlx::any::AnyRow) -> Result<Map<String, Value>> {
+pub(crate) fn file_state_of(row: &impl Columns) -> Result<Map<String, Value>> {
     let mut out = Map::new();
-    out.insert(
-        "file_name".into(),
-        json!(row.try_get::<String, _>("file_name")?),
-    );
-    out.insert("status".into(), json!(row.try_get::<String, _>("status")?));
+    out.insert("file_name".into(), json!(row.col::<String>("file_name")?));
+    out.insert("status".into(), json!(row.col::<String>("status")?));
     out.insert(
         "current_step".into(),
-        json!(row.try_get::<Option<String>, _>("current_step")?),
+        json!(row.col::<Option<String>>("current_step")?),
     );
     out.insert(
         "progress_percent".into(),
-        json!(row.try_get::<i64, _>("progress_percent")?),
+        json!(row.col::<i64>("progress_percent")?),
     );
-    out.insert("attempt".into(), json!(row.try_get::<i64, _>("attempts")?));
-    let code: Option<String> = row.try_get("error_code")?;
+    out.insert("attempt".into(), json!(row.col::<i64>("attempts")?));
+    let code: Option<String> = row.col("error_code")?;
     if code.is_some() {
         out.insert("error_code".into(), json!(code));
         out.insert(
             "error_message".into(),
-            json!(row.try_get::<Option<String>, _>("error_message")?),
+            json!(row.col::<Option<String>>("error_message")?),
         );
     }
-    out.insert(
-        "chunk_count".into(),
-        json!(row.try_get::<i64, _>("chunk_count")?),
-    );
+    out.insert("chunk_count".into(), json!(row.col::<i64>("chunk_count")?));
     Ok(out)
 }
 
@@ -176,7 +171,7 @@ const EVENT_ROWS_PER_STATEMENT: usize = 500;
 /// of one transaction), and the rows go in as few inserts as they fit: each statement is a
 /// round trip to the database (on SQLite, to its connection's thread and back).
 pub(crate) async fn write(
-    conn: &mut AnyConnection,
+    conn: &mut impl Exec,
     organization_id: &OrgId,
     events: Vec<NewEvent>,
 ) -> Result<()> {
@@ -186,7 +181,7 @@ pub(crate) async fn write(
 /// As [`write`], with one file's state after the change already in hand ([`file_state_of`]
 /// on the row the change's statement returned), so that file is not read again.
 pub(crate) async fn write_with_state(
-    conn: &mut AnyConnection,
+    conn: &mut impl Exec,
     organization_id: &OrgId,
     events: Vec<NewEvent>,
     known: Option<(&FileId, Map<String, Value>)>,
@@ -218,15 +213,18 @@ pub(crate) async fn write_with_state(
         rows.push((event, Value::Object(data).to_string()));
     }
     let n = rows.len() as i64;
-    let last: i64 = sqlx::query_scalar(
-        "INSERT INTO event_counters (organization_id, last_seq) VALUES ($1, $2) \
-         ON CONFLICT (organization_id) DO UPDATE SET last_seq = event_counters.last_seq + $2 \
-         RETURNING last_seq",
-    )
-    .bind(organization_id)
-    .bind(n)
-    .fetch_one(&mut *conn)
-    .await?;
+    let last: i64 = conn
+        .fetch_one(
+            Q::new(
+                "INSERT INTO event_counters (organization_id, last_seq) VALUES ($1, $2) \
+                 ON CONFLICT (organization_id) DO UPDATE SET last_seq = event_counters.last_seq + $2 \
+                 RETURNING last_seq",
+            )
+            .bind(organization_id)
+            .bind(n),
+        )
+        .await?
+        .col("last_seq")?;
     let mut seq = last - n;
     for batch in rows.chunks(EVENT_ROWS_PER_STATEMENT) {
         let sql = format!(
@@ -234,7 +232,7 @@ pub(crate) async fn write_with_state(
              VALUES {}",
             crate::value_rows(batch.len(), 7, |_, p| p)
         );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut query = Q::formatted(sql);
         for (event, data) in batch {
             seq += 1;
             query = query
@@ -246,14 +244,15 @@ pub(crate) async fn write_with_state(
                 .bind(data)
                 .bind(now);
         }
-        query.execute(&mut *conn).await?;
+        conn.execute(query).await?;
     }
-    if Dialect::of(conn) == Dialect::Postgres {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(EVENTS_CHANNEL)
-            .bind(organization_id)
-            .execute(&mut *conn)
-            .await?;
+    if conn.dialect() == Dialect::Postgres {
+        conn.execute(
+            Q::new("SELECT pg_notify($1, $2)")
+                .bind(EVENTS_CHANNEL)
+                .bind(organization_id),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -608,7 +607,7 @@ mod tests {
                 let catalog = &catalog;
                 async move {
                     let mut conn = catalog.read.acquire().await.unwrap();
-                    file_state(&mut conn, &file).await.unwrap()
+                    file_state(&mut *conn, &file).await.unwrap()
                 }
             };
             let check = |events: &[Event], state: &Map<String, Value>| {

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
 use crate::events::{NewEvent, file_state_of, write as write_events, write_with_state};
+use crate::exec::{Exec, Q};
 use crate::queue::JobKind;
 use crate::rows::{Columns, enum_col, opt_ts, ts};
 use crate::{Catalog, CatalogError, Dialect, Resource, Result};
@@ -126,7 +127,7 @@ fn next_seq() -> i64 {
 /// Appends a log entry for a file inside the caller's transaction, as of now.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn append_log(
-    conn: &mut AnyConnection,
+    conn: &mut impl Exec,
     organization_id: &OrgId,
     file_id: &FileId,
     attempt: i64,
@@ -143,7 +144,7 @@ pub(crate) async fn append_log(
 /// Appends lines a worker logged, each with the time it happened, inside the caller's
 /// transaction, in one statement (a worker writes several at once).
 pub(crate) async fn append_lines(
-    conn: &mut AnyConnection,
+    conn: &mut impl Exec,
     organization_id: &OrgId,
     file_id: &FileId,
     attempt: i64,
@@ -182,13 +183,13 @@ pub(crate) const LOG_ROWS_PER_STATEMENT: usize = 500;
 /// Inserts entries in order, as few statements as it takes: each statement is a round trip
 /// to the database (on SQLite, to its connection's thread and back).
 async fn insert_logs(
-    conn: &mut AnyConnection,
+    conn: &mut impl Exec,
     organization_id: &OrgId,
     file_id: &FileId,
     attempt: i64,
     entries: &[Entry<'_>],
 ) -> Result<()> {
-    let dialect = Dialect::of(conn);
+    let dialect = conn.dialect();
     for rows in entries.chunks(LOG_ROWS_PER_STATEMENT) {
         let mut sql = String::from(
             "INSERT INTO file_logs (file_id, seq, organization_id, ts, level, attempt, step, \
@@ -202,7 +203,7 @@ async fn insert_logs(
                 _ => p,
             }
         }));
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut query = Q::formatted(sql);
         for (at, level, step, event, message, data) in rows {
             let seq = (dialect == Dialect::Sqlite).then(next_seq);
             query = query
@@ -217,7 +218,7 @@ async fn insert_logs(
                 .bind(*message)
                 .bind(data.to_string());
         }
-        query.execute(&mut *conn).await?;
+        conn.execute(query).await?;
     }
     Ok(())
 }
@@ -286,29 +287,28 @@ impl NewJob<'_> {
 
 /// Enqueues a job inside the caller's transaction.
 pub(crate) async fn enqueue(
-    conn: &mut AnyConnection,
+    conn: &mut impl Exec,
     organization_id: &OrgId,
     job: NewJob<'_>,
     now: i64,
 ) -> Result<()> {
     let (kind, store_id, file_id) = job.columns();
-    sqlx::query(
-        "INSERT INTO jobs (id, kind, organization_id, store_id, file_id, state, attempt, \
-         run_after, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6)",
+    conn.execute(
+        Q::new(
+            "INSERT INTO jobs (id, kind, organization_id, store_id, file_id, state, attempt, \
+             run_after, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'queued', 0, $6, $6, $6)",
+        )
+        .bind(IdKind::Job.generate())
+        .bind(kind.as_str())
+        .bind(organization_id)
+        .bind(store_id)
+        .bind(file_id)
+        .bind(now),
     )
-    .bind(IdKind::Job.generate())
-    .bind(kind.as_str())
-    .bind(organization_id)
-    .bind(store_id)
-    .bind(file_id)
-    .bind(now)
-    .execute(&mut *conn)
     .await?;
-    if Dialect::of(conn) == Dialect::Postgres {
+    if conn.dialect() == Dialect::Postgres {
         // Wakes idle workers on every node when the transaction commits.
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(crate::JOBS_CHANNEL)
-            .execute(&mut *conn)
+        conn.execute(Q::new("SELECT pg_notify($1, '')").bind(crate::JOBS_CHANNEL))
             .await?;
     }
     Ok(())
@@ -316,16 +316,17 @@ pub(crate) async fn enqueue(
 
 /// Fails unless the store exists in the organization.
 pub(crate) async fn require_store(
-    conn: &mut AnyConnection,
+    conn: &mut impl Exec,
     organization_id: &OrgId,
     store_id: &StoreId,
 ) -> Result<()> {
-    let found: Option<String> =
-        sqlx::query_scalar("SELECT id FROM stores WHERE organization_id = $1 AND id = $2")
-            .bind(organization_id)
-            .bind(store_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let found = conn
+        .fetch_optional(
+            Q::new("SELECT id FROM stores WHERE organization_id = $1 AND id = $2")
+                .bind(organization_id)
+                .bind(store_id),
+        )
+        .await?;
     found
         .map(|_| ())
         .ok_or(CatalogError::NotFound(Resource::Store))
@@ -405,7 +406,7 @@ async fn missing_file(
 
 /// Inserts a knowledge-family file: its organization file and its store link under one ID,
 /// with the link's first job and log entries (inside the caller's transaction).
-pub(crate) async fn insert_file(tx: &mut AnyConnection, new: &NewFile) -> Result<FileRecord> {
+pub(crate) async fn insert_file(tx: &mut impl Exec, new: &NewFile) -> Result<FileRecord> {
     require_store(&mut *tx, &new.organization_id, &new.store_id).await?;
     let org_file = crate::org_files::insert_org_file(
         &mut *tx,
@@ -429,7 +430,7 @@ pub(crate) async fn insert_file(tx: &mut AnyConnection, new: &NewFile) -> Result
 /// Links an organization file into a store: the store's file row (`link_id`), its first job
 /// and log entries (inside the caller's transaction).
 pub(crate) async fn insert_link(
-    tx: &mut AnyConnection,
+    tx: &mut impl Exec,
     org_file: &OrgFile,
     store_id: &StoreId,
     link_id: &FileId,
@@ -442,28 +443,30 @@ pub(crate) async fn insert_link(
     let org = &org_file.organization_id;
     // The record comes back from the insert itself (nothing below changes the row): one
     // round trip to the database, not two.
-    let row = sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO files (id, organization_id, store_id, file_name, relative_path, \
-             mime_type, file_size, sha256, status, current_step, created_by, created_at, \
-             updated_at, queued_at, org_file_id, original_blob) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 'queued', $9, $10, $11, $11, $12, $13) \
-             RETURNING {FILE_COLUMNS}"
-    )))
-    .bind(link_id)
-    .bind(org)
-    .bind(store_id)
-    .bind(&org_file.file_name)
-    .bind(org_file.relative_path.clone())
-    .bind(&org_file.mime_type)
-    .bind(org_file.file_size)
-    .bind(org_file.sha256.clone())
-    .bind(by)
-    .bind(created)
-    .bind(now)
-    .bind(&org_file.id)
-    .bind(&org_file.blob_path)
-    .fetch_one(&mut *tx)
-    .await?;
+    let row = tx
+        .fetch_one(
+            Q::formatted(format!(
+                "INSERT INTO files (id, organization_id, store_id, file_name, relative_path, \
+                 mime_type, file_size, sha256, status, current_step, created_by, created_at, \
+                 updated_at, queued_at, org_file_id, original_blob) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 'queued', $9, $10, $11, $11, $12, $13) \
+                 RETURNING {FILE_COLUMNS}"
+            ))
+            .bind(link_id)
+            .bind(org)
+            .bind(store_id)
+            .bind(&org_file.file_name)
+            .bind(&org_file.relative_path)
+            .bind(&org_file.mime_type)
+            .bind(org_file.file_size)
+            .bind(&org_file.sha256)
+            .bind(by)
+            .bind(created)
+            .bind(now)
+            .bind(&org_file.id)
+            .bind(&org_file.blob_path),
+        )
+        .await?;
     let record = file_record(&row)?;
     let job = NewJob::Process {
         store_id,
@@ -517,10 +520,7 @@ pub(crate) async fn insert_link(
 impl Catalog {
     /// Registers an uploaded file with its first job, in one transaction.
     pub async fn create_file(&self, new: NewFile) -> Result<FileRecord> {
-        let mut tx = self.write_tx().await?;
-        let file = insert_file(&mut tx, &new).await?;
-        tx.commit().await?;
-        Ok(file)
+        write_inline!(self, |conn| insert_file(conn, &new))
     }
 
     pub async fn get_file(

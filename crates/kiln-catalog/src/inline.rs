@@ -1,4 +1,4 @@
-//! Reads a SQLite catalog answers on the caller's thread.
+//! Reads and write transactions a SQLite catalog runs on the caller's thread.
 //!
 //! sqlx runs each SQLite connection on a thread of its own: a statement is handed to that
 //! thread and its rows handed back, two thread wake-ups. While the model's lanes hold both
@@ -10,14 +10,25 @@
 //! with no hand-off. It holds that thread for one indexed point read; a reader of a WAL
 //! database does not wait for writers.
 //!
+//! The busiest write transactions (an upload's registration, a job's claim, progress and
+//! completion: about three a file, of six to nine statements each) run here too
+//! ([`InlineWriter`], through `write_inline!`): one connection, taken for the whole
+//! transaction on the caller's thread (tens of microseconds), with SQLite's write lock taken
+//! at `BEGIN IMMEDIATE` *without* waiting. When another connection holds that lock — sqlx's
+//! writer, or another process such as `kiln admin` — the transaction runs through sqlx
+//! instead, whose connection thread waits for the lock: a runtime's thread never sleeps on
+//! SQLite's lock.
+//!
 //! PostgreSQL's reads cross a socket to another process either way; they keep sqlx.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
+use crate::exec::LiteConn;
 use crate::rows::Columns;
 use crate::{CatalogError, Result};
 
@@ -60,6 +71,143 @@ impl InlineReads {
     }
 }
 
+/// A SQLite catalog's connection for write transactions on the caller's thread.
+pub(crate) struct InlineWriter {
+    path: PathBuf,
+    /// The connection, held for a whole transaction. An async lock: a thread whose
+    /// transaction is running when the model's lanes preempt it keeps the lock until it runs
+    /// again, and the other runtime threads must not sleep meanwhile (tasks that wait for the
+    /// writer yield; requests on those threads go on).
+    conn: tokio::sync::Mutex<Option<LiteConn>>,
+    /// Transactions committed here, to pace the checkpoints (see [`open_writer`]).
+    commits: AtomicU64,
+    /// Transactions sqlx ran instead, the write lock being taken (for tests and the log).
+    fallbacks: AtomicU64,
+    checkpoint_due: AtomicBool,
+}
+
+/// Inline commits between two checkpoints of the write-ahead log: an upload's, claim's or
+/// completion's transaction writes around ten pages, so about SQLite's own default of a
+/// checkpoint every 1,000 pages.
+const COMMITS_PER_CHECKPOINT: u64 = 100;
+
+impl InlineWriter {
+    /// For the SQLite catalog at `url`; `None` for an in-memory one.
+    pub(crate) fn for_url(url: &str) -> Result<Option<InlineWriter>> {
+        Ok(InlineReads::for_url(url)?.map(|reads| InlineWriter {
+            path: reads.path,
+            conn: tokio::sync::Mutex::new(None),
+            commits: AtomicU64::new(0),
+            fallbacks: AtomicU64::new(0),
+            checkpoint_due: AtomicBool::new(false),
+        }))
+    }
+
+    /// Begins a write transaction holding the writer (other tasks' transactions wait for it);
+    /// `None` if SQLite's write lock is held by another connection, or the connection cannot
+    /// be opened (then sqlx runs the transaction, and reports what is wrong).
+    pub(crate) async fn begin(&self) -> Option<InlineTx<'_>> {
+        let mut held = self.conn.lock().await;
+        if held.is_none() {
+            match open_writer(&self.path) {
+                Ok(conn) => *held = Some(LiteConn(conn)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open the catalog's inline writer");
+                    return None;
+                }
+            }
+        }
+        let conn = held.as_ref().map(|c| &c.0)?;
+        match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => Some(InlineTx { held, writer: self }),
+            Err(e) => {
+                self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "the catalog's write lock is taken; through sqlx");
+                None
+            }
+        }
+    }
+
+    /// Whether a checkpoint is due (once for each `COMMITS_PER_CHECKPOINT` commits here).
+    pub(crate) fn take_checkpoint_due(&self) -> bool {
+        self.checkpoint_due.swap(false, Ordering::Relaxed)
+    }
+
+    /// Transactions committed here, and run through sqlx instead.
+    #[cfg(test)]
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (
+            self.commits.load(Ordering::Relaxed),
+            self.fallbacks.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A write transaction on the caller's thread; rolled back unless [`InlineTx::end`] commits.
+pub(crate) struct InlineTx<'w> {
+    held: tokio::sync::MutexGuard<'w, Option<LiteConn>>,
+    writer: &'w InlineWriter,
+}
+
+impl InlineTx<'_> {
+    pub(crate) fn conn(&mut self) -> &mut LiteConn {
+        self.held
+            .as_mut()
+            .expect("a transaction holds its connection")
+    }
+
+    /// Commits if the body (`None`: it waited for something, which an inline body must not)
+    /// succeeded; else rolls back (on drop).
+    pub(crate) fn end<T>(mut self, body: Option<Result<T>>) -> Result<T> {
+        let out = body.unwrap_or_else(|| {
+            Err(CatalogError::Db(sqlx::Error::Protocol(
+                "an inline SQLite transaction waited".into(),
+            )))
+        })?;
+        self.conn().0.execute_batch("COMMIT")?;
+        let commits = self.writer.commits.fetch_add(1, Ordering::Relaxed) + 1;
+        if commits.is_multiple_of(COMMITS_PER_CHECKPOINT) {
+            self.writer.checkpoint_due.store(true, Ordering::Relaxed);
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for InlineTx<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.held.as_ref() else {
+            return;
+        };
+        if conn.0.is_autocommit() {
+            return;
+        }
+        if conn.0.execute_batch("ROLLBACK").is_err() || !conn.0.is_autocommit() {
+            // A connection that cannot end its transaction is dropped; the next opens anew.
+            *self.held = None;
+        }
+    }
+}
+
+/// The inline writer's connection: SQLite's pragmas as the catalog's (`SQLITE_PRAGMAS`),
+/// except that it never waits for the write lock (see [`InlineWriter::begin`]) and never
+/// checkpoints the write-ahead log itself: a checkpoint writes the log's pages into the
+/// database and syncs it, tens of milliseconds on a busy disk that would hold a runtime
+/// thread (and every request queued on it). The catalog runs one on a connection of sqlx's
+/// every `COMMITS_PER_CHECKPOINT` commits instead (`Catalog::checkpoint_if_due`).
+fn open_writer(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::ZERO)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // Events and log lines insert a statement per row count: room for all of them.
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
 fn open(path: &Path) -> Result<Connection> {
     // Read-write, so that it can join the WAL (`-shm`) like any reader; `query_only` keeps it
     // from writing. Never creates the file: the catalog has made it.
@@ -92,5 +240,164 @@ impl Columns for rusqlite::Row<'_> {
     }
     fn int(&self, col: &str) -> Result<Option<i64>> {
         Ok(self.get(col)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use crate::exec::{Exec, Q};
+    use crate::rows::Columns;
+    use crate::{CatalogError, Resource, Result};
+
+    /// `$N` takes the N-th value wherever and however often it appears.
+    async fn numbered(conn: &mut impl Exec) -> Result<(String, String, String, i64)> {
+        let row = conn
+            .fetch_one(
+                Q::new("SELECT $2 AS b, $1 AS a, $2 || $1 AS ba, $3 + $3 AS twice")
+                    .bind("x")
+                    .bind("y")
+                    .bind(21),
+            )
+            .await?;
+        Ok((
+            row.col("b")?,
+            row.col("a")?,
+            row.col("ba")?,
+            row.col("twice")?,
+        ))
+    }
+
+    #[tokio::test]
+    async fn statements_bind_numbered_values_on_every_kind_of_connection() {
+        let expected = ("y".to_string(), "x".to_string(), "yx".to_string(), 42);
+        for test in crate::test_catalogs().await {
+            let catalog = &test.catalog;
+            // Inline on SQLite, sqlx's on PostgreSQL.
+            let got = async { write_inline!(catalog, |conn| numbered(conn)) }
+                .await
+                .unwrap();
+            assert_eq!(got, expected, "{}", test.url);
+            // sqlx's connection, on both.
+            let mut conn = catalog.write.acquire().await.unwrap();
+            assert_eq!(
+                numbered(&mut *conn).await.unwrap(),
+                expected,
+                "{}",
+                test.url
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_transaction_leaves_nothing_and_the_next_one_commits() {
+        for test in crate::test_catalogs().await {
+            let catalog = &test.catalog;
+            let failed: Result<()> = async {
+                write_inline!(catalog, |conn| async {
+                    conn.execute(Q::new(
+                        "INSERT INTO organizations (id, name, created_at, updated_at) \
+                         VALUES ('org_rolled_back', 'r', 0, 0)",
+                    ))
+                    .await?;
+                    Err::<(), _>(CatalogError::NotFound(Resource::File))
+                })
+            }
+            .await;
+            assert!(matches!(
+                failed,
+                Err(CatalogError::NotFound(Resource::File))
+            ));
+            let left: Option<(String,)> =
+                sqlx::query_as("SELECT id FROM organizations WHERE id = 'org_rolled_back'")
+                    .fetch_optional(&catalog.read)
+                    .await
+                    .unwrap();
+            assert_eq!(left, None, "{}", test.url);
+            // The writer is out of its transaction: the next one commits.
+            let file = crate::test_file(catalog, &test.org, &test.store).await;
+            catalog
+                .get_file(&test.org, &test.store, &file)
+                .await
+                .unwrap();
+        }
+    }
+
+    /// The test catalog on SQLite, and its inline writer.
+    async fn sqlite_catalog() -> (crate::TestCatalog, std::sync::Arc<super::InlineWriter>) {
+        let test = crate::test_catalogs().await.remove(0);
+        let writer = test
+            .catalog
+            .inline_writer
+            .clone()
+            .expect("a SQLite file's catalog");
+        (test, writer)
+    }
+
+    #[tokio::test]
+    async fn sqlite_writes_run_inline_and_through_sqlx_while_another_connection_writes() {
+        let (test, writer) = sqlite_catalog().await;
+        let catalog = &test.catalog;
+        crate::test_file(catalog, &test.org, &test.store).await;
+        let (commits, fallbacks) = writer.counts();
+        assert!(commits >= 1, "the upload's transaction ran inline");
+        assert_eq!(fallbacks, 0);
+
+        // Another connection (as `kiln admin` on a served data dir) holds the write lock for
+        // 300 ms: the upload waits for it through sqlx, and neither fails nor blocks this
+        // (single-threaded) runtime, which the lock's holder does not need.
+        let path = writer.path.clone();
+        let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+        let other = std::thread::spawn(move || {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            locked_tx.send(()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            conn.execute_batch("COMMIT").unwrap();
+        });
+        locked_rx.recv().unwrap();
+        let started = Instant::now();
+        let file = crate::test_file(catalog, &test.org, &test.store).await;
+        let waited = started.elapsed();
+        other.join().unwrap();
+        assert!(
+            waited.as_millis() >= 250,
+            "it waited for the lock: {waited:?}"
+        );
+        assert_eq!(writer.counts(), (commits, 1), "through sqlx, once");
+        catalog
+            .get_file(&test.org, &test.store, &file)
+            .await
+            .unwrap();
+        // And the next one is inline again.
+        crate::test_file(catalog, &test.org, &test.store).await;
+        assert_eq!(writer.counts(), (commits + 1, 1));
+    }
+
+    #[tokio::test]
+    async fn inline_commits_get_the_write_ahead_log_checkpointed() {
+        let (test, writer) = sqlite_catalog().await;
+        let catalog = &test.catalog;
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&catalog.write)
+            .await
+            .unwrap();
+        let size = || std::fs::metadata(&writer.path).unwrap().len();
+        let before = size();
+        // The inline writer never checkpoints itself: until the catalog's checkpoint after
+        // `COMMITS_PER_CHECKPOINT` commits, every page stays in the log.
+        for _ in 0..super::COMMITS_PER_CHECKPOINT + 5 {
+            crate::test_file(catalog, &test.org, &test.store).await;
+        }
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while size() == before && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(
+            size() > before,
+            "the database file grew from the log: {before} bytes, still {}",
+            size()
+        );
     }
 }

@@ -7,8 +7,42 @@
 //! go through a single connection (WAL mode, `busy_timeout`), reads through a pool; on
 //! PostgreSQL one pool serves both.
 
+/// Runs `$body` — an `async` expression using `$conn: &mut impl Exec`, borrowing what it
+/// needs — in a write transaction, committed if it returns `Ok`: on a SQLite catalog on the
+/// caller's thread when the write lock is free (`inline`), else through sqlx
+/// ([`Catalog::write_tx`]). The body is expanded once for each path.
+macro_rules! write_inline {
+    ($catalog:expr, |$conn:ident| $body:expr) => {{
+        let catalog: &$crate::Catalog = $catalog;
+        let began = match catalog.inline_writer.as_deref() {
+            Some(writer) => writer.begin().await,
+            None => None,
+        };
+        let inline = match began {
+            Some(mut tx) => {
+                let $conn = tx.conn();
+                let out = $crate::exec::finish_now($body);
+                Some(tx.end(out))
+            }
+            None => None,
+        };
+        catalog.checkpoint_if_due();
+        match inline {
+            Some(done) => done,
+            None => {
+                let mut tx = catalog.write_tx().await?;
+                let $conn: &mut sqlx::AnyConnection = &mut *tx;
+                let out = $body.await?;
+                tx.commit().await?;
+                Ok(out)
+            }
+        }
+    }};
+}
+
 mod copy;
 mod events;
+mod exec;
 mod files;
 mod idempotency;
 mod index_log;
@@ -159,6 +193,8 @@ pub struct Catalog {
     progress_gate: events::ProgressGate,
     /// SQLite's reads on the caller's thread (a file's catalog only; see `inline`).
     inline: Option<std::sync::Arc<inline::InlineReads>>,
+    /// SQLite's busiest write transactions on the caller's thread (`write_inline!`).
+    inline_writer: Option<std::sync::Arc<inline::InlineWriter>>,
 }
 
 /// What each of a SQLite catalog's connections runs first: write-ahead logging (readers never
@@ -222,9 +258,12 @@ impl Catalog {
             }
         };
         index_log::seed(&write).await?;
-        let inline = match dialect {
-            Dialect::Sqlite => inline::InlineReads::for_url(url)?.map(std::sync::Arc::new),
-            Dialect::Postgres => None,
+        let (inline, inline_writer) = match dialect {
+            Dialect::Sqlite => (
+                inline::InlineReads::for_url(url)?.map(std::sync::Arc::new),
+                inline::InlineWriter::for_url(url)?.map(std::sync::Arc::new),
+            ),
+            Dialect::Postgres => (None, None),
         };
         Ok(Catalog {
             write,
@@ -233,6 +272,7 @@ impl Catalog {
             url: url.to_string(),
             progress_gate: events::ProgressGate::default(),
             inline,
+            inline_writer,
         })
     }
 
@@ -258,6 +298,27 @@ impl Catalog {
             Dialect::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
             Dialect::Postgres => self.write.begin().await?,
         })
+    }
+
+    /// After an inline commit (`write_inline!`) that makes a checkpoint of SQLite's
+    /// write-ahead log due, runs a passive one (it waits for nobody and nobody waits for it)
+    /// on a read connection of sqlx's, whose thread does the writing and syncing.
+    fn checkpoint_if_due(&self) {
+        let Some(writer) = self.inline_writer.as_deref() else {
+            return;
+        };
+        if !writer.take_checkpoint_due() {
+            return;
+        }
+        let read = self.read.clone();
+        tokio::spawn(async move {
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&read)
+                .await
+            {
+                tracing::warn!(error = %e, "checkpoint of the catalog's write-ahead log failed");
+            }
+        });
     }
 
     /// Checks that the catalog answers.

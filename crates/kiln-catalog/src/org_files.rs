@@ -11,12 +11,12 @@ use kiln_core::model::{FileRecord, OrgFile, Page, PageRequest};
 use kiln_core::types::LogLevel;
 use kiln_core::{FileId, IdKind, OrgId, StoreId, Timestamp};
 use serde_json::json;
-use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::events::{NewEvent, write as write_events};
+use crate::exec::{Exec, Q};
 use crate::files::{NewJob, append_log, enqueue, insert_link, require_store};
-use crate::rows::ts;
+use crate::rows::{Columns, ts};
 use crate::{Catalog, CatalogError, Resource, Result};
 use kiln_core::types::EventType;
 
@@ -64,47 +64,49 @@ pub enum LinkOutcome {
 const ORG_FILE_COLUMNS: &str = "id, organization_id, file_name, relative_path, mime_type, \
      file_size, sha256, blob_path, created_by, created_at";
 
-fn org_file(row: &AnyRow) -> Result<OrgFile> {
+fn org_file(row: &impl Columns) -> Result<OrgFile> {
     Ok(OrgFile {
-        id: row.try_get("id")?,
-        organization_id: row.try_get("organization_id")?,
-        file_name: row.try_get("file_name")?,
-        relative_path: row.try_get("relative_path")?,
-        mime_type: row.try_get("mime_type")?,
-        file_size: row.try_get("file_size")?,
-        sha256: row.try_get("sha256")?,
-        blob_path: row.try_get("blob_path")?,
-        created_by: row.try_get("created_by")?,
+        id: row.col("id")?,
+        organization_id: row.col("organization_id")?,
+        file_name: row.col("file_name")?,
+        relative_path: row.col("relative_path")?,
+        mime_type: row.col("mime_type")?,
+        file_size: row.col("file_size")?,
+        sha256: row.col("sha256")?,
+        blob_path: row.col("blob_path")?,
+        created_by: row.col("created_by")?,
         created_at: ts(row, "created_at")?,
     })
 }
 
 pub(crate) async fn insert_org_file(
-    conn: &mut AnyConnection,
+    conn: &mut impl Exec,
     new: &NewOrgFile,
     origin: Origin,
 ) -> Result<OrgFile> {
     let created = Timestamp::created().millis();
     // The row comes back from the insert itself: one round trip to the database, not two.
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO org_files (id, organization_id, file_name, relative_path, mime_type, \
-         file_size, sha256, blob_path, origin, created_by, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
-         RETURNING {ORG_FILE_COLUMNS}"
-    )))
-    .bind(&new.id)
-    .bind(&new.organization_id)
-    .bind(&new.file_name)
-    .bind(new.relative_path.clone())
-    .bind(&new.mime_type)
-    .bind(new.file_size)
-    .bind(new.sha256.clone())
-    .bind(&new.blob_path)
-    .bind(origin.as_str())
-    .bind(&new.created_by)
-    .bind(created)
-    .fetch_one(&mut *conn)
-    .await?;
+    let row = conn
+        .fetch_one(
+            Q::formatted(format!(
+                "INSERT INTO org_files (id, organization_id, file_name, relative_path, mime_type, \
+                 file_size, sha256, blob_path, origin, created_by, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) \
+                 RETURNING {ORG_FILE_COLUMNS}"
+            ))
+            .bind(&new.id)
+            .bind(&new.organization_id)
+            .bind(&new.file_name)
+            .bind(&new.relative_path)
+            .bind(&new.mime_type)
+            .bind(new.file_size)
+            .bind(&new.sha256)
+            .bind(&new.blob_path)
+            .bind(origin.as_str())
+            .bind(&new.created_by)
+            .bind(created),
+        )
+        .await?;
     org_file(&row)
 }
 

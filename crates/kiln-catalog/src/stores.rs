@@ -5,6 +5,7 @@ use kiln_core::types::{AccessMode, SliceStatus};
 use kiln_core::{OrgId, StoreId, Timestamp};
 use sqlx::{AnyConnection, AssertSqlSafe};
 
+use crate::exec::{Exec, Q};
 use crate::rows::{self, STORE_SELECT};
 use crate::{Catalog, CatalogError, Resource, Result};
 
@@ -61,14 +62,12 @@ fn store_sql(tail: &'static str) -> AssertSqlSafe<String> {
 }
 
 /// Tells searches that the store's searchable files changed (in the caller's transaction).
-pub(crate) async fn bump_search_version(
-    conn: &mut AnyConnection,
-    store_id: &StoreId,
-) -> Result<()> {
-    sqlx::query("UPDATE stores SET search_version = search_version + 1 WHERE id = $1")
-        .bind(store_id)
-        .execute(&mut *conn)
-        .await?;
+pub(crate) async fn bump_search_version(conn: &mut impl Exec, store_id: &StoreId) -> Result<()> {
+    conn.execute(
+        Q::new("UPDATE stores SET search_version = search_version + 1 WHERE id = $1")
+            .bind(store_id),
+    )
+    .await?;
     Ok(())
 }
 

@@ -5,11 +5,13 @@ use std::time::Duration;
 use kiln_core::types::{EventType, LogLevel, Step};
 use kiln_core::{FileId, OrgId, StoreId, Timestamp};
 use serde_json::json;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::Row;
 
 use super::*;
 use crate::events::{NewEvent, file_state_of, write as write_events, write_with_state};
+use crate::exec::{Exec, Q};
 use crate::files::{FILE_COLUMNS, Reset, append_log, file_record, reset_to_pending};
+use crate::rows::Columns;
 use crate::{Catalog, Dialect, Result};
 
 /// The organizations with queued jobs, as the common table `orgs(id)` (its last row NULL):
@@ -81,114 +83,142 @@ pub(super) fn claim_sql(dialect: Dialect) -> &'static str {
     }
 }
 
+/// What one claim's transaction did.
+enum ClaimStep {
+    /// Claimed a job, or found none due.
+    Done(Option<Claimed>),
+    /// Passed over a job it cannot run (an unknown kind, a deleted file's): claim again.
+    Again,
+}
+
 impl Catalog {
     /// Claims the next due job for `worker` with a lease of `lease`.
     pub async fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Claimed>> {
         loop {
-            let mut tx = self.write_tx().await?;
-            let now = Timestamp::now().millis();
-            let row = sqlx::query(claim_sql(self.dialect))
-                .bind(worker)
-                .bind(now + lease.as_millis() as i64)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(row) = row else { return Ok(None) };
-            let job_id: String = row.try_get("id")?;
-            let kind_text: String = row.try_get("kind")?;
-            let Some(kind) = JobKind::parse(&kind_text) else {
-                sqlx::query("UPDATE jobs SET state = 'failed', last_error = 'unknown job kind' WHERE id = $1")
-                    .bind(&job_id)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                continue;
-            };
-            let job = HeldJob {
-                job_id: job_id.clone(),
-                organization_id: row.try_get("organization_id")?,
-                store_id: row.try_get("store_id")?,
-                attempt: row.try_get("attempt")?,
-            };
-            // The row's `file_id` names what the job is about: a store's file, an
-            // organization file, or (for a store's purge) the store itself.
-            let subject: FileId = row.try_get("file_id")?;
-            let claimed = match kind {
-                JobKind::Purge => Claimed::Purge {
-                    job,
-                    file_id: subject,
-                },
-                JobKind::PurgeStore => Claimed::PurgeStore { job },
-                JobKind::PurgeOrgFile => Claimed::PurgeOrgFile {
-                    job,
-                    org_file_id: subject,
-                },
-                JobKind::Process => {
-                    match self
-                        .start_processing(&mut tx, job, &subject, worker, now)
-                        .await?
-                    {
-                        Some(process) => Claimed::Process(Box::new(process)),
-                        None => {
-                            // A deleted file's job is cancelled, not run.
-                            sqlx::query(
+            match write_inline!(self, |conn| self.claim_in(conn, worker, lease))? {
+                ClaimStep::Done(claimed) => return Ok(claimed),
+                ClaimStep::Again => continue,
+            }
+        }
+    }
+
+    /// One claim, inside a write transaction.
+    async fn claim_in(
+        &self,
+        conn: &mut impl Exec,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<ClaimStep> {
+        let now = Timestamp::now().millis();
+        let row = conn
+            .fetch_optional(
+                Q::new(claim_sql(self.dialect))
+                    .bind(worker)
+                    .bind(now + lease.as_millis() as i64)
+                    .bind(now),
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(ClaimStep::Done(None));
+        };
+        let job_id: String = row.col("id")?;
+        let kind_text: String = row.col("kind")?;
+        let Some(kind) = JobKind::parse(&kind_text) else {
+            conn.execute(
+                Q::new(
+                    "UPDATE jobs SET state = 'failed', last_error = 'unknown job kind' WHERE id = $1",
+                )
+                .bind(&job_id),
+            )
+            .await?;
+            return Ok(ClaimStep::Again);
+        };
+        let job = HeldJob {
+            job_id: job_id.clone(),
+            organization_id: row.col("organization_id")?,
+            store_id: row.col("store_id")?,
+            attempt: row.col("attempt")?,
+        };
+        // The row's `file_id` names what the job is about: a store's file, an
+        // organization file, or (for a store's purge) the store itself.
+        let subject: FileId = row.col("file_id")?;
+        let claimed = match kind {
+            JobKind::Purge => Claimed::Purge {
+                job,
+                file_id: subject,
+            },
+            JobKind::PurgeStore => Claimed::PurgeStore { job },
+            JobKind::PurgeOrgFile => Claimed::PurgeOrgFile {
+                job,
+                org_file_id: subject,
+            },
+            JobKind::Process => {
+                match self
+                    .start_processing(conn, job, &subject, worker, now)
+                    .await?
+                {
+                    Some(process) => Claimed::Process(Box::new(process)),
+                    None => {
+                        // A deleted file's job is cancelled, not run.
+                        conn.execute(
+                            Q::new(
                                 "UPDATE jobs SET state = 'cancelled', updated_at = $1 WHERE id = $2",
                             )
                             .bind(now)
-                            .bind(&job_id)
-                            .execute(&mut *tx)
-                            .await?;
-                            tx.commit().await?;
-                            continue;
-                        }
+                            .bind(&job_id),
+                        )
+                        .await?;
+                        return Ok(ClaimStep::Again);
                     }
                 }
-            };
-            tx.commit().await?;
-            return Ok(Some(claimed));
-        }
+            }
+        };
+        Ok(ClaimStep::Done(Some(claimed)))
     }
 
     /// A claimed processing job's start: the file moves to `processing` with a new
     /// generation, and its `started` log and event are written. `None` if the file is deleted.
     async fn start_processing(
         &self,
-        tx: &mut AnyConnection,
+        conn: &mut impl Exec,
         job: HeldJob,
         file_id: &FileId,
         worker: &str,
         now: i64,
     ) -> Result<Option<ProcessJob>> {
         // The started row comes back from the update itself: one round trip, not two.
-        let started = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE files SET status = 'processing', current_step = 'extracting', \
-             progress_percent = 0, started_at = $1, completed_at = NULL, error_code = NULL, \
-             error_message = NULL, retryable = NULL, attempts = attempts + 1, \
-             generation = generation + 1, updated_at = $1 \
-             WHERE id = $2 AND deleted_at IS NULL RETURNING {FILE_COLUMNS}"
-        )))
-        .bind(now)
-        .bind(file_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        let started = conn
+            .fetch_optional(
+                Q::formatted(format!(
+                    "UPDATE files SET status = 'processing', current_step = 'extracting', \
+                     progress_percent = 0, started_at = $1, completed_at = NULL, error_code = NULL, \
+                     error_message = NULL, retryable = NULL, attempts = attempts + 1, \
+                     generation = generation + 1, updated_at = $1 \
+                     WHERE id = $2 AND deleted_at IS NULL RETURNING {FILE_COLUMNS}"
+                ))
+                .bind(now)
+                .bind(file_id),
+            )
+            .await?;
         let Some(file_row) = started else {
             return Ok(None);
         };
         let file = file_record(&file_row)?;
-        let chunking =
-            sqlx::query("SELECT max_chunk_tokens, chunk_overlap_tokens FROM stores WHERE id = $1")
-                .bind(&job.store_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let chunking = conn
+            .fetch_optional(
+                Q::new("SELECT max_chunk_tokens, chunk_overlap_tokens FROM stores WHERE id = $1")
+                    .bind(&job.store_id),
+            )
+            .await?;
         let chunking = match chunking {
             Some(c) => Chunking {
-                max_chunk_tokens: c.try_get::<i64, _>("max_chunk_tokens")? as u32,
-                chunk_overlap_tokens: c.try_get::<i64, _>("chunk_overlap_tokens")? as u32,
+                max_chunk_tokens: c.col::<i64>("max_chunk_tokens")? as u32,
+                chunk_overlap_tokens: c.col::<i64>("chunk_overlap_tokens")? as u32,
             },
             None => Chunking::default(),
         };
         append_log(
-            &mut *tx,
+            conn,
             &file.organization_id,
             &file.id,
             file.attempts,
@@ -202,7 +232,7 @@ impl Catalog {
         self.progress_gate.reset(&file.id);
         // The event carries the row the update returned (nothing changes it in between).
         write_with_state(
-            &mut *tx,
+            conn,
             &file.organization_id,
             vec![NewEvent::file(
                 EventType::FileStepStarted,

@@ -18,9 +18,11 @@ use kiln_core::model::{Chunking, FileRecord};
 use kiln_core::types::{LogLevel, Step};
 use kiln_core::{FileId, OrgId, StoreId, Timestamp};
 use serde_json::Value;
-use sqlx::{AnyConnection, AssertSqlSafe, Row};
+use sqlx::Row;
 
-use crate::{Catalog, Dialect, Result};
+use crate::exec::{Exec, Q};
+use crate::rows::Columns;
+use crate::{Catalog, Result};
 
 /// Automatic tries of one processing request (contract §7).
 pub const MAX_ATTEMPTS: i64 = 3;
@@ -244,25 +246,23 @@ impl LogLine {
     }
 }
 
-async fn liveness(conn: &mut AnyConnection, job_id: &str, worker: &str) -> Result<Liveness> {
+async fn liveness(conn: &mut impl Exec, job_id: &str, worker: &str) -> Result<Liveness> {
     // `live` counts the job's file if it still exists and is not deleted.
     // Locked on PostgreSQL: inside a write transaction, a reaper or another worker must not
     // change the job between this check and the writes it allows.
-    let row = sqlx::query(AssertSqlSafe(format!(
+    let sql = format!(
         "SELECT j.state, j.lease_owner, \
          (SELECT COUNT(*) FROM files f WHERE f.id = j.file_id AND f.deleted_at IS NULL) AS live \
          FROM jobs j WHERE j.id = $1{}",
-        Dialect::of(conn).for_update()
-    )))
-    .bind(job_id)
-    .fetch_optional(&mut *conn)
-    .await?;
+        conn.dialect().for_update()
+    );
+    let row = conn.fetch_optional(Q::formatted(sql).bind(job_id)).await?;
     let Some(row) = row else {
         return Ok(Liveness::LeaseLost);
     };
-    let state: String = row.try_get("state")?;
-    let owner: Option<String> = row.try_get("lease_owner")?;
-    let live: i64 = row.try_get("live")?;
+    let state: String = row.col("state")?;
+    let owner: Option<String> = row.col("lease_owner")?;
+    let live: i64 = row.col("live")?;
     if JobState::parse(&state) != Some(JobState::Running) || owner.as_deref() != Some(worker) {
         return Ok(Liveness::LeaseLost);
     }

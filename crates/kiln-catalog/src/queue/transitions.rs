@@ -11,7 +11,9 @@ use super::*;
 use crate::events::{
     NewEvent, STATE_COLUMNS, file_state_of, write as write_events, write_with_state,
 };
+use crate::exec::{Exec, Q};
 use crate::files::{Reset, append_lines, append_log, reset_to_pending};
+use crate::rows::Columns;
 use crate::{Catalog, Result};
 
 impl Catalog {
@@ -24,21 +26,36 @@ impl Catalog {
         percent: i64,
         logs: Vec<LogLine>,
     ) -> Result<Liveness> {
-        let mut tx = self.write_tx().await?;
-        let state = liveness(&mut tx, &job.held.job_id, worker).await?;
+        write_inline!(self, |conn| self
+            .record_progress_in(conn, job, worker, step, percent, &logs))
+    }
+
+    async fn record_progress_in(
+        &self,
+        conn: &mut impl Exec,
+        job: &ProcessJob,
+        worker: &str,
+        step: Step,
+        percent: i64,
+        logs: &[LogLine],
+    ) -> Result<Liveness> {
+        let state = liveness(conn, &job.held.job_id, worker).await?;
         if state != Liveness::Alive {
             return Ok(state);
         }
         // A step's start is always an event (one for each step the lines start: a worker
         // may write several quick steps at once); progress within a step at most every
         // `PROGRESS_EVENT_INTERVAL_MS` per file.
-        let before: Option<String> =
-            sqlx::query_scalar("SELECT current_step FROM files WHERE id = $1")
-                .bind(&job.file.id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .flatten();
-        let mut started = started_steps(before.as_deref(), &logs);
+        let before: Option<String> = match conn
+            .fetch_optional(
+                Q::new("SELECT current_step FROM files WHERE id = $1").bind(&job.file.id),
+            )
+            .await?
+        {
+            Some(row) => row.col("current_step")?,
+            None => None,
+        };
+        let mut started = started_steps(before.as_deref(), logs);
         // (The claim already announced `extracting`.)
         let current = started.last().map(|s| s.as_str()).or(before.as_deref());
         if current != Some(step.as_str()) {
@@ -60,30 +77,23 @@ impl Catalog {
             );
             events.push(progress);
         }
-        sqlx::query(
-            "UPDATE files SET current_step = $1, \
-             progress_percent = CASE WHEN progress_percent > $2 THEN progress_percent ELSE $2 END, \
-             updated_at = $3 WHERE id = $4",
+        conn.execute(
+            Q::new(
+                "UPDATE files SET current_step = $1, \
+                 progress_percent = CASE WHEN progress_percent > $2 THEN progress_percent ELSE $2 END, \
+                 updated_at = $3 WHERE id = $4",
+            )
+            .bind(step.as_str())
+            .bind(percent.clamp(0, 100))
+            .bind(Timestamp::now().millis())
+            .bind(&job.file.id),
         )
-        .bind(step.as_str())
-        .bind(percent.clamp(0, 100))
-        .bind(Timestamp::now().millis())
-        .bind(&job.file.id)
-        .execute(&mut *tx)
         .await?;
         let attempt = job.file.attempts;
-        append_lines(
-            &mut tx,
-            &job.held.organization_id,
-            &job.file.id,
-            attempt,
-            &logs,
-        )
-        .await?;
+        append_lines(conn, &job.held.organization_id, &job.file.id, attempt, logs).await?;
         if !events.is_empty() {
-            write_events(&mut tx, &job.held.organization_id, events).await?;
+            write_events(conn, &job.held.organization_id, events).await?;
         }
-        tx.commit().await?;
         Ok(Liveness::Alive)
     }
 
@@ -99,97 +109,11 @@ impl Catalog {
         worker: &str,
         done: Completion,
     ) -> Result<CompleteOutcome> {
-        let file = &job.file;
-        let mut tx = self.write_tx().await?;
-        let state = liveness(&mut tx, &job.held.job_id, worker).await?;
-        if state != Liveness::Alive {
-            return Ok(CompleteOutcome::Stopped(state));
+        let outcome = write_inline!(self, |conn| complete_in(conn, job, worker, &done))?;
+        if let CompleteOutcome::Completed { .. } = outcome {
+            self.progress_gate.forget(&job.file.id);
         }
-        let now = Timestamp::now().millis();
-        let row = sqlx::query("SELECT active_generation, current_step FROM files WHERE id = $1")
-            .bind(&file.id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else {
-            return Ok(CompleteOutcome::Stopped(Liveness::Cancelled));
-        };
-        let previous: i64 = row.try_get("active_generation")?;
-        let before: Option<String> = row.try_get("current_step")?;
-        // The lines the worker had not written yet, and the steps they started.
-        let mut events: Vec<NewEvent> = started_steps(before.as_deref(), &done.logs)
-            .into_iter()
-            .map(|started| step_started(job, started))
-            .collect();
-        // The completed row comes back for the events (nothing changes it before they go in).
-        let completed = sqlx::query(AssertSqlSafe(format!(
-            "UPDATE files SET status = 'completed', current_step = 'completed', progress_percent = 100, \
-             completed_at = $1, updated_at = $1, active_generation = $2, chunk_count = $3, \
-             extracted_text_bytes = $4, vector_bytes = $5, index_bytes = $6, embedding_model = $7, \
-             error_code = NULL, error_message = NULL, retryable = NULL WHERE id = $8 \
-             RETURNING {STATE_COLUMNS}"
-        )))
-        .bind(now)
-        .bind(file.generation)
-        .bind(done.chunk_count)
-        .bind(done.extracted_text_bytes)
-        .bind(done.vector_bytes)
-        .bind(done.index_bytes)
-        .bind(&done.embedding_model)
-        .bind(&file.id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(completed) = completed else {
-            return Ok(CompleteOutcome::Stopped(Liveness::Cancelled));
-        };
-        crate::stores::bump_search_version(&mut tx, &file.store_id).await?;
-        sqlx::query(
-            "UPDATE jobs SET state = 'done', lease_owner = NULL, updated_at = $1 WHERE id = $2",
-        )
-        .bind(now)
-        .bind(&job.held.job_id)
-        .execute(&mut *tx)
-        .await?;
-        // The lines the worker had not written yet, then the completion's own: one insert.
-        let mut lines = done.logs;
-        lines.push(LogLine::info(
-            Some(Step::Indexing),
-            "step_completed",
-            "Indexing completed",
-            done.data,
-        ));
-        lines.push(LogLine::info(
-            Some(Step::Completed),
-            "completed",
-            format!("Completed: {} chunks, searchable", done.chunk_count),
-            json!({"chunks": done.chunk_count, "generation": file.generation}),
-        ));
-        append_lines(
-            &mut tx,
-            &file.organization_id,
-            &file.id,
-            file.attempts,
-            &lines,
-        )
-        .await?;
-        events.push(NewEvent::file(
-            EventType::FileCompleted,
-            &file.store_id,
-            &file.id,
-            json!({}),
-        ));
-        let state = file_state_of(&completed)?;
-        write_with_state(
-            &mut tx,
-            &file.organization_id,
-            events,
-            Some((&file.id, state)),
-        )
-        .await?;
-        tx.commit().await?;
-        self.progress_gate.forget(&file.id);
-        Ok(CompleteOutcome::Completed {
-            previous_generation: previous,
-        })
+        Ok(outcome)
     }
 
     /// Records a failure: transient ones are retried with `retry_delay` while tries remain;
@@ -340,6 +264,93 @@ impl Catalog {
 
 /// The steps `logs` start (`step_started` lines), in order, leaving out the one already
 /// `current` and repeats.
+/// A completion, inside a write transaction.
+async fn complete_in(
+    conn: &mut impl Exec,
+    job: &ProcessJob,
+    worker: &str,
+    done: &Completion,
+) -> Result<CompleteOutcome> {
+    let file = &job.file;
+    let state = liveness(conn, &job.held.job_id, worker).await?;
+    if state != Liveness::Alive {
+        return Ok(CompleteOutcome::Stopped(state));
+    }
+    let now = Timestamp::now().millis();
+    let row = conn
+        .fetch_optional(
+            Q::new("SELECT active_generation, current_step FROM files WHERE id = $1")
+                .bind(&file.id),
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(CompleteOutcome::Stopped(Liveness::Cancelled));
+    };
+    let previous: i64 = row.col("active_generation")?;
+    let before: Option<String> = row.col("current_step")?;
+    // The lines the worker had not written yet, and the steps they started.
+    let mut events: Vec<NewEvent> = started_steps(before.as_deref(), &done.logs)
+        .into_iter()
+        .map(|started| step_started(job, started))
+        .collect();
+    // The completed row comes back for the events (nothing changes it before they go in).
+    let completed = conn
+        .fetch_optional(
+            Q::formatted(format!(
+                "UPDATE files SET status = 'completed', current_step = 'completed', progress_percent = 100, \
+                 completed_at = $1, updated_at = $1, active_generation = $2, chunk_count = $3, \
+                 extracted_text_bytes = $4, vector_bytes = $5, index_bytes = $6, embedding_model = $7, \
+                 error_code = NULL, error_message = NULL, retryable = NULL WHERE id = $8 \
+                 RETURNING {STATE_COLUMNS}"
+            ))
+            .bind(now)
+            .bind(file.generation)
+            .bind(done.chunk_count)
+            .bind(done.extracted_text_bytes)
+            .bind(done.vector_bytes)
+            .bind(done.index_bytes)
+            .bind(&done.embedding_model)
+            .bind(&file.id),
+        )
+        .await?;
+    let Some(completed) = completed else {
+        return Ok(CompleteOutcome::Stopped(Liveness::Cancelled));
+    };
+    crate::stores::bump_search_version(conn, &file.store_id).await?;
+    conn.execute(
+        Q::new("UPDATE jobs SET state = 'done', lease_owner = NULL, updated_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&job.held.job_id),
+    )
+    .await?;
+    // The lines the worker had not written yet, then the completion's own: one insert.
+    let mut lines = done.logs.clone();
+    lines.push(LogLine::info(
+        Some(Step::Indexing),
+        "step_completed",
+        "Indexing completed",
+        done.data.clone(),
+    ));
+    lines.push(LogLine::info(
+        Some(Step::Completed),
+        "completed",
+        format!("Completed: {} chunks, searchable", done.chunk_count),
+        json!({"chunks": done.chunk_count, "generation": file.generation}),
+    ));
+    append_lines(conn, &file.organization_id, &file.id, file.attempts, &lines).await?;
+    events.push(NewEvent::file(
+        EventType::FileCompleted,
+        &file.store_id,
+        &file.id,
+        json!({}),
+    ));
+    let state = file_state_of(&completed)?;
+    write_with_state(conn, &file.organization_id, events, Some((&file.id, state))).await?;
+    Ok(CompleteOutcome::Completed {
+        previous_generation: previous,
+    })
+}
+
 fn started_steps(mut current: Option<&str>, logs: &[LogLine]) -> Vec<Step> {
     let mut started = Vec::new();
     for line in logs {
