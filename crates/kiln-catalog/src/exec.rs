@@ -307,6 +307,13 @@ impl Columns for LiteRow {
     }
 }
 
+/// The error of an inline body that waited for something (see [`finish_now`]).
+pub(crate) fn waited() -> CatalogError {
+    CatalogError::Db(sqlx::Error::Protocol(
+        "an inline SQLite statement waited".into(),
+    ))
+}
+
 /// Runs a future that never waits (the body of an inline SQLite transaction: every statement
 /// answers when it is called) to its end; `None` if it waited after all.
 pub(crate) fn finish_now<T>(future: impl Future<Output = T>) -> Option<T> {

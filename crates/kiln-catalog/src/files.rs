@@ -589,27 +589,18 @@ impl Catalog {
         let hash = crate::keys::hash_key(key_value);
         // Clients poll this while their files process: on SQLite it is read on this thread,
         // without sqlx's hand-off to a connection thread and back (see `inline`).
-        if let Some(inline) = &self.inline {
-            return inline.with(|conn| {
-                let mut statement = conn.prepare_cached(&SQL)?;
-                let params: [(&str, &dyn rusqlite::ToSql); 4] = [
-                    ("$1", &hash),
-                    ("$2", &organization_id.as_str()),
-                    ("$3", &store_id.as_str()),
-                    ("$4", &file_id.as_str()),
-                ];
-                let mut rows = statement.query(&params[..])?;
-                rows.next()?.map(key_and_file).transpose()
-            });
-        }
-        let row = sqlx::query(SQL.as_str())
-            .bind(hash)
-            .bind(organization_id)
-            .bind(store_id)
-            .bind(file_id)
-            .fetch_optional(&self.read)
-            .await?;
-        row.as_ref().map(key_and_file).transpose()
+        read_inline!(self, |conn| async {
+            let query = Q::new(SQL.as_str())
+                .bind(hash.as_str())
+                .bind(organization_id)
+                .bind(store_id)
+                .bind(file_id);
+            conn.fetch_optional(query)
+                .await?
+                .as_ref()
+                .map(key_and_file)
+                .transpose()
+        })
     }
 
     pub async fn list_files(

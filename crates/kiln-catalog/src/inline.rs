@@ -37,7 +37,7 @@ use crate::{CatalogError, Result};
 /// reading at once (the runtime's workers, in the server); each is kept for the next read.
 pub(crate) struct InlineReads {
     path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<LiteConn>>,
 }
 
 impl InlineReads {
@@ -56,13 +56,13 @@ impl InlineReads {
     }
 
     /// Runs `read` with a connection (a kept one, or a new one), then keeps it.
-    pub(crate) fn with<T>(&self, read: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pub(crate) fn with<T>(&self, read: impl FnOnce(&mut LiteConn) -> Result<T>) -> Result<T> {
         let kept = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let conn = match kept {
+        let mut conn = match kept {
             Some(conn) => conn,
-            None => open(&self.path)?,
+            None => LiteConn(open(&self.path)?),
         };
-        let out = read(&conn);
+        let out = read(&mut conn);
         self.idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -159,11 +159,7 @@ impl InlineTx<'_> {
     /// Commits if the body (`None`: it waited for something, which an inline body must not)
     /// succeeded; else rolls back (on drop).
     pub(crate) fn end<T>(mut self, body: Option<Result<T>>) -> Result<T> {
-        let out = body.unwrap_or_else(|| {
-            Err(CatalogError::Db(sqlx::Error::Protocol(
-                "an inline SQLite transaction waited".into(),
-            )))
-        })?;
+        let out = body.unwrap_or_else(|| Err(crate::exec::waited()))?;
         self.conn().0.execute_batch("COMMIT")?;
         let commits = self.writer.commits.fetch_add(1, Ordering::Relaxed) + 1;
         if commits.is_multiple_of(COMMITS_PER_CHECKPOINT) {

@@ -7,6 +7,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::exec::{Exec, Q};
 use crate::rows::{self, Columns, enum_col};
 use crate::{Catalog, CatalogError, Resource, Result};
 
@@ -193,13 +194,19 @@ impl Catalog {
 
     /// The caller behind a key value, if the key exists and is not revoked.
     pub async fn authenticate(&self, value: &str) -> Result<Option<Principal>> {
-        let row = sqlx::query(
-            "SELECT id, organization_id, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(hash_key(value))
-        .fetch_optional(&self.read)
-        .await?;
-        row.map(|row| principal(&row, "")).transpose()
+        let hash = hash_key(value);
+        // Every request asks this: on SQLite on the request's thread (see `inline`).
+        read_inline!(self, |conn| async {
+            let query = Q::new(
+                "SELECT id, organization_id, role FROM api_keys \
+                 WHERE key_hash = $1 AND revoked_at IS NULL",
+            )
+            .bind(hash.as_str());
+            conn.fetch_optional(query)
+                .await?
+                .map(|row| principal(&row, ""))
+                .transpose()
+        })
     }
 }
 

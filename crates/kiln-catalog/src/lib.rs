@@ -40,6 +40,29 @@ macro_rules! write_inline {
     }};
 }
 
+/// Runs `$body` — an `async` expression using `$conn: &mut impl Exec`, as `write_inline!`'s
+/// — as a read: on a SQLite file's catalog on the caller's thread (`inline`), else on a
+/// connection of sqlx's read pool. For the reads every request or upload makes (its key, its
+/// store) and the status endpoint's.
+macro_rules! read_inline {
+    ($catalog:expr, |$conn:ident| $body:expr) => {{
+        let catalog: &$crate::Catalog = $catalog;
+        let inline = catalog.inline.as_deref().map(|reads| {
+            reads.with(|$conn| {
+                $crate::exec::finish_now($body).unwrap_or_else(|| Err($crate::exec::waited()))
+            })
+        });
+        match inline {
+            Some(done) => done,
+            None => {
+                let mut pooled = catalog.read.acquire().await?;
+                let $conn: &mut sqlx::AnyConnection = &mut *pooled;
+                $body.await
+            }
+        }
+    }};
+}
+
 mod copy;
 mod events;
 mod exec;

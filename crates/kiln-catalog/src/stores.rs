@@ -6,7 +6,7 @@ use kiln_core::{OrgId, StoreId, Timestamp};
 use sqlx::{AnyConnection, AssertSqlSafe};
 
 use crate::exec::{Exec, Q};
-use crate::rows::{self, STORE_SELECT};
+use crate::rows::{self, Columns, STORE_SELECT};
 use crate::{Catalog, CatalogError, Resource, Result};
 
 #[derive(Debug, Clone)]
@@ -247,18 +247,22 @@ impl Catalog {
     /// byte of the body (with [`Catalog::get_store`] each upload counted every file of the
     /// store: 0.3 ms at 300 files, 26 ms at 10,000, 320 ms at 100,000).
     pub async fn store_chunking(&self, organization_id: &OrgId, id: &StoreId) -> Result<Chunking> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT max_chunk_tokens, chunk_overlap_tokens FROM stores \
-             WHERE organization_id = $1 AND id = $2",
-        )
-        .bind(organization_id)
-        .bind(id)
-        .fetch_optional(&self.read)
-        .await?;
-        let (max, overlap) = row.ok_or(CatalogError::NotFound(Resource::Store))?;
-        Ok(Chunking {
-            max_chunk_tokens: max as u32,
-            chunk_overlap_tokens: overlap as u32,
+        // Every upload asks this first: on SQLite on the request's thread (see `inline`).
+        read_inline!(self, |conn| async {
+            let query = Q::new(
+                "SELECT max_chunk_tokens, chunk_overlap_tokens FROM stores \
+                 WHERE organization_id = $1 AND id = $2",
+            )
+            .bind(organization_id)
+            .bind(id);
+            let row = conn
+                .fetch_optional(query)
+                .await?
+                .ok_or(CatalogError::NotFound(Resource::Store))?;
+            Ok(Chunking {
+                max_chunk_tokens: row.col::<i64>("max_chunk_tokens")? as u32,
+                chunk_overlap_tokens: row.col::<i64>("chunk_overlap_tokens")? as u32,
+            })
         })
     }
 
