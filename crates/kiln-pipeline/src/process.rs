@@ -454,8 +454,15 @@ async fn steps(
     report.report(step, 0, vec![started(step)]).await?;
     let clock = Instant::now();
     // `parsed`: the original's size and format when it was parsed now, None when reused.
+    // Text is stored by a generation's processing, and each claim starts a new generation:
+    // the first has none to reuse (and asks storage for nothing: on S3 a request less a file).
     let reading = async {
-        match stored_text(services, file).await {
+        let stored = if file.generation > 1 {
+            stored_text(services, file).await
+        } else {
+            None
+        };
+        match stored {
             Some((document, stored_bytes)) => Ok((document, stored_bytes, None)),
             None => {
                 let (document, stored_bytes, bytes_read, format) = extract(worker, file).await?;
