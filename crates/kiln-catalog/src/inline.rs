@@ -13,11 +13,12 @@
 //! The busiest write transactions (an upload's registration, a job's claim, progress and
 //! completion: about three a file, of six to nine statements each) run here too
 //! ([`InlineWriter`], through `write_inline!`): one connection, taken for the whole
-//! transaction on the caller's thread (tens of microseconds), with SQLite's write lock taken
-//! at `BEGIN IMMEDIATE` *without* waiting. When another connection holds that lock — sqlx's
-//! writer, or another process such as `kiln admin` — the transaction runs through sqlx
-//! instead, whose connection thread waits for the lock: a runtime's thread never sleeps on
-//! SQLite's lock.
+//! transaction; its statements run on the caller's thread (a few hundred microseconds: they
+//! change SQLite's cache of pages only) and its commit, which writes the log, on a blocking
+//! thread (one hand-off a transaction). SQLite's write lock is taken at `BEGIN IMMEDIATE`
+//! *without* waiting: when another connection holds it — sqlx's writer, or another process
+//! such as `kiln admin` — the transaction runs through sqlx instead, whose connection thread
+//! waits for the lock. So a runtime's thread never sleeps on SQLite's lock or on the disk.
 //!
 //! PostgreSQL's reads cross a socket to another process either way; they keep sqlx.
 
@@ -157,10 +158,30 @@ impl InlineTx<'_> {
     }
 
     /// Commits if the body (`None`: it waited for something, which an inline body must not)
-    /// succeeded; else rolls back (on drop).
-    pub(crate) fn end<T>(mut self, body: Option<Result<T>>) -> Result<T> {
+    /// succeeded; else rolls back (on drop). The body's statements ran on the caller's
+    /// thread, changing only SQLite's cache of pages; the commit writes them to the log, and
+    /// a file write can wait milliseconds for the file system (on a journaled ext4, for the
+    /// journal's commit that another file's sync started), so it runs on a blocking thread:
+    /// one hand-off a transaction, and a runtime thread never waits on the disk.
+    pub(crate) async fn end<T>(mut self, body: Option<Result<T>>) -> Result<T> {
         let out = body.unwrap_or_else(|| Err(crate::exec::waited()))?;
-        self.conn().0.execute_batch("COMMIT")?;
+        let conn = self
+            .held
+            .take()
+            .expect("a transaction holds its connection");
+        let (conn, committed) = tokio::task::spawn_blocking(move || {
+            let committed = conn.0.execute_batch("COMMIT");
+            (conn, committed)
+        })
+        .await
+        .map_err(|e| {
+            // The connection went with the thread; the next transaction opens another.
+            CatalogError::Db(sqlx::Error::Protocol(format!(
+                "the commit's thread failed: {e}"
+            )))
+        })?;
+        *self.held = Some(conn);
+        committed?;
         let commits = self.writer.commits.fetch_add(1, Ordering::Relaxed) + 1;
         if commits.is_multiple_of(COMMITS_PER_CHECKPOINT) {
             self.writer.checkpoint_due.store(true, Ordering::Relaxed);
@@ -187,9 +208,10 @@ impl Drop for InlineTx<'_> {
 /// The inline writer's connection: SQLite's pragmas as the catalog's (`SQLITE_PRAGMAS`),
 /// except that it never waits for the write lock (see [`InlineWriter::begin`]) and never
 /// checkpoints the write-ahead log itself: a checkpoint writes the log's pages into the
-/// database and syncs it, tens of milliseconds on a busy disk that would hold a runtime
-/// thread (and every request queued on it). The catalog runs one on a connection of sqlx's
-/// every `COMMITS_PER_CHECKPOINT` commits instead (`Catalog::checkpoint_if_due`).
+/// database and syncs it, 10–50 ms here, and inside a commit it would hold the writer, and
+/// every inline transaction waiting for it, that long. The catalog runs a passive one on a
+/// connection of sqlx's every `COMMITS_PER_CHECKPOINT` commits instead
+/// (`Catalog::checkpoint_if_due`), beside the writer's transactions.
 fn open_writer(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,

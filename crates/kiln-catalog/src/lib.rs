@@ -9,7 +9,8 @@
 
 /// Runs `$body` — an `async` expression using `$conn: &mut impl Exec`, borrowing what it
 /// needs — in a write transaction, committed if it returns `Ok`: on a SQLite catalog on the
-/// caller's thread when the write lock is free (`inline`), else through sqlx
+/// caller's thread when the write lock is free, the commit on a blocking thread (`inline`),
+/// else through sqlx
 /// ([`Catalog::write_tx`]). The body is expanded once for each path.
 macro_rules! write_inline {
     ($catalog:expr, |$conn:ident| $body:expr) => {{
@@ -22,7 +23,7 @@ macro_rules! write_inline {
             Some(mut tx) => {
                 let $conn = tx.conn();
                 let out = $crate::exec::finish_now($body);
-                Some(tx.end(out))
+                Some(tx.end(out).await)
             }
             None => None,
         };
