@@ -169,7 +169,8 @@ const EVENT_ROWS_PER_STATEMENT: usize = 500;
 /// before commit: it locks the organization's counter until the transaction ends. Each file's
 /// state is read once however many of its events there are (they are written at one moment
 /// of one transaction), and the rows go in as few inserts as they fit: each statement is a
-/// round trip to the database (on SQLite, to its connection's thread and back).
+/// round trip to the database (through sqlx on SQLite, to its connection's thread and back;
+/// inline, a statement prepared and run).
 pub(crate) async fn write(
     conn: &mut impl Exec,
     organization_id: &OrgId,

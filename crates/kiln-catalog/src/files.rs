@@ -181,7 +181,8 @@ type Entry<'a> = (
 pub(crate) const LOG_ROWS_PER_STATEMENT: usize = 500;
 
 /// Inserts entries in order, as few statements as it takes: each statement is a round trip
-/// to the database (on SQLite, to its connection's thread and back).
+/// to the database (through sqlx on SQLite, to its connection's thread and back; inline, a
+/// statement prepared and run).
 async fn insert_logs(
     conn: &mut impl Exec,
     organization_id: &OrgId,
