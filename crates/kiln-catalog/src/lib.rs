@@ -5,13 +5,14 @@
 //! database). The few places where the two differ branch on [`Dialect`]: how a write
 //! transaction begins, row locks, the queue's claim, log sequence numbers. On SQLite, writes
 //! go through a single connection (WAL mode, `busy_timeout`), reads through a pool; on
-//! PostgreSQL one pool serves both.
+//! PostgreSQL one pool serves both. The busiest transactions and reads are written once
+//! against `exec::Exec` instead, which on a SQLite file runs them on the caller's thread
+//! through rusqlite (`write_inline!`, `read_inline!`; see `inline`).
 
 /// Runs `$body` — an `async` expression using `$conn: &mut impl Exec`, borrowing what it
 /// needs — in a write transaction, committed if it returns `Ok`: on a SQLite catalog on the
 /// caller's thread when the write lock is free, the commit on a blocking thread (`inline`),
-/// else through sqlx
-/// ([`Catalog::write_tx`]). The body is expanded once for each path.
+/// else through sqlx ([`Catalog::write_tx`]). The body is expanded once for each path.
 macro_rules! write_inline {
     ($catalog:expr, |$conn:ident| $body:expr) => {{
         let catalog: &$crate::Catalog = $catalog;
