@@ -42,16 +42,10 @@ pub(crate) struct InlineReads {
 }
 
 impl InlineReads {
-    /// For the SQLite catalog at `url`; `None` for an in-memory one (no other connection can
-    /// see it).
+    /// For the SQLite catalog at `url`; `None` for an in-memory one (see [`file_of`]).
     pub(crate) fn for_url(url: &str) -> Result<Option<InlineReads>> {
-        use std::str::FromStr;
-        if url.contains(":memory:") || url.contains("mode=memory") {
-            return Ok(None);
-        }
-        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
-        Ok(Some(InlineReads {
-            path: options.get_filename().to_path_buf(),
+        Ok(file_of(url)?.map(|path| InlineReads {
+            path,
             idle: Mutex::new(Vec::new()),
         }))
     }
@@ -93,10 +87,10 @@ pub(crate) struct InlineWriter {
 const COMMITS_PER_CHECKPOINT: u64 = 100;
 
 impl InlineWriter {
-    /// For the SQLite catalog at `url`; `None` for an in-memory one.
+    /// For the SQLite catalog at `url`; `None` for an in-memory one (see [`file_of`]).
     pub(crate) fn for_url(url: &str) -> Result<Option<InlineWriter>> {
-        Ok(InlineReads::for_url(url)?.map(|reads| InlineWriter {
-            path: reads.path,
+        Ok(file_of(url)?.map(|path| InlineWriter {
+            path,
             conn: tokio::sync::Mutex::new(None),
             commits: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
@@ -224,6 +218,17 @@ fn open_writer(path: &Path) -> Result<Connection> {
     // Events and log lines insert a statement per row count: room for all of them.
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+/// The file of the SQLite catalog at `url`; `None` for an in-memory one (no other connection
+/// can see it).
+fn file_of(url: &str) -> Result<Option<PathBuf>> {
+    use std::str::FromStr;
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return Ok(None);
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    Ok(Some(options.get_filename().to_path_buf()))
 }
 
 fn open(path: &Path) -> Result<Connection> {
