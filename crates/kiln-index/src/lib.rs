@@ -134,6 +134,47 @@ struct Adds {
     writing: bool,
     /// When the last group began to be written.
     last_write: Option<std::time::Instant>,
+    /// Adds announced and not yet made (`ChunkIndex::expect`).
+    expected: usize,
+}
+
+/// An add on its way (`ChunkIndex::expect`): a file being processed whose chunks will come
+/// here. While one is on its way, a group waits out the commit spacing for it; when none is,
+/// the group is written without waiting longer than its window. Made by [`Expected::deliver`], or
+/// given up by dropping it (a file that failed or stopped).
+pub struct Expected {
+    index: Arc<ChunkIndex>,
+    /// Still counted in `Adds::expected`.
+    pending: bool,
+}
+
+impl Expected {
+    /// Makes the announced add (see [`ChunkIndex::add`]).
+    pub fn deliver(mut self, chunks: &[ChunkRecord]) -> Result<()> {
+        let index = self.index.clone();
+        index.add_as(chunks, Some(&mut self))
+    }
+
+    /// No longer counted as on its way; wakes a group that may be waiting for it. Call with
+    /// the adds' state locked.
+    fn arrive(&mut self, adds: &mut Adds) {
+        if std::mem::take(&mut self.pending) {
+            adds.expected -= 1;
+            if adds.expected == 0 {
+                self.index.added.notify_all();
+            }
+        }
+    }
+}
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        if self.pending {
+            let index = self.index.clone();
+            let mut adds = index.lock_adds();
+            self.arrive(&mut adds);
+        }
+    }
 }
 
 type AddOutcome = Arc<OnceLock<Result<(), Arc<IndexError>>>>;
@@ -173,6 +214,10 @@ const GROUP_WINDOW: std::time::Duration = std::time::Duration::from_millis(10);
 /// on an idle index the first file still commits after the window, while under a stream of
 /// files at most four commits a second share them (`kiln bench ingest --docs 1000`: about
 /// 8 files a commit without it, 12 with it; tantivy's threads and merges 1.3 CPU-s less).
+/// The spacing is waited out only while other adds are expected (`ChunkIndex::expect`): the
+/// last files of a stream are written as soon as they have all arrived, not up to 250 ms
+/// later with the model idle (`kiln bench ingest --docs 1000`: the pipeline's last 0.2 s had
+/// both cores idle).
 const COMMIT_SPACING: std::time::Duration = std::time::Duration::from_millis(250);
 const WRITER_HEAP: usize = 64 * 1024 * 1024;
 /// Indexing threads of the writer that takes the pipeline's adds: one, so a commit makes
@@ -318,14 +363,30 @@ impl ChunkIndex {
     /// to the caller's active-generation filter).
     ///
     /// Adds are written in groups, one commit each: an add that finds the writer free waits
-    /// the group window (10 ms by default), or until the commit spacing (250 ms) has passed
-    /// since the last commit began if that is later, and then writes itself and every add
-    /// that arrived meanwhile; adds that arrive while a group is being written wait for it, and then one
+    /// the group window (10 ms by default), or, while other adds are expected
+    /// ([`ChunkIndex::expect`]), until the commit spacing (250 ms) has passed since the last
+    /// commit began if that is later, and then writes itself and every add that arrived
+    /// meanwhile; adds that arrive while a group is being written wait for it, and then one
     /// of them writes them all. A commit costs about the same for one chunk as for hundreds
     /// (segment files, a synced meta file, a reader reload, later merges), so files
     /// processed side by side share it. If a group's write fails, every add in it gets the
     /// error.
     pub fn add(&self, chunks: &[ChunkRecord]) -> Result<()> {
+        self.add_as(chunks, None)
+    }
+
+    /// Announces an add: until the returned [`Expected`] is delivered or dropped, a group
+    /// waiting for the commit spacing waits for it too. Without any add announced, a group
+    /// waits only its window.
+    pub fn expect(self: &Arc<Self>) -> Expected {
+        self.lock_adds().expected += 1;
+        Expected {
+            index: self.clone(),
+            pending: true,
+        }
+    }
+
+    fn add_as(&self, chunks: &[ChunkRecord], expected: Option<&mut Expected>) -> Result<()> {
         for chunk in chunks {
             if chunk.vector.len() != self.dimensions {
                 return Err(IndexError::Dimensions {
@@ -340,6 +401,9 @@ impl ChunkIndex {
             chunks: chunks.to_vec(),
             outcome: outcome.clone(),
         });
+        if let Some(expected) = expected {
+            expected.arrive(&mut adds);
+        }
         loop {
             if let Some(written) = outcome.get() {
                 return written.clone().map_err(IndexError::Shared);
@@ -359,16 +423,21 @@ impl ChunkIndex {
             index: self,
             group: Vec::new(),
         };
-        let since_last = adds.last_write.map(|at| at.elapsed());
-        let wait = self
-            .group_window
-            .max(since_last.map_or(std::time::Duration::ZERO, |since| {
-                self.commit_spacing.saturating_sub(since)
-            }));
-        if !wait.is_zero() {
+        let spaced_until = adds.last_write.map(|at| at + self.commit_spacing);
+        if !self.group_window.is_zero() {
             drop(adds);
-            std::thread::sleep(wait);
+            std::thread::sleep(self.group_window);
             adds = self.lock_adds();
+        }
+        // Then the rest of the spacing, while other adds are on their way.
+        while let Some(left) = spaced_until
+            .map(|until| until.saturating_duration_since(std::time::Instant::now()))
+            .filter(|left| !left.is_zero() && adds.expected > 0)
+        {
+            adds = self
+                .added
+                .wait_timeout(adds, left)
+                .map_or_else(|poisoned| poisoned.into_inner().0, |(adds, _)| adds);
         }
         adds.last_write = Some(std::time::Instant::now());
         writing.group = std::mem::take(&mut adds.waiting);
@@ -1226,7 +1295,9 @@ mod tests {
             started.elapsed() < Duration::from_millis(400),
             "the first add of an idle index does not wait for the spacing"
         );
-        // Two more adds right after: both wait for the spacing and share one commit.
+        // Two more adds right after, while a third file is on its way: both wait for the
+        // spacing and share one commit.
+        let third = index.expect();
         let adders: Vec<_> = (1..=2usize)
             .map(|i| {
                 let index = index.clone();
@@ -1243,6 +1314,64 @@ mod tests {
             "the next commit began no sooner than the spacing after the first"
         );
         assert_eq!(index.commits(), 2, "the two waiting adds share a commit");
+        third
+            .deliver(&[chunk("vs_a", "f3", 1, 0, "third", 3)])
+            .unwrap();
+        assert_eq!(index.commits(), 3);
+    }
+
+    /// The spacing batches a stream of files; its last files are written as soon as no
+    /// other file is on its way (added, or given up), not when the spacing ends.
+    #[test]
+    fn the_spacing_ends_when_no_add_is_on_its_way() {
+        use std::time::{Duration, Instant};
+        let dir = tempfile::tempdir().unwrap();
+        let index = Arc::new(
+            ChunkIndex::open(dir.path(), 8)
+                .unwrap()
+                .with_group_window(Duration::ZERO)
+                .with_commit_spacing(Duration::from_secs(5)),
+        );
+        let started = Instant::now();
+        index.add(&[chunk("vs_a", "f0", 1, 0, "first", 1)]).unwrap();
+        assert_eq!(index.commits(), 1);
+
+        // Three files on their way. The first to arrive waits: the others may still come.
+        let (one, two, three) = (index.expect(), index.expect(), index.expect());
+        let first = std::thread::spawn(move || one.deliver(&[chunk("vs_a", "f1", 1, 0, "one", 1)]));
+        while index.adds.lock().unwrap().waiting.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(index.commits(), 1, "waits while two files are on their way");
+        // One gives up (its file failed), the last arrives: one commit holds both adds.
+        drop(two);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(index.commits(), 1, "waits while one file is on its way");
+        three
+            .deliver(&[chunk("vs_a", "f3", 1, 0, "three", 3)])
+            .unwrap();
+        first.join().unwrap().unwrap();
+        assert_eq!(index.commits(), 2, "the two adds share the commit");
+
+        // An add while none is announced, and one whose only companion gives up.
+        index.add(&[chunk("vs_a", "f4", 1, 0, "four", 4)]).unwrap();
+        let gives_up = index.expect();
+        let last = {
+            let index = index.clone();
+            std::thread::spawn(move || index.add(&[chunk("vs_a", "f5", 1, 0, "five", 5)]))
+        };
+        while index.adds.lock().unwrap().waiting.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(gives_up);
+        last.join().unwrap().unwrap();
+        assert_eq!(index.commits(), 4);
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "no add waited for the spacing"
+        );
+        assert_eq!(index.lock_adds().expected, 0);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use kiln_catalog::{Catalog, Claimed, HeldJob, IndexChange};
 pub use kiln_chunk::TokenCounter;
 use kiln_core::FileId;
 use kiln_embed::Embedder;
-pub use sink::IndexSink;
+pub use sink::{Expecting, IndexSink};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 

@@ -448,6 +448,9 @@ async fn steps(
     let file = &job.file;
     let services = &worker.services;
     let config = &worker.config;
+    // This file's chunks are on their way to the index until they are added or the steps
+    // end without them.
+    let expecting = services.index.expect();
 
     // Extract, or reuse the text extracted before (a re-process after a chunking change).
     let step = Step::Extracting;
@@ -567,7 +570,7 @@ async fn steps(
         })
         .collect();
     report
-        .during(services.index.add(records))
+        .during(services.index.add(records, expecting))
         .await?
         .map_err(|e| {
             transient(

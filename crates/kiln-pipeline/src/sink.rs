@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use kiln_blobs::{Blobs, Folder};
 use kiln_catalog::{Catalog, IndexChange};
-use kiln_index::{ChunkIndex, ChunkRecord};
+use kiln_index::{ChunkIndex, ChunkRecord, Expected};
 
 use crate::{Result, blocking};
 
@@ -19,19 +19,36 @@ pub enum IndexSink {
     Log { catalog: Catalog, blobs: Blobs },
 }
 
+/// A file's chunks on their way to the index (`IndexSink::expect`).
+pub struct Expecting(Option<Expected>);
+
 impl IndexSink {
+    /// Announces that a file's chunks are on their way (`add` takes what this returns):
+    /// the local index spaces its commits only while files are on their way to it, so the
+    /// last files of a stream are committed as soon as they arrive. Dropping it without
+    /// adding (a file that failed or stopped) gives the announcement up.
+    pub fn expect(&self) -> Expecting {
+        Expecting(match self {
+            IndexSink::Local(index) => Some(index.expect()),
+            IndexSink::Log { .. } => None,
+        })
+    }
+
     /// Writes chunks; when this returns they are durable, and searchable once their
     /// generation is active (on a cluster, on each node as soon as its replica has caught up,
     /// which every search waits for).
-    pub async fn add(&self, chunks: Vec<ChunkRecord>) -> Result<()> {
+    pub async fn add(&self, chunks: Vec<ChunkRecord>, expecting: Expecting) -> Result<()> {
         match self {
             IndexSink::Local(index) => {
                 let index = index.clone();
                 // On a thread of its own, not the work pool: an add waits for the adds of
                 // other files to be committed with it (`ChunkIndex::add`), and would hold a
                 // pool thread meanwhile.
-                kiln_background::background_thread("kiln-index", move || index.add(&chunks))
-                    .await??;
+                kiln_background::background_thread("kiln-index", move || match expecting.0 {
+                    Some(expected) => expected.deliver(&chunks),
+                    None => index.add(&chunks),
+                })
+                .await??;
                 Ok(())
             }
             IndexSink::Log { catalog, .. } => {

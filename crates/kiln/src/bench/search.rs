@@ -636,7 +636,7 @@ async fn build(
             written += count;
             n += 1;
         }
-        sink.add(records).await?;
+        sink.add(records, sink.expect()).await?;
         for (job, count, text_bytes) in jobs {
             let outcome = catalog
                 .complete(
