@@ -19,12 +19,14 @@
 //! *without* waiting: when another connection holds it — sqlx's writer, or another process
 //! such as `kiln admin` — the transaction runs through sqlx instead, whose connection thread
 //! waits for the lock. So a runtime's thread never sleeps on SQLite's lock or on the disk.
+//! Transactions that end while others wait for the writer share one commit (group commit,
+//! see [`InlineTx::end`]): the files of one index commit complete together, dozens at once.
 //!
 //! PostgreSQL's reads cross a socket to another process either way; they keep sqlx.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
@@ -69,16 +71,36 @@ impl InlineReads {
 /// A SQLite catalog's connection for write transactions on the caller's thread.
 pub(crate) struct InlineWriter {
     path: PathBuf,
-    /// The connection, held for a whole transaction. An async lock: a thread whose
-    /// transaction is running when the model's lanes preempt it keeps the lock until it runs
-    /// again, and the other runtime threads must not sleep meanwhile (tasks that wait for the
-    /// writer yield; requests on those threads go on).
-    conn: tokio::sync::Mutex<Option<LiteConn>>,
-    /// Transactions committed here, to pace the checkpoints (see [`open_writer`]).
+    /// The connection and the group of transactions open on it, held for a whole
+    /// transaction. An async lock: a thread whose transaction is running when the model's
+    /// lanes preempt it keeps the lock until it runs again, and the other runtime threads
+    /// must not sleep meanwhile (tasks that wait for the writer yield; requests on those
+    /// threads go on).
+    state: tokio::sync::Mutex<WriterState>,
+    /// Transactions waiting for the writer: a transaction that ends while others wait
+    /// leaves its commit to them (see [`InlineTx::end`]).
+    waiting: AtomicUsize,
+    /// Commits made here, to pace the checkpoints (see [`open_writer`]).
     commits: AtomicU64,
     /// Transactions sqlx ran instead, the write lock being taken (for tests and the log).
     fallbacks: AtomicU64,
+    /// Transactions committed in a group with others (for tests).
+    grouped: AtomicU64,
     checkpoint_due: AtomicBool,
+}
+
+/// What the writer's lock guards. `group` is `Some` only while `conn` is in a transaction
+/// that transactions already ended are part of, and waits for its commit.
+#[derive(Default)]
+struct WriterState {
+    conn: Option<LiteConn>,
+    group: Option<Arc<Group>>,
+}
+
+/// Transactions that share one commit: each ran in the open transaction (inside a savepoint,
+/// but the first) and waits for the outcome, which the group's committer sends.
+struct Group {
+    outcome: tokio::sync::watch::Sender<Option<std::result::Result<(), String>>>,
 }
 
 /// Inline commits between two checkpoints of the write-ahead log: an upload's, claim's or
@@ -86,35 +108,79 @@ pub(crate) struct InlineWriter {
 /// checkpoint every 1,000 pages.
 const COMMITS_PER_CHECKPOINT: u64 = 100;
 
+/// Counts a transaction waiting for the writer while it lives (a cancelled wait included).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl InlineWriter {
     /// For the SQLite catalog at `url`; `None` for an in-memory one (see [`file_of`]).
     pub(crate) fn for_url(url: &str) -> Result<Option<InlineWriter>> {
         Ok(file_of(url)?.map(|path| InlineWriter {
             path,
-            conn: tokio::sync::Mutex::new(None),
+            state: tokio::sync::Mutex::new(WriterState::default()),
+            waiting: AtomicUsize::new(0),
             commits: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
+            grouped: AtomicU64::new(0),
             checkpoint_due: AtomicBool::new(false),
         }))
     }
 
     /// Begins a write transaction holding the writer (other tasks' transactions wait for it);
     /// `None` if SQLite's write lock is held by another connection, or the connection cannot
-    /// be opened (then sqlx runs the transaction, and reports what is wrong).
-    pub(crate) async fn begin(&self) -> Option<InlineTx<'_>> {
-        let mut held = self.conn.lock().await;
-        if held.is_none() {
+    /// be opened (then sqlx runs the transaction, and reports what is wrong). If transactions
+    /// that ended wait for their group's commit, this one joins their open transaction
+    /// behind a savepoint.
+    pub(crate) async fn begin(self: &Arc<Self>) -> Option<InlineTx<'_>> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut held = {
+            let _waiting = Waiting(&self.waiting);
+            self.state.lock().await
+        };
+        if held.group.is_some() {
+            let joined = held
+                .conn
+                .as_ref()
+                .map(|conn| conn.0.execute_batch("SAVEPOINT grouped"));
+            match joined {
+                Some(Ok(())) => {
+                    return Some(InlineTx {
+                        held,
+                        writer: self,
+                        joined: true,
+                        ended: false,
+                    });
+                }
+                _ => {
+                    // The group's transaction is unusable: it fails, and this one goes
+                    // through sqlx (its connection waits until the lock is free).
+                    held.lose();
+                    return None;
+                }
+            }
+        }
+        if held.conn.is_none() {
             match open_writer(&self.path) {
-                Ok(conn) => *held = Some(LiteConn(conn)),
+                Ok(conn) => held.conn = Some(LiteConn(conn)),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot open the catalog's inline writer");
                     return None;
                 }
             }
         }
-        let conn = held.as_ref().map(|c| &c.0)?;
+        let conn = held.conn.as_ref().map(|c| &c.0)?;
         match conn.execute_batch("BEGIN IMMEDIATE") {
-            Ok(()) => Some(InlineTx { held, writer: self }),
+            Ok(()) => Some(InlineTx {
+                held,
+                writer: self,
+                joined: false,
+                ended: false,
+            }),
             Err(e) => {
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(error = %e, "the catalog's write lock is taken; through sqlx");
@@ -128,7 +194,49 @@ impl InlineWriter {
         self.checkpoint_due.swap(false, Ordering::Relaxed)
     }
 
-    /// Transactions committed here, and run through sqlx instead.
+    /// Commits the open transaction on a blocking thread, holding the writer: a file write
+    /// can wait milliseconds for the file system (on a journaled ext4, for the journal's
+    /// commit that another file's sync started), and a runtime thread never waits on the disk.
+    async fn commit(&self, state: &mut WriterState) -> Result<()> {
+        let conn = state
+            .conn
+            .take()
+            .ok_or_else(|| lost("the catalog's inline writer lost its connection"))?;
+        let (conn, committed) = tokio::task::spawn_blocking(move || {
+            let committed = conn.0.execute_batch("COMMIT");
+            (conn, committed)
+        })
+        .await
+        // The connection went with the thread; the next transaction opens another.
+        .map_err(|e| lost(format!("the commit's thread failed: {e}")))?;
+        state.conn = Some(conn);
+        if let Err(e) = committed {
+            // A connection still in its transaction is dropped; the next opens anew.
+            state.end_or_lose();
+            return Err(e.into());
+        }
+        let commits = self.commits.fetch_add(1, Ordering::Relaxed) + 1;
+        if commits.is_multiple_of(COMMITS_PER_CHECKPOINT) {
+            self.checkpoint_due.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The group's committer: takes the writer after the transactions waiting for it when
+    /// the group began (the lock is first come, first served), and commits them all.
+    async fn commit_group(self: Arc<Self>) {
+        let mut held = self.state.lock().await;
+        let Some(group) = held.group.take() else {
+            // Lost with its connection: its members were told.
+            return;
+        };
+        let committed = self.commit(&mut held).await;
+        group
+            .outcome
+            .send_replace(Some(committed.map_err(|e| e.to_string())));
+    }
+
+    /// Transactions committed here, run through sqlx instead, and committed in a group.
     #[cfg(test)]
     pub(crate) fn counts(&self) -> (u64, u64) {
         (
@@ -136,65 +244,124 @@ impl InlineWriter {
             self.fallbacks.load(Ordering::Relaxed),
         )
     }
-}
 
-/// A write transaction on the caller's thread; rolled back unless [`InlineTx::end`] commits.
-pub(crate) struct InlineTx<'w> {
-    held: tokio::sync::MutexGuard<'w, Option<LiteConn>>,
-    writer: &'w InlineWriter,
-}
-
-impl InlineTx<'_> {
-    pub(crate) fn conn(&mut self) -> &mut LiteConn {
-        self.held
-            .as_mut()
-            .expect("a transaction holds its connection")
-    }
-
-    /// Commits if the body (`None`: it waited for something, which an inline body must not)
-    /// succeeded; else rolls back (on drop). The body's statements ran on the caller's
-    /// thread, changing only SQLite's cache of pages; the commit writes them to the log, and
-    /// a file write can wait milliseconds for the file system (on a journaled ext4, for the
-    /// journal's commit that another file's sync started), so it runs on a blocking thread:
-    /// one hand-off a transaction, and a runtime thread never waits on the disk.
-    pub(crate) async fn end<T>(mut self, body: Option<Result<T>>) -> Result<T> {
-        let out = body.unwrap_or_else(|| Err(crate::exec::waited()))?;
-        let conn = self
-            .held
-            .take()
-            .expect("a transaction holds its connection");
-        let (conn, committed) = tokio::task::spawn_blocking(move || {
-            let committed = conn.0.execute_batch("COMMIT");
-            (conn, committed)
-        })
-        .await
-        .map_err(|e| {
-            // The connection went with the thread; the next transaction opens another.
-            CatalogError::Db(sqlx::Error::Protocol(format!(
-                "the commit's thread failed: {e}"
-            )))
-        })?;
-        *self.held = Some(conn);
-        committed?;
-        let commits = self.writer.commits.fetch_add(1, Ordering::Relaxed) + 1;
-        if commits.is_multiple_of(COMMITS_PER_CHECKPOINT) {
-            self.writer.checkpoint_due.store(true, Ordering::Relaxed);
-        }
-        Ok(out)
+    #[cfg(test)]
+    pub(crate) fn grouped(&self) -> u64 {
+        self.grouped.load(Ordering::Relaxed)
     }
 }
 
-impl Drop for InlineTx<'_> {
-    fn drop(&mut self) {
-        let Some(conn) = self.held.as_ref() else {
+fn lost(message: impl Into<String>) -> CatalogError {
+    CatalogError::Db(sqlx::Error::Protocol(message.into()))
+}
+
+impl WriterState {
+    /// Drops the connection, and with it its open transaction and the group waiting on it,
+    /// whose members get an error (their outcome's sender goes).
+    fn lose(&mut self) {
+        self.conn = None;
+        self.group = None;
+    }
+
+    /// Rolls back what is open; a connection that cannot end its transaction is dropped.
+    fn end_or_lose(&mut self) {
+        let Some(conn) = self.conn.as_ref() else {
             return;
         };
         if conn.0.is_autocommit() {
             return;
         }
         if conn.0.execute_batch("ROLLBACK").is_err() || !conn.0.is_autocommit() {
-            // A connection that cannot end its transaction is dropped; the next opens anew.
-            *self.held = None;
+            self.lose();
+        }
+    }
+}
+
+/// A write transaction on the caller's thread; rolled back unless [`InlineTx::end`] commits.
+pub(crate) struct InlineTx<'w> {
+    held: tokio::sync::MutexGuard<'w, WriterState>,
+    writer: &'w Arc<InlineWriter>,
+    /// Runs inside a group's open transaction, behind the savepoint `grouped`.
+    joined: bool,
+    /// Committed, or left to its group: nothing to undo.
+    ended: bool,
+}
+
+impl InlineTx<'_> {
+    pub(crate) fn conn(&mut self) -> &mut LiteConn {
+        self.held
+            .conn
+            .as_mut()
+            .expect("a transaction holds its connection")
+    }
+
+    /// Commits if the body (`None`: it waited for something, which an inline body must not)
+    /// succeeded; else undoes it (on drop). The body's statements ran on the caller's
+    /// thread, changing only SQLite's cache of pages; the commit writes them to the log, on
+    /// a blocking thread ([`InlineWriter::commit`]).
+    ///
+    /// Group commit: if other transactions wait for the writer when this one ends, it does
+    /// not commit but leaves its transaction open to them, and they run in it one after
+    /// another, each behind a savepoint (a failing one undoes only its own statements); a
+    /// committer task takes the writer after them and commits once for all, and each returns
+    /// when that commit is made. When files complete together (those of one index commit,
+    /// dozens at a time), and slots for the next ones are claimed meanwhile, their
+    /// transactions so share commits, log writes and hand-offs.
+    pub(crate) async fn end<T>(mut self, body: Option<Result<T>>) -> Result<T> {
+        let out = body.unwrap_or_else(|| Err(crate::exec::waited()))?;
+        if self.joined {
+            self.conn().0.execute_batch("RELEASE grouped")?;
+        } else if self.held.group.is_none() && self.writer.waiting.load(Ordering::SeqCst) == 0 {
+            // Nobody to share the commit with.
+            self.ended = true;
+            let writer = self.writer.clone();
+            writer.commit(&mut self.held).await?;
+            return Ok(out);
+        }
+        let group = match &self.held.group {
+            Some(group) => group.clone(),
+            None => {
+                let (outcome, _) = tokio::sync::watch::channel(None);
+                let group = Arc::new(Group { outcome });
+                self.held.group = Some(group.clone());
+                tokio::spawn(self.writer.clone().commit_group());
+                group
+            }
+        };
+        let mut outcome = group.outcome.subscribe();
+        drop(group);
+        self.ended = true;
+        let writer = self.writer.clone();
+        drop(self);
+        let committed = outcome
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| lost("the group's transaction was lost before its commit"))?
+            .clone()
+            .unwrap_or(Ok(()));
+        committed.map_err(lost)?;
+        writer.grouped.fetch_add(1, Ordering::Relaxed);
+        Ok(out)
+    }
+}
+
+impl Drop for InlineTx<'_> {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        if self.joined {
+            // Undoes this transaction's statements only; the group's go on.
+            let undone = self.held.conn.as_ref().is_some_and(|conn| {
+                conn.0
+                    .execute_batch("ROLLBACK TO grouped; RELEASE grouped")
+                    .is_ok()
+            });
+            if !undone {
+                self.held.lose();
+            }
+        } else {
+            self.held.end_or_lose();
         }
     }
 }
@@ -339,6 +506,74 @@ mod tests {
                     .unwrap();
             assert_eq!(left, None, "{}", test.url);
             // The writer is out of its transaction: the next one commits.
+            let file = crate::test_file(catalog, &test.org, &test.store).await;
+            catalog
+                .get_file(&test.org, &test.store, &file)
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Transactions that end while others wait for the writer share one commit (SQLite's
+    /// inline writer); one that fails among them undoes its own statements only, and each
+    /// returns once what it wrote is committed. On every backend.
+    #[tokio::test]
+    async fn waiting_write_transactions_share_a_commit_and_a_failing_one_is_undone_alone() {
+        for test in crate::test_catalogs().await {
+            let catalog = &test.catalog;
+            let counts = || {
+                catalog
+                    .inline_writer
+                    .as_ref()
+                    .map(|w| (w.counts().0, w.grouped()))
+            };
+            let before = counts();
+            // Twenty at once (the first has the writer to itself; the others queue for it).
+            let results = futures::future::join_all((0..20).map(|i| async move {
+                write_inline!(catalog, |conn| async {
+                    conn.execute(
+                        Q::new(
+                            "INSERT INTO organizations (id, name, created_at, updated_at) \
+                             VALUES ($1, 'grouped', 0, 0)",
+                        )
+                        .bind(format!("org_group_{i}")),
+                    )
+                    .await?;
+                    if i == 7 {
+                        return Err(CatalogError::NotFound(Resource::File));
+                    }
+                    Ok(i)
+                })
+            }))
+            .await;
+            for (i, result) in results.iter().enumerate() {
+                match result {
+                    Ok(got) => assert_eq!(*got, i, "{}", test.url),
+                    Err(e) => assert_eq!(i, 7, "{}: {e}", test.url),
+                }
+            }
+            assert!(results[7].is_err(), "{}", test.url);
+            // Committed as each returned: a new connection sees them all, and not the failed one.
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT id FROM organizations WHERE name = 'grouped' ORDER BY id",
+            )
+            .fetch_all(&catalog.read)
+            .await
+            .unwrap();
+            let mut expected: Vec<String> = (0..20)
+                .filter(|&i| i != 7)
+                .map(|i| format!("org_group_{i}"))
+                .collect();
+            expected.sort();
+            assert_eq!(ids, expected, "{}", test.url);
+            if let (Some((commits, grouped)), Some((commits_after, grouped_after))) =
+                (before, counts())
+            {
+                let (commits, grouped) = (commits_after - commits, grouped_after - grouped);
+                assert!(grouped >= 10, "{grouped} transactions committed in a group");
+                assert!(commits <= 5, "19 transactions took {commits} commits");
+            }
+            // And the writer goes on alone.
             let file = crate::test_file(catalog, &test.org, &test.store).await;
             catalog
                 .get_file(&test.org, &test.store, &file)

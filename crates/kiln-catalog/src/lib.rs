@@ -16,7 +16,7 @@
 macro_rules! write_inline {
     ($catalog:expr, |$conn:ident| $body:expr) => {{
         let catalog: &$crate::Catalog = $catalog;
-        let began = match catalog.inline_writer.as_deref() {
+        let began = match catalog.inline_writer.as_ref() {
             Some(writer) => writer.begin().await,
             None => None,
         };
