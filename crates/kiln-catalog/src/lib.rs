@@ -28,7 +28,6 @@ macro_rules! write_inline {
             }
             None => None,
         };
-        catalog.checkpoint_if_due();
         match inline {
             Some(done) => done,
             None => {
@@ -323,27 +322,6 @@ impl Catalog {
             Dialect::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
             Dialect::Postgres => self.write.begin().await?,
         })
-    }
-
-    /// After an inline commit (`write_inline!`) that makes a checkpoint of SQLite's
-    /// write-ahead log due, runs a passive one (it waits for nobody and nobody waits for it)
-    /// on a read connection of sqlx's, whose thread does the writing and syncing.
-    fn checkpoint_if_due(&self) {
-        let Some(writer) = self.inline_writer.as_deref() else {
-            return;
-        };
-        if !writer.take_checkpoint_due() {
-            return;
-        }
-        let read = self.read.clone();
-        tokio::spawn(async move {
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&read)
-                .await
-            {
-                tracing::warn!(error = %e, "checkpoint of the catalog's write-ahead log failed");
-            }
-        });
     }
 
     /// Checks that the catalog answers.
