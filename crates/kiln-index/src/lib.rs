@@ -140,8 +140,8 @@ struct Adds {
 
 /// An add on its way (`ChunkIndex::expect`): a file being processed whose chunks will come
 /// here. While one is on its way, a group waits out the commit spacing for it; when none is,
-/// the group is written without waiting longer than its window. Made by [`Expected::deliver`], or
-/// given up by dropping it (a file that failed or stopped).
+/// the group is written without waiting longer than its window. Made by
+/// [`Expected::deliver`], or given up by dropping it (a file that failed or stopped).
 pub struct Expected {
     index: Arc<ChunkIndex>,
     /// Still counted in `Adds::expected`.
