@@ -89,11 +89,14 @@ pub(crate) struct InlineWriter {
 }
 
 /// What the writer's lock guards. `group` is `Some` only while `conn` is in a transaction
-/// that transactions already ended are part of, and waits for its commit.
+/// that transactions already ended are part of, and waits for its commit. Its committer
+/// task holds the group itself: if that task is dropped unrun (its runtime shutting down),
+/// the members hear that their transaction was lost, and the next transaction finds the
+/// group gone and rolls back what it left open.
 #[derive(Default)]
 struct WriterState {
     conn: Option<LiteConn>,
-    group: Option<Arc<Group>>,
+    group: Option<std::sync::Weak<Group>>,
 }
 
 /// Transactions that share one commit: each ran in the open transaction (inside a savepoint,
@@ -144,6 +147,10 @@ impl InlineWriter {
             let _waiting = Waiting(&self.waiting);
             self.state.lock().await
         };
+        if held.group.as_ref().is_some_and(|g| g.strong_count() == 0) {
+            held.group = None;
+            held.end_or_lose();
+        }
         if held.group.is_some() {
             let joined = held
                 .conn
@@ -238,12 +245,17 @@ impl InlineWriter {
 
     /// The group's committer: takes the writer after the transactions waiting for it when
     /// the group began (the lock is first come, first served), and commits them all.
-    async fn commit_group(self: Arc<Self>) {
+    async fn commit_group(self: Arc<Self>, group: Arc<Group>) {
         let mut held = self.state.lock().await;
-        let Some(group) = held.group.take() else {
+        let open = held
+            .group
+            .as_ref()
+            .is_some_and(|g| std::ptr::eq(g.as_ptr(), Arc::as_ptr(&group)));
+        if !open {
             // Lost with its connection: its members were told.
             return;
-        };
+        }
+        held.group = None;
         let committed = self.commit(&mut held).await;
         group
             .outcome
@@ -271,7 +283,8 @@ fn lost(message: impl Into<String>) -> CatalogError {
 
 impl WriterState {
     /// Drops the connection, and with it its open transaction and the group waiting on it,
-    /// whose members get an error (their outcome's sender goes).
+    /// whose members get an error (their committer finds the group gone, and drops the
+    /// outcome's sender unsent).
     fn lose(&mut self) {
         self.conn = None;
         self.group = None;
@@ -332,18 +345,24 @@ impl InlineTx<'_> {
             writer.commit(&mut self.held).await?;
             return Ok(out);
         }
-        let group = match &self.held.group {
-            Some(group) => group.clone(),
+        let mut outcome = match self.held.group.as_ref().map(std::sync::Weak::upgrade) {
+            Some(Some(group)) => group.outcome.subscribe(),
+            Some(None) => {
+                // The group's committer is gone (see `WriterState`): nothing of its
+                // transaction may be committed now.
+                self.held.group = None;
+                self.held.end_or_lose();
+                self.ended = true;
+                return Err(lost("the group's transaction was lost before its commit"));
+            }
             None => {
-                let (outcome, _) = tokio::sync::watch::channel(None);
+                let (outcome, waiting) = tokio::sync::watch::channel(None);
                 let group = Arc::new(Group { outcome });
-                self.held.group = Some(group.clone());
-                tokio::spawn(self.writer.clone().commit_group());
-                group
+                self.held.group = Some(Arc::downgrade(&group));
+                tokio::spawn(self.writer.clone().commit_group(group));
+                waiting
             }
         };
-        let mut outcome = group.outcome.subscribe();
-        drop(group);
         self.ended = true;
         let writer = self.writer.clone();
         drop(self);
@@ -594,6 +613,72 @@ mod tests {
                 .await
                 .unwrap();
         }
+    }
+
+    /// A group whose committer task never runs (its runtime shut down first): its members
+    /// hear nothing committed, and the writer's next transaction rolls back what the group
+    /// left open and commits alone; nothing of the group is ever committed.
+    #[test]
+    fn a_group_whose_committer_never_ran_is_rolled_back_and_the_writer_goes_on() {
+        use futures::FutureExt;
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let main = runtime();
+        let (test, writer) = main.block_on(sqlite_catalog());
+        let catalog = &test.catalog;
+        let insert = |id: &'static str| async move {
+            write_inline!(catalog, |conn| async {
+                conn.execute(
+                    Q::new(
+                        "INSERT INTO organizations (id, name, created_at, updated_at) \
+                         VALUES ($1, 'orphaned', 0, 0)",
+                    )
+                    .bind(id),
+                )
+                .await?;
+                Ok::<(), CatalogError>(())
+            })
+        };
+        let doomed = runtime();
+        doomed.block_on(async {
+            // Both wait for the writer; the first then ends while the second waits, so it
+            // leaves its transaction to a group, which the second joins.
+            let held = writer.state.lock().await;
+            let mut first = std::pin::pin!(insert("org_orphan_1"));
+            let mut second = std::pin::pin!(insert("org_orphan_2"));
+            assert!(first.as_mut().now_or_never().is_none());
+            assert!(second.as_mut().now_or_never().is_none());
+            drop(held);
+            assert!(
+                first.as_mut().now_or_never().is_none(),
+                "waits for the group"
+            );
+            assert!(
+                second.as_mut().now_or_never().is_none(),
+                "waits for the group"
+            );
+            assert!(writer.state.lock().await.group.is_some(), "a group is open");
+        });
+        // The committer task was spawned on this runtime and never polled.
+        drop(doomed);
+        main.block_on(async {
+            let file = crate::test_file(catalog, &test.org, &test.store).await;
+            catalog
+                .get_file(&test.org, &test.store, &file)
+                .await
+                .unwrap();
+            let left: Vec<String> =
+                sqlx::query_scalar("SELECT id FROM organizations WHERE name = 'orphaned'")
+                    .fetch_all(&catalog.read)
+                    .await
+                    .unwrap();
+            assert_eq!(left, Vec::<String>::new());
+            assert!(writer.state.lock().await.group.is_none());
+        });
     }
 
     /// The test catalog on SQLite, and its inline writer.
