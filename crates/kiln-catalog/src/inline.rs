@@ -262,7 +262,7 @@ impl InlineWriter {
             .send_replace(Some(committed.map_err(|e| e.to_string())));
     }
 
-    /// Transactions committed here, run through sqlx instead, and committed in a group.
+    /// Transactions committed here, and run through sqlx instead.
     #[cfg(test)]
     pub(crate) fn counts(&self) -> (u64, u64) {
         (
@@ -271,6 +271,7 @@ impl InlineWriter {
         )
     }
 
+    /// Transactions committed in a group with others.
     #[cfg(test)]
     pub(crate) fn grouped(&self) -> u64 {
         self.grouped.load(Ordering::Relaxed)
@@ -341,7 +342,7 @@ impl InlineTx<'_> {
         } else if self.held.group.is_none() && self.writer.waiting.load(Ordering::SeqCst) == 0 {
             // Nobody to share the commit with.
             self.ended = true;
-            let writer = self.writer.clone();
+            let writer = self.writer;
             writer.commit(&mut self.held).await?;
             return Ok(out);
         }
@@ -364,7 +365,7 @@ impl InlineTx<'_> {
             }
         };
         self.ended = true;
-        let writer = self.writer.clone();
+        let writer = self.writer;
         drop(self);
         let committed = outcome
             .wait_for(Option::is_some)
