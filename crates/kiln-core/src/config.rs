@@ -289,8 +289,9 @@ impl Default for IndexConfig {
 pub struct WorkerConfig {
     /// Workers inside `kiln serve` (0: one per CPU core); also how many files are parsed at once.
     pub count: usize,
-    /// Jobs each worker holds at once (0: 32). Their embedding requests share the model's
-    /// forward passes, so more than one per core keeps the batches full.
+    /// Jobs each worker has at work at once (0: 32). Their embedding requests share the
+    /// model's lanes, so more than one per core keeps them fed. A file whose vectors are made
+    /// and that only waits for its index commit (up to a second) no longer counts.
     pub jobs_per_worker: usize,
     /// Lease on a claimed job, in seconds; a heartbeat renews it.
     pub lease_secs: u64,

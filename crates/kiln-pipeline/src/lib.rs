@@ -38,15 +38,14 @@ pub struct Services {
 pub struct PipelineConfig {
     /// Claiming loops; also how many files may be read and parsed at once.
     pub workers: usize,
-    /// Jobs each worker holds at once. A job spends most of its life waiting for the shared
-    /// embedding lanes or for an index commit it shares with other files; holding several
-    /// keeps every lane fed, lets a lane take texts from many files at once, and lets files
-    /// share index commits. With the int8 model 8 left the lanes idle a quarter of an ingest
-    /// (busy 70–76 %, files waiting on commits); 16 kept them busy 89–94 % (`kiln bench
-    /// ingest --docs 1000`, with one index thread: mean 74.8 → 84.7 files/s). On a faster
-    /// host the files waiting ~170 ms for a commit held enough of 16 slots to leave the cores
-    /// idle 8–11 % of an ingest; 32 holds that to about 4 % (the lanes 78 % of the cores'
-    /// time against 73–75 %; see `docs/decisions/embedding-speed.md`). The CPU-heavy steps stay bounded by the cores:
+    /// Jobs each worker has at work at once; a file that only waits for its index commit no
+    /// longer counts (see `Slot`). A job spends most of its life waiting for the shared
+    /// embedding lanes; holding several keeps every lane fed and lets a lane take texts from
+    /// many files at once. With the int8 model, 8 left the lanes idle a quarter of an ingest
+    /// and 16 kept them busy 89–94 % (`kiln bench ingest --docs 1000`: 74.8 → 84.7 files/s);
+    /// on a faster host, 32 held the cores' idle time to about 4 % against 8–11 % (both
+    /// measured while files waiting for a commit still held their slots; see
+    /// `docs/decisions/embedding-speed.md`). The CPU-heavy steps stay bounded by the cores:
     /// the model runs on one lane per core, chunking on the core-sized work pool, parsing in
     /// `workers` slots.
     pub jobs_per_worker: usize,
@@ -154,6 +153,27 @@ impl Superseded {
                 tracing::warn!(error = %e, "a superseded generation could not be removed from the index");
             }
         }
+    }
+}
+
+/// How many jobs a worker holds at most for each of its `jobs_per_worker` slots: the rest
+/// of its jobs wait for an index commit (see [`Slot`]).
+const HELD_PER_SLOT: usize = 4;
+
+/// A job's place among the `jobs_per_worker` of its worker at work. A file gives it up when
+/// its vectors are made: from then on it only waits for the index commit it shares with
+/// other files (up to the index's commit spacing), and the next file's extraction and
+/// embedding start meanwhile. Without this, the files waiting on a commit held slots the
+/// model needed fed, so the spacing between commits (fewer commits: less of tantivy's fixed
+/// cost and fewer merges) was bounded by how fast the model empties the slots. A worker
+/// holds at most [`HELD_PER_SLOT`] jobs a slot in all, which bounds what waiting files keep in
+/// memory (their chunks and vectors).
+pub(crate) struct Slot(Option<tokio::sync::OwnedSemaphorePermit>);
+
+impl Slot {
+    /// Gives the place to the worker's next job; a job that never does gives it up at its end.
+    pub(crate) fn release(&mut self) {
+        self.0 = None;
     }
 }
 
@@ -333,23 +353,30 @@ struct Worker {
 }
 
 impl Worker {
-    /// Claims jobs while it holds fewer than `jobs_per_worker`, each run as a task of its
-    /// own; at a stop, claims no more and finishes the jobs in hand.
+    /// Claims jobs while fewer than `jobs_per_worker` of its jobs are at work (see [`Slot`]),
+    /// each run as a task of its own; at a stop, claims no more and finishes the jobs in hand.
     async fn run(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
         let most = self.config.jobs_per_worker.max(1);
+        let slots = Arc::new(Semaphore::new(most));
         let mut jobs = JoinSet::new();
         loop {
             while jobs.try_join_next().is_some() {}
             if *stopped.borrow() {
                 break;
             }
-            if jobs.len() >= most {
+            if jobs.len() >= most * HELD_PER_SLOT {
                 tokio::select! {
                     _ = jobs.join_next() => {}
                     _ = stopped.wait_for(|s| *s) => break,
                 }
                 continue;
             }
+            let permit = tokio::select! {
+                biased;
+                // The semaphore is never closed.
+                permit = slots.clone().acquire_owned() => permit.ok(),
+                _ = stopped.wait_for(|s| *s) => break,
+            };
             let notified = self.waker.0.notified();
             match self
                 .services
@@ -359,12 +386,14 @@ impl Worker {
             {
                 Ok(Some(job)) => {
                     let worker = self.clone();
-                    jobs.spawn(async move { worker.handle(job).await });
+                    let slot = Slot(permit);
+                    jobs.spawn(async move { worker.handle(job, slot).await });
                     continue;
                 }
                 Ok(None) => {}
                 Err(err) => tracing::error!(worker = %self.name, error = %err, "claim failed"),
             }
+            drop(permit);
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep(self.config.poll) => {}
@@ -374,7 +403,7 @@ impl Worker {
         while jobs.join_next().await.is_some() {}
     }
 
-    async fn handle(&self, job: Claimed) {
+    async fn handle(&self, job: Claimed, mut slot: Slot) {
         // The heartbeat runs beside the work for as long as the job is held.
         let (done_tx, mut done_rx) = watch::channel(false);
         let heartbeat = {
@@ -397,7 +426,7 @@ impl Worker {
             })
         };
         let result = match &job {
-            Claimed::Process(process) => process::run(self, process).await,
+            Claimed::Process(process) => process::run(self, process, &mut slot).await,
             Claimed::Purge { job, file_id } => self.purge_file(job, file_id).await,
             Claimed::PurgeStore { job } => self.purge_store(job).await,
             Claimed::PurgeOrgFile { job, org_file_id } => {

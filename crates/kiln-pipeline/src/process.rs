@@ -16,7 +16,7 @@ use kiln_index::ChunkRecord;
 use rand::Rng;
 use serde_json::json;
 
-use crate::{PipelineError, Result, Services, Worker, blocking};
+use crate::{PipelineError, Result, Services, Slot, Worker, blocking};
 
 /// Why processing stopped early.
 enum Stop {
@@ -75,11 +75,11 @@ fn text_path(file: &FileRecord) -> kiln_blobs::BlobPath {
     folder(file).text()
 }
 
-pub(crate) async fn run(worker: &Worker, job: &ProcessJob) -> Result<()> {
+pub(crate) async fn run(worker: &Worker, job: &ProcessJob, slot: &mut Slot) -> Result<()> {
     let file = &job.file;
     let services = &worker.services;
     let mut report = Reporter::new(worker, job);
-    let outcome = steps(worker, job, &mut report).await;
+    let outcome = steps(worker, job, &mut report, slot).await;
     let generation = file.generation as u64;
     // Removes one generation of this file's chunks from the index.
     let drop_generation = |generation: u64| {
@@ -444,6 +444,7 @@ async fn steps(
     worker: &Worker,
     job: &ProcessJob,
     report: &mut Reporter<'_>,
+    slot: &mut Slot,
 ) -> Result<Completion, Stop> {
     let file = &job.file;
     let services = &worker.services;
@@ -542,6 +543,9 @@ async fn steps(
             report.report(step, percent, Vec::new()).await?;
         }
     }
+    // The rest waits for an index commit shared with other files: the next file's work
+    // starts meanwhile.
+    slot.release();
     let seconds = clock.elapsed().as_secs_f64();
     report.report(Step::Indexing, 90, vec![
         completed(step, format!("Embedded {total} chunks"), json!({

@@ -144,6 +144,23 @@ async fn server_configured(
     TestServer::start_without_model(dir, configure).await
 }
 
+/// Uploads the files (name, bytes) all at once; their ids, in order.
+async fn upload_together(
+    t: &TestServer,
+    store: &str,
+    files: Vec<(String, Vec<u8>)>,
+) -> Vec<String> {
+    let uploads = files
+        .into_iter()
+        .map(|(name, bytes)| async move { t.upload(store, &name, bytes, None).await });
+    let mut ids = Vec::new();
+    for (status, body) in futures::future::join_all(uploads).await {
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
 fn events(logs: &[Value], event: &str) -> Vec<Value> {
     logs.iter()
         .filter(|e| e["event"] == event)
@@ -309,19 +326,45 @@ async fn however_many_jobs_a_worker_holds_it_parses_one_original_at_a_time() {
     // so each fails NO_TEXT_EXTRACTED without reaching the embedder): the worker claims all
     // four at once, and only the parse slot keeps them from being read and parsed together.
     let original = " \n\t ".repeat(2 << 20).into_bytes();
-    let names: Vec<String> = (0..4).map(|n| format!("blank-{n}.txt")).collect();
-    let uploads = names
-        .iter()
-        .map(|name| t.upload(&store, name, original.clone(), None));
-    let mut ids = Vec::new();
-    for (status, body) in futures::future::join_all(uploads).await {
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        ids.push(body["id"].as_str().unwrap().to_string());
-    }
+    let files = (0..4).map(|n| (format!("blank-{n}.txt"), original.clone()));
+    let ids = upload_together(&t, &store, files.collect()).await;
     for id in &ids {
         let done = t.settle(&store, id).await;
         assert_eq!(done["status"], "failed", "{done}");
         assert_eq!(done["error_code"], "NO_TEXT_EXTRACTED", "{done}");
     }
     assert_eq!(t.server.parsing_peak(), 1, "one worker, one parse slot");
+}
+
+#[tokio::test]
+async fn a_file_waiting_for_its_index_commit_lets_the_next_file_start() {
+    let (url, _script) = provider(vec![], None).await;
+    // One worker with one slot: a file gives the slot up once its vectors are made, so the
+    // next file is claimed and announced while the first waits for its commit, and they
+    // share it. If a file held its slot until it completed, no two files would ever be in
+    // hand at once and each would make a commit of its own.
+    let t = server_configured(url, |config| {
+        config.workers.count = 1;
+        config.workers.jobs_per_worker = 1;
+    })
+    .await;
+    let store = t.store().await;
+    let before = t.server.index.commits();
+    let files = (0..6).map(|n| {
+        let text = format!("Document number {n} is short and says little else.");
+        (format!("{n}.txt"), text.into_bytes())
+    });
+    let ids = upload_together(&t, &store, files.collect()).await;
+    for id in &ids {
+        let done = t.settle(&store, id).await;
+        assert_eq!(done["status"], "completed", "{done}");
+    }
+    // A cluster's workers write to the catalog's index log, where nothing waits for a commit.
+    if !common::cluster() {
+        let commits = t.server.index.commits() - before;
+        assert!(
+            commits <= 3,
+            "six files streaming through one slot share commits: {commits}"
+        );
+    }
 }
