@@ -206,6 +206,10 @@ pub struct EmbeddingConfig {
     /// `f32` (candle, the reference vectors). Files record the model and precision their
     /// vectors were made with.
     pub precision: Precision,
+    /// Binds each of the local model's lanes (one forward pass per core) to a CPU of its own,
+    /// when there is one lane for each CPU the process may run on (Linux). Off: the
+    /// scheduler places them (and may leave a core idle while two lanes share the other).
+    pub pin_lanes: bool,
     pub openai: OpenAiEmbeddingConfig,
 }
 
@@ -217,6 +221,7 @@ impl Default for EmbeddingConfig {
             model_dir: None,
             batch_size: 8,
             precision: Precision::Int8,
+            pin_lanes: true,
             openai: OpenAiEmbeddingConfig::default(),
         }
     }

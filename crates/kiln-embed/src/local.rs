@@ -396,18 +396,29 @@ pub struct LocalEmbedder {
 }
 
 impl LocalEmbedder {
-    /// An embedder with one lane per core.
-    pub fn new(model: Arc<LocalModel>) -> Self {
+    /// An embedder with one lane per core, each bound to its CPU with `pin_lanes` (see
+    /// [`LocalEmbedder::lane_cpus`]).
+    pub fn new(model: Arc<LocalModel>, pin_lanes: bool) -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        Self::with_lanes(model, cores)
-    }
-
-    /// An embedder running `lanes` forward passes at once (at least one).
-    pub fn with_lanes(model: Arc<LocalModel>, lanes: usize) -> Self {
         LocalEmbedder {
-            lane: crate::lane::Lane::start(model.clone(), lanes),
+            lane: crate::lane::Lane::start(model.clone(), cores, pin_lanes),
             model,
         }
+    }
+
+    /// An embedder running `lanes` forward passes at once (at least one), on lanes the
+    /// scheduler places.
+    pub fn with_lanes(model: Arc<LocalModel>, lanes: usize) -> Self {
+        LocalEmbedder {
+            lane: crate::lane::Lane::start(model.clone(), lanes, false),
+            model,
+        }
+    }
+
+    /// Per lane, the CPU it is bound to: lanes are bound when asked and there is one lane for
+    /// each CPU the process may run on (Linux), else `None`.
+    pub fn lane_cpus(&self) -> Vec<Option<usize>> {
+        self.lane.bound_cpus()
     }
 
     /// The most forward passes this embedder has run at once.

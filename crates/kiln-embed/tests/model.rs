@@ -190,7 +190,19 @@ fn a_measured_text_is_embedded_from_its_measured_tokens() {
 
 #[tokio::test]
 async fn the_embedder_runs_off_the_async_threads() {
-    let embedder = LocalEmbedder::new(Arc::new(model()));
+    let embedder = LocalEmbedder::new(Arc::new(model()), true);
+    // One lane per core, each bound to a CPU of its own when the cores are the CPUs this
+    // process may use (no CPU quota below them).
+    let allowed = kiln_background::current_thread_cpus().unwrap_or_default();
+    let lanes = embedder.lane_cpus();
+    if cfg!(target_os = "linux") && lanes.len() == allowed.len() {
+        let bound: Vec<usize> = lanes.iter().map(|cpu| cpu.expect("bound")).collect();
+        assert_eq!(bound, allowed, "lane i on the i-th CPU");
+    } else {
+        assert!(lanes.iter().all(Option::is_none), "{lanes:?}: fewer lanes than CPUs");
+    }
+    let unbound = LocalEmbedder::new(Arc::new(model()), false);
+    assert!(unbound.lane_cpus().iter().all(Option::is_none));
     assert_eq!(embedder.model(), "all-MiniLM-L6-v2");
     assert_eq!(embedder.dimensions(), 384);
     let texts = vec!["The cat sits outside.".to_string()];
@@ -200,7 +212,7 @@ async fn the_embedder_runs_off_the_async_threads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_requests_each_get_their_own_vectors() {
-    let embedder = LocalEmbedder::new(Arc::new(model()));
+    let embedder = LocalEmbedder::new(Arc::new(model()), true);
     let reference = reference();
     // Many requests at once: the long sentence's go through the lanes (which batch what queues
     // up together), the short ones run at once on the query pool.

@@ -162,7 +162,7 @@ pub async fn load_model(config: &Config) -> anyhow::Result<Model> {
                 );
                 let (counter, sizer) = (model.clone(), model.clone());
                 Ok(Model {
-                    embedder: Arc::new(LocalEmbedder::new(model)),
+                    embedder: Arc::new(LocalEmbedder::new(model, embedding.pin_lanes)),
                     tokens: Arc::new(move |text: &str| counter.count_tokens(text)),
                     counts_only: Arc::new(move |text: &str| sizer.count_tokens_only(text)),
                 })
