@@ -344,12 +344,19 @@ mod tests {
         let last = *allowed.last().unwrap();
         let (pinned, on) = std::thread::spawn(move || {
             pin_current_thread(last).unwrap();
-            (current_thread_cpus().unwrap(), rustix::thread::sched_getcpu())
+            (
+                current_thread_cpus().unwrap(),
+                rustix::thread::sched_getcpu(),
+            )
         })
         .join()
         .unwrap();
         assert_eq!(pinned, vec![last]);
         assert_eq!(on, last, "the kernel moved the thread to its CPU");
-        assert_eq!(current_thread_cpus().unwrap(), allowed, "only that thread was bound");
+        assert_eq!(
+            current_thread_cpus().unwrap(),
+            allowed,
+            "only that thread was bound"
+        );
     }
 }

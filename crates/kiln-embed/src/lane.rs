@@ -151,7 +151,8 @@ pub(crate) struct Lane {
     jobs: mpsc::Sender<(Vec<String>, Reply)>,
     model: Arc<LocalModel>,
     shared: Arc<Shared>,
-    /// Per lane, the one CPU it runs on, as the lane read its own affinity back.
+    /// Per lane, the CPU it was bound to, as the lane read its own affinity back (`None`:
+    /// not bound).
     bound: Arc<[Option<usize>]>,
 }
 
@@ -184,9 +185,10 @@ impl Lane {
                     {
                         tracing::warn!(error = %err, cpu, "an embedding lane could not be bound to its CPU");
                     }
-                    let on = kiln_background::current_thread_cpus()
-                        .filter(|cpus| cpus.len() == 1)
-                        .map(|cpus| cpus[0]);
+                    // Bound as asked, by the kernel's own account.
+                    let on = cpu.filter(|&cpu| {
+                        kiln_background::current_thread_cpus() == Some(vec![cpu])
+                    });
                     let _ = started.send((i, on));
                     drop(started);
                     // A pool of this thread alone: rayon work started inside a pass (the

@@ -199,7 +199,10 @@ async fn the_embedder_runs_off_the_async_threads() {
         let bound: Vec<usize> = lanes.iter().map(|cpu| cpu.expect("bound")).collect();
         assert_eq!(bound, allowed, "lane i on the i-th CPU");
     } else {
-        assert!(lanes.iter().all(Option::is_none), "{lanes:?}: fewer lanes than CPUs");
+        assert!(
+            lanes.iter().all(Option::is_none),
+            "{lanes:?}: fewer lanes than CPUs"
+        );
     }
     let unbound = LocalEmbedder::new(Arc::new(model()), false);
     assert!(unbound.lane_cpus().iter().all(Option::is_none));
