@@ -541,7 +541,7 @@ fn process_use() -> Use {
 /// What this process used between two readings, by thread name with digits removed (a pool's
 /// threads are one group), most CPU first; then `clients` (the bench's own threads, named,
 /// with what they report); and last what the threads that ended in between used (tantivy
-/// starts its indexing threads anew for each commit; each parse runs on a thread of its own).
+/// starts its indexing threads anew for each commit).
 /// Groups under 0.1 CPU-s are left out. Linux only; empty elsewhere.
 fn use_by_thread(
     clients: &[(&str, Use)],
