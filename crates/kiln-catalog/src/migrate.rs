@@ -74,6 +74,11 @@ const MIGRATIONS: &[(i64, &str, Sql)] = &[
         "claim_by_organization",
         Sql::Portable(include_str!("../migrations/0009_claim_by_organization.sql")),
     ),
+    (
+        10,
+        "fewer_state_indexes",
+        Sql::Portable(include_str!("../migrations/0010_fewer_state_indexes.sql")),
+    ),
 ];
 
 /// An arbitrary key of the PostgreSQL advisory lock that makes processes starting on one

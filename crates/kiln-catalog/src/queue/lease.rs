@@ -83,6 +83,10 @@ pub(super) fn claim_sql(dialect: Dialect) -> &'static str {
     }
 }
 
+/// The running jobs whose lease ended before `$1` (a range of `jobs_queue_by_org`).
+pub(super) const EXPIRED_SQL: &str = "SELECT id, kind, organization_id, store_id, file_id, lease_owner, lease_losses \
+     FROM jobs WHERE state = 'running' AND lease_expires_at < $1";
+
 /// What one claim's transaction did.
 enum ClaimStep {
     /// Claimed a job, or found none due.
@@ -277,13 +281,10 @@ impl Catalog {
     /// whose worker is lost too often fails with `WORKER_LOST`. Returns how many were reaped.
     pub async fn reap_expired(&self) -> Result<usize> {
         let now = Timestamp::now().millis();
-        let expired = sqlx::query(
-            "SELECT id, kind, organization_id, store_id, file_id, lease_owner, lease_losses FROM jobs \
-             WHERE state = 'running' AND lease_expires_at < $1",
-        )
-        .bind(now)
-        .fetch_all(&self.read)
-        .await?;
+        let expired = sqlx::query(EXPIRED_SQL)
+            .bind(now)
+            .fetch_all(&self.read)
+            .await?;
         let mut reaped = 0;
         for row in expired {
             let job_id: String = row.try_get("id")?;

@@ -437,6 +437,58 @@ mod tests {
         }
     }
 
+    /// Every state change of a job or a file rewrites its entry in each index that holds the
+    /// state (on SQLite, a page or two more in the log at each commit). The jobs table keeps
+    /// one such index besides the one-live-job guard, and the queue's lookups (the claim's,
+    /// checked above, and the reaper's) are ranges of it; the files table keeps the store's
+    /// figures' one (checked in `stores`).
+    #[tokio::test]
+    async fn state_changes_rewrite_only_the_indexes_queries_use() {
+        for crate::TestCatalog { catalog, .. } in crate::test_catalogs().await {
+            let indexes = async |table: &str| -> Vec<String> {
+                let sql = match catalog.dialect {
+                    crate::Dialect::Sqlite => {
+                        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = $1 \
+                         AND sql IS NOT NULL ORDER BY name"
+                    }
+                    crate::Dialect::Postgres => {
+                        "SELECT indexname FROM pg_indexes WHERE tablename = $1 \
+                         AND indexname NOT LIKE '%_pkey' ORDER BY indexname"
+                    }
+                };
+                sqlx::query_scalar(sql)
+                    .bind(table)
+                    .fetch_all(&catalog.read)
+                    .await
+                    .unwrap()
+            };
+            let dialect = catalog.dialect;
+            assert_eq!(
+                indexes("jobs").await,
+                ["jobs_file", "jobs_one_live_process", "jobs_queue_by_org"],
+                "{dialect:?}"
+            );
+            assert_eq!(
+                indexes("files").await,
+                [
+                    "files_one_link",
+                    "files_org_file",
+                    "files_store_created",
+                    "files_store_figures"
+                ],
+                "{dialect:?}"
+            );
+            if dialect == crate::Dialect::Sqlite {
+                let plan =
+                    crate::test_sqlite_plan(&catalog, &lease::EXPIRED_SQL.replace("$1", "0")).await;
+                assert!(
+                    plan.contains("SEARCH jobs USING INDEX jobs_queue_by_org (state=?)"),
+                    "{plan}"
+                );
+            }
+        }
+    }
+
     #[tokio::test]
     async fn expired_leases_are_reaped_and_heartbeats_keep_them() {
         for crate::TestCatalog {
