@@ -452,7 +452,7 @@ mod tests {
                          AND sql IS NOT NULL ORDER BY name"
                     }
                     crate::Dialect::Postgres => {
-                        "SELECT indexname FROM pg_indexes WHERE tablename = $1 \
+                        "SELECT CAST(indexname AS TEXT) FROM pg_indexes WHERE tablename = $1 \
                          AND indexname NOT LIKE '%_pkey' ORDER BY indexname"
                     }
                 };
