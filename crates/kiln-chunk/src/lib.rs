@@ -18,6 +18,15 @@ pub struct Chunk {
 /// Counts tokens of the embedding model.
 pub trait TokenCounter: Send + Sync {
     fn count(&self, text: &str) -> usize;
+
+    /// Where `text`'s tokens lie, as byte ranges in order, for a counter that can say (`None`
+    /// by default). A section too long for one chunk is then tokenized once and the
+    /// splitter's candidate pieces are sized from these spans, instead of each candidate
+    /// being tokenized anew: text-splitter sizes a dozen or more candidates for every chunk
+    /// it cuts.
+    fn spans(&self, _text: &str) -> Option<Vec<(usize, usize)>> {
+        None
+    }
 }
 
 impl<F: Fn(&str) -> usize + Send + Sync> TokenCounter for F {
@@ -32,6 +41,55 @@ struct Sizer<'a>(&'a dyn TokenCounter);
 impl ChunkSizer for Sizer<'_> {
     fn size(&self, chunk: &str) -> usize {
         self.0.count(chunk)
+    }
+}
+
+/// Sizes pieces of one text from its tokens' spans, made once (see [`TokenCounter::spans`]).
+struct SpanSizer<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+    ends: Vec<usize>,
+    exact: &'a dyn TokenCounter,
+}
+
+impl<'a> SpanSizer<'a> {
+    /// For `text`, if `counter` gives its spans in order (each starting no earlier, and
+    /// ending no earlier, than the one before).
+    fn new(text: &'a str, counter: &'a dyn TokenCounter) -> Option<SpanSizer<'a>> {
+        let spans = counter.spans(text)?;
+        let ordered = spans
+            .windows(2)
+            .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1);
+        ordered.then(|| SpanSizer {
+            text,
+            starts: spans.iter().map(|s| s.0).collect(),
+            ends: spans.iter().map(|s| s.1).collect(),
+            exact: counter,
+        })
+    }
+}
+
+impl ChunkSizer for SpanSizer<'_> {
+    /// The tokens a piece overlaps. The splitter's pieces are slices of the text and cut at
+    /// whitespace or punctuation, where a tokenizer that splits words there (WordPiece's
+    /// BERT pre-tokenizer, as every counter that gives spans) tokenizes the piece alone as it
+    /// tokenized the whole. A piece that cuts through a token counts one more at that edge (a
+    /// word's fragment may tokenize differently alone); one that is not a slice of the text
+    /// is tokenized itself.
+    fn size(&self, chunk: &str) -> usize {
+        let from = (chunk.as_ptr() as usize).wrapping_sub(self.text.as_ptr() as usize);
+        if from > self.text.len() || chunk.len() > self.text.len() - from {
+            return self.exact.count(chunk);
+        }
+        let to = from + chunk.len();
+        let first = self.ends.partition_point(|&end| end <= from);
+        let last = self.starts.partition_point(|&start| start < to);
+        if first >= last {
+            return 0;
+        }
+        let cut_at_start = usize::from(self.starts[first] < from);
+        let cut_at_end = usize::from(self.ends[last - 1] > to);
+        last - first + cut_at_start + cut_at_end
     }
 }
 
@@ -54,13 +112,7 @@ pub fn chunk(document: &Document, options: ChunkOptions, counter: &dyn TokenCoun
     for section in &document.sections {
         let pieces = match whole_section(section, options, counter) {
             Some(whole) => vec![whole],
-            None => split_section(section, options, counter)
-                .into_iter()
-                .map(|text| {
-                    let tokens = counter.count(&text);
-                    (text, tokens)
-                })
-                .collect(),
+            None => split_section(section, options, counter),
         };
         for (text, tokens) in pieces {
             if text.trim().is_empty() {
@@ -103,30 +155,66 @@ fn whole_section(
     (tokens <= options.max_tokens.max(1)).then(|| (text.to_string(), tokens))
 }
 
-fn config(max: usize, overlap: usize, counter: &dyn TokenCounter) -> ChunkConfig<Sizer<'_>> {
+fn config<S: ChunkSizer>(max: usize, overlap: usize, sizer: S) -> ChunkConfig<S> {
     ChunkConfig::new(max.max(1))
-        .with_sizer(Sizer(counter))
+        .with_sizer(sizer)
         .with_overlap(overlap.min(max.saturating_sub(1)))
         .expect("overlap is less than the chunk size")
 }
 
+/// Prose, code or Markdown cut by text-splitter, sized by `sizer`.
+fn split_text<S: ChunkSizer>(
+    kind: &SectionKind,
+    text: &str,
+    max: usize,
+    overlap: usize,
+    sizer: S,
+) -> Vec<String> {
+    let config = config(max, overlap, sizer);
+    let pieces: Vec<&str> = match kind {
+        SectionKind::Markdown => MarkdownSplitter::new(config).chunks(text).collect(),
+        _ => TextSplitter::new(config).chunks(text).collect(),
+    };
+    pieces.into_iter().map(str::to_string).collect()
+}
+
+/// A section's pieces with their token counts (each piece tokenized once, by `counter`).
 fn split_section(
     section: &Section,
     options: ChunkOptions,
     counter: &dyn TokenCounter,
-) -> Vec<String> {
+) -> Vec<(String, usize)> {
     let max = options.max_tokens;
     let overlap = options.overlap();
-    match &section.kind {
-        SectionKind::Prose | SectionKind::Code => TextSplitter::new(config(max, overlap, counter))
-            .chunks(&section.text)
-            .map(str::to_string)
+    let counted = |text: String| {
+        let tokens = counter.count(&text);
+        (text, tokens)
+    };
+    let kind = &section.kind;
+    match kind {
+        SectionKind::Rows { header } => rows(header, &section.text, options, counter)
+            .into_iter()
+            .map(counted)
             .collect(),
-        SectionKind::Markdown => MarkdownSplitter::new(config(max, overlap, counter))
-            .chunks(&section.text)
-            .map(str::to_string)
-            .collect(),
-        SectionKind::Rows { header } => rows(header, &section.text, options, counter),
+        _ => match SpanSizer::new(&section.text, counter) {
+            // Sized from the spans; a piece they sized too small (a cut through a word that
+            // tokenizes longer alone) is cut again, counting exactly.
+            Some(spans) => split_text(kind, &section.text, max, overlap, spans)
+                .into_iter()
+                .map(counted)
+                .flat_map(|(text, tokens)| match tokens > max.max(1) {
+                    false => vec![(text, tokens)],
+                    true => split_text(kind, &text, max, overlap, Sizer(counter))
+                        .into_iter()
+                        .map(counted)
+                        .collect(),
+                })
+                .collect(),
+            None => split_text(kind, &section.text, max, overlap, Sizer(counter))
+                .into_iter()
+                .map(counted)
+                .collect(),
+        },
     }
 }
 
@@ -149,7 +237,7 @@ fn rows(
         if tokens <= budget {
             pieces.push((line.to_string(), tokens));
         } else {
-            for part in TextSplitter::new(config(budget, 0, counter)).chunks(line) {
+            for part in TextSplitter::new(config(budget, 0, Sizer(counter))).chunks(line) {
                 pieces.push((part.to_string(), counter.count(part)));
             }
         }
@@ -232,10 +320,7 @@ mod tests {
             let chunks = chunk(&doc(kind.clone(), text), options, &counting);
             assert_eq!(calls.into_inner(), 1, "{kind:?}: tokenized once");
             let section = &doc(kind.clone(), text).sections[0];
-            let split: Vec<(String, usize)> = split_section(section, options, &words)
-                .into_iter()
-                .map(|t| (t.clone(), words(&t)))
-                .collect();
+            let split = split_section(section, options, &words);
             let got: Vec<(String, usize)> =
                 chunks.into_iter().map(|c| (c.text, c.tokens)).collect();
             assert_eq!(got, split, "{kind:?}: the splitter's own cut");
@@ -252,6 +337,126 @@ mod tests {
         let chunks = chunk(&doc(SectionKind::Prose, &long), options, &watching);
         assert!(chunks.len() > 3 && chunks.iter().all(|c| c.tokens <= 60));
         assert!(!counted_whole.into_inner());
+    }
+
+    /// Words as tokens, like [`words`], with their spans when `spans` is set; counts the
+    /// calls. `long` words (more than 12 bytes) count as two tokens when tokenized alone,
+    /// though their span is one: a counter whose spans size some pieces too small.
+    #[derive(Default)]
+    struct Words {
+        spans: bool,
+        long_counts_two: bool,
+        counted: std::sync::atomic::AtomicUsize,
+        spanned: std::sync::atomic::AtomicUsize,
+    }
+
+    impl TokenCounter for Words {
+        fn count(&self, text: &str) -> usize {
+            self.counted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            text.split_whitespace()
+                .map(|w| 1 + usize::from(self.long_counts_two && w.len() > 12))
+                .sum()
+        }
+
+        fn spans(&self, text: &str) -> Option<Vec<(usize, usize)>> {
+            self.spanned
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let spans = text.split_whitespace().map(|w| {
+                let at = w.as_ptr() as usize - text.as_ptr() as usize;
+                (at, at + w.len())
+            });
+            self.spans.then(|| spans.collect())
+        }
+    }
+
+    fn calls(words: &Words) -> (usize, usize) {
+        (
+            words.counted.load(std::sync::atomic::Ordering::Relaxed),
+            words.spanned.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    #[test]
+    fn a_long_section_is_tokenized_once_and_cut_as_counting_each_piece_would() {
+        let prose = (0..120)
+            .map(|i| format!("Sentence number {i} says a little, and then a little more."))
+            .collect::<Vec<_>>()
+            .join("\n\n");
+        let markdown = (0..30)
+            .map(|i| format!("## Part {i}\n\nSome text of part {i}, with a [link](x) in it.\n"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let code = (0..80)
+            .map(|i| format!("fn f{i}() {{\n    let x = {i};\n}}\n"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        for (kind, text) in [
+            (SectionKind::Prose, prose),
+            (SectionKind::Markdown, markdown),
+            (SectionKind::Code, code),
+        ] {
+            for (max, overlap) in [(40, 10), (64, 0), (17, 8)] {
+                let options = ChunkOptions {
+                    max_tokens: max,
+                    overlap_tokens: overlap,
+                };
+                let document = doc(kind.clone(), &text);
+                let exact = Words::default();
+                let spanned = Words {
+                    spans: true,
+                    ..Words::default()
+                };
+                let want = chunk(&document, options, &exact);
+                let got = chunk(&document, options, &spanned);
+                assert!(want.len() > 5, "{kind:?} {max}: {}", want.len());
+                assert_eq!(got, want, "{kind:?} {max}/{overlap}: the same cut");
+                // Each chunk tokenized once, and the section once for its spans; counting
+                // each candidate tokenizes several times as many.
+                assert_eq!(calls(&spanned), (want.len(), 1), "{kind:?} {max}");
+                assert!(
+                    calls(&exact).0 > 3 * want.len(),
+                    "{kind:?}: {:?}",
+                    calls(&exact)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_piece_its_spans_sized_too_small_is_cut_again_by_exact_counts() {
+        let text = (0..200)
+            .map(|i| match i % 3 {
+                0 => format!("extraordinarily{i}"),
+                _ => format!("w{i}"),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let options = ChunkOptions {
+            max_tokens: 30,
+            overlap_tokens: 5,
+        };
+        let counter = Words {
+            spans: true,
+            long_counts_two: true,
+            ..Words::default()
+        };
+        let chunks = chunk(&doc(SectionKind::Prose, &text), options, &counter);
+        assert!(chunks.len() > 5);
+        for c in &chunks {
+            assert!(c.tokens <= 30, "{c:?}");
+            assert_eq!(c.tokens, counter.count(&c.text));
+        }
+        // Every word is in some chunk.
+        let joined = chunks.iter().map(|c| c.text.as_str()).collect::<Vec<_>>();
+        for word in text.split_whitespace() {
+            assert!(
+                joined
+                    .iter()
+                    .any(|c| c.split_whitespace().any(|w| w == word)),
+                "{word} lost"
+            );
+        }
     }
 
     #[test]

@@ -242,6 +242,14 @@ impl LocalModel {
         self.count(text, false)
     }
 
+    /// Where each of a text's tokens lies in it (byte ranges, in order; the tokenizing
+    /// [`LocalModel::count_tokens`] does, keeping nothing): the chunker sizes the pieces of a
+    /// long section from them instead of tokenizing each candidate piece.
+    pub fn token_spans(&self, text: &str) -> Option<Vec<(usize, usize)>> {
+        let encoding = self.tokenizer.encode(text, false).ok()?;
+        Some(encoding.get_offsets().to_vec())
+    }
+
     fn count(&self, text: &str, keep: bool) -> usize {
         let Ok(encoding) = self.tokenizer.encode(text, false) else {
             return text.len() / 4;

@@ -147,6 +147,27 @@ pub fn local_model_dir(config: &Config) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// The local model's tokenizer as the chunker's counter. A count keeps the text's tokens for
+/// the pass that embeds it when `keep` is set ([`kiln_embed::LocalModel::count_tokens`]); a
+/// long section's spans come from one tokenizing.
+struct ModelTokens {
+    model: Arc<kiln_embed::LocalModel>,
+    keep: bool,
+}
+
+impl kiln_pipeline::TokenCounter for ModelTokens {
+    fn count(&self, text: &str) -> usize {
+        match self.keep {
+            true => self.model.count_tokens(text),
+            false => self.model.count_tokens_only(text),
+        }
+    }
+
+    fn spans(&self, text: &str) -> Option<Vec<(usize, usize)>> {
+        self.model.token_spans(text)
+    }
+}
+
 /// Loads the configured embedding model, fetching the local one if it is missing.
 pub async fn load_model(config: &Config) -> anyhow::Result<Model> {
     let config = config.clone();
@@ -160,11 +181,16 @@ pub async fn load_model(config: &Config) -> anyhow::Result<Model> {
                         .with_context(|| format!("cannot load the model from {}", dir.display()))?
                         .with_batch_size(embedding.batch_size),
                 );
-                let (counter, sizer) = (model.clone(), model.clone());
+                let tokens = |keep| {
+                    Arc::new(ModelTokens {
+                        model: model.clone(),
+                        keep,
+                    })
+                };
                 Ok(Model {
+                    tokens: tokens(true),
+                    counts_only: tokens(false),
                     embedder: Arc::new(LocalEmbedder::new(model, embedding.pin_lanes)),
-                    tokens: Arc::new(move |text: &str| counter.count_tokens(text)),
-                    counts_only: Arc::new(move |text: &str| sizer.count_tokens_only(text)),
                 })
             }
             EmbeddingProvider::Openai => {
@@ -686,4 +712,76 @@ async fn worker_metrics(
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_chunk::{ChunkOptions, chunk};
+    use kiln_extract::{Document, Section, SectionKind};
+
+    /// Sentences in several scripts, with accents, CJK without spaces, code, a URL, numbers,
+    /// an emoji and a word longer than WordPiece's longest: what the model's tokenizer splits
+    /// and normalizes in every way it can.
+    fn mixed_text(paragraphs: usize) -> String {
+        let lines = [
+            "Les élèves étudient l'économie à Zürich, puis à Besançon.",
+            "日本語の文章は空白なしで続きます。中文句子也是如此。",
+            "Ελληνικά κείμενα με τόνους και ΚΕΦΑΛΑΙΑ.",
+            "fn area(r: f64) -> f64 { 3.14159 * r.powi(2) } // see https://example.com/a_b?c=d",
+            "Pneumonoultramicroscopicsilicovolcanoconiosis is long; so is this: 🔥🔥 naïve café.",
+            &"x".repeat(130),
+            "Ünïcödé — “quotes”, ‘more’, and… ellipses; tabs\tand  double  spaces.",
+        ];
+        (0..paragraphs)
+            .map(|i| format!("{i}. {}", lines[i % lines.len()]))
+            .collect::<Vec<_>>()
+            .join(if paragraphs.is_multiple_of(2) {
+                "\n\n"
+            } else {
+                "\n"
+            })
+    }
+
+    /// The real tokenizer's spans (byte offsets, WordPiece's pre-tokenizer) cut long sections
+    /// exactly as tokenizing every candidate piece does.
+    #[test]
+    fn the_models_spans_cut_long_sections_as_counting_every_piece_would() {
+        let models = kiln_embed::fetch::shared_models_dir();
+        let dir = kiln_embed::fetch::ensure(&models).expect("the model can be fetched");
+        let model = Arc::new(kiln_embed::LocalModel::load(&dir).expect("the model loads"));
+        let tokens = ModelTokens {
+            model: model.clone(),
+            keep: false,
+        };
+        let exact = |text: &str| model.count_tokens_only(text);
+        for (kind, paragraphs) in [
+            (SectionKind::Prose, 240),
+            (SectionKind::Prose, 241),
+            (SectionKind::Markdown, 120),
+            (SectionKind::Code, 90),
+        ] {
+            let document = Document {
+                sections: vec![Section {
+                    title: None,
+                    page: None,
+                    kind: kind.clone(),
+                    text: mixed_text(paragraphs),
+                }],
+                pages: None,
+                extractor: 0,
+            };
+            for (max_tokens, overlap_tokens) in [(256, 50), (800, 400), (40, 0)] {
+                let options = ChunkOptions {
+                    max_tokens,
+                    overlap_tokens,
+                };
+                let want = chunk(&document, options, &exact);
+                let got = chunk(&document, options, &tokens);
+                assert!(want.len() > 3, "{kind:?} {max_tokens}: {}", want.len());
+                assert_eq!(got, want, "{kind:?} {max_tokens}/{overlap_tokens}");
+                assert!(got.iter().all(|c| c.tokens <= max_tokens));
+            }
+        }
+    }
 }
