@@ -47,8 +47,7 @@ impl ChunkSizer for Sizer<'_> {
 /// Sizes pieces of one text from its tokens' spans, made once (see [`TokenCounter::spans`]).
 struct SpanSizer<'a> {
     text: &'a str,
-    starts: Vec<usize>,
-    ends: Vec<usize>,
+    spans: Vec<(usize, usize)>,
     exact: &'a dyn TokenCounter,
 }
 
@@ -60,10 +59,9 @@ impl<'a> SpanSizer<'a> {
         let ordered = spans
             .windows(2)
             .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1);
-        ordered.then(|| SpanSizer {
+        ordered.then_some(SpanSizer {
             text,
-            starts: spans.iter().map(|s| s.0).collect(),
-            ends: spans.iter().map(|s| s.1).collect(),
+            spans,
             exact: counter,
         })
     }
@@ -82,13 +80,13 @@ impl ChunkSizer for SpanSizer<'_> {
             return self.exact.count(chunk);
         }
         let to = from + chunk.len();
-        let first = self.ends.partition_point(|&end| end <= from);
-        let last = self.starts.partition_point(|&start| start < to);
+        let first = self.spans.partition_point(|&(_, end)| end <= from);
+        let last = self.spans.partition_point(|&(start, _)| start < to);
         if first >= last {
             return 0;
         }
-        let cut_at_start = usize::from(self.starts[first] < from);
-        let cut_at_end = usize::from(self.ends[last - 1] > to);
+        let cut_at_start = usize::from(self.spans[first].0 < from);
+        let cut_at_end = usize::from(self.spans[last - 1].1 > to);
         last - first + cut_at_start + cut_at_end
     }
 }

@@ -60,6 +60,31 @@ struct MeasuredTexts {
     order: VecDeque<Arc<str>>,
 }
 
+/// Bytes of text [`LocalModel::token_spans`] tokenizes at a time (about 15,000 tokens).
+pub const SPAN_BLOCK: usize = 64 * 1024;
+
+/// Where the block of `text` that starts at `start` ends: just after the last ASCII
+/// whitespace within [`SPAN_BLOCK`] bytes, or after the first one beyond if that stretch has
+/// none, or at the text's end. Only ASCII whitespace: the tokenizer's normalizer deletes some
+/// characters Unicode calls whitespace (control characters such as U+0085), which may join
+/// the words around them.
+fn span_block_end(text: &str, start: usize) -> usize {
+    let rest = &text[start..];
+    if rest.len() <= SPAN_BLOCK {
+        return text.len();
+    }
+    let blank = |c: char| matches!(c, ' ' | '\n' | '\t' | '\r');
+    let mut limit = SPAN_BLOCK;
+    while !rest.is_char_boundary(limit) {
+        limit -= 1;
+    }
+    let cut = rest[..limit]
+        .rfind(blank)
+        .or_else(|| rest[limit..].find(blank).map(|at| limit + at));
+    // The whitespace is one byte: the block ends after it.
+    cut.map_or(text.len(), |at| start + at + 1)
+}
+
 /// Texts [`Measured`] holds at most (about 2.5 KB each for a chunk of 250 tokens; a text
 /// taken keeps its place in the order until it comes round).
 const MEASURED_TEXTS: usize = 2048;
@@ -245,9 +270,22 @@ impl LocalModel {
     /// Where each of a text's tokens lies in it (byte ranges, in order; the tokenizing
     /// [`LocalModel::count_tokens`] does, keeping nothing): the chunker sizes the pieces of a
     /// long section from them instead of tokenizing each candidate piece.
+    ///
+    /// The text is tokenized [`SPAN_BLOCK`] bytes at a time, each block ending at ASCII
+    /// whitespace: WordPiece's pre-tokenizer splits words there, so the blocks' tokens are the
+    /// whole text's, and the tokenizer's own record of a block (about 100 bytes a token, 0.3
+    /// GB for a 3 MB book at once) is dropped before the next; a span keeps 16 bytes.
     pub fn token_spans(&self, text: &str) -> Option<Vec<(usize, usize)>> {
-        let encoding = self.tokenizer.encode(text, false).ok()?;
-        Some(encoding.get_offsets().to_vec())
+        let mut spans = Vec::new();
+        let mut start = 0;
+        while start < text.len() {
+            let end = span_block_end(text, start);
+            let encoding = self.tokenizer.encode(&text[start..end], false).ok()?;
+            let offsets = encoding.get_offsets().iter();
+            spans.extend(offsets.map(|&(from, to)| (start + from, start + to)));
+            start = end;
+        }
+        Some(spans)
     }
 
     fn count(&self, text: &str, keep: bool) -> usize {

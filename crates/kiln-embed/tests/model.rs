@@ -317,3 +317,44 @@ async fn a_search_query_does_not_wait_behind_queued_batches() {
     );
     assert_eq!(busy.await.unwrap(), 4 * batch);
 }
+
+/// A long text's spans, tokenized a block at a time, are the whole text's own offsets: the
+/// blocks end at whitespace, even around a stretch longer than a block with none, and the
+/// characters the normalizer deletes or splits (U+0085, accents, CJK) change nothing.
+#[test]
+fn token_spans_by_blocks_are_the_whole_texts_offsets() {
+    let model = model();
+    let words = [
+        "Zürich's",
+        "naïve",
+        "café—",
+        "日本語の文章",
+        "Ελληνικά",
+        "x\u{85}y",
+        "\u{301}accent",
+        "pneumonoultramicroscopicsilicovolcanoconiosis",
+        "3.14159,",
+        "https://example.com/a_b?c=d",
+    ];
+    let mut text = String::new();
+    let mut i = 0usize;
+    while text.len() < 3 * kiln_embed::local::SPAN_BLOCK {
+        text.push_str(words[i % words.len()]);
+        text.push(match i % 7 {
+            0 => '\n',
+            3 => '\t',
+            _ => ' ',
+        });
+        i += 1;
+        if i == 2000 {
+            // A stretch longer than a block without whitespace.
+            text.push_str(&"abc".repeat(kiln_embed::local::SPAN_BLOCK / 2));
+            text.push(' ');
+        }
+    }
+    let whole = model.tokenizer().encode(text.as_str(), false).unwrap();
+    let spans = model.token_spans(&text).expect("spans");
+    assert!(spans.len() > 30_000, "{}", spans.len());
+    assert_eq!(spans, whole.get_offsets());
+    assert_eq!(spans.len(), model.count_tokens_only(&text));
+}
