@@ -338,8 +338,8 @@ mod tests {
     }
 
     /// Words as tokens, like [`words`], with their spans when `spans` is set; counts the
-    /// calls. `long` words (more than 12 bytes) count as two tokens when tokenized alone,
-    /// though their span is one: a counter whose spans size some pieces too small.
+    /// calls. With `long_counts_two`, a word over 12 bytes counts as two tokens when counted
+    /// but has one span: a counter whose spans size some pieces too small.
     #[derive(Default)]
     struct Words {
         spans: bool,
