@@ -8,24 +8,13 @@
 //! the API's defaults (800, 400). The model is fetched as the tests fetch it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
-use kiln_chunk::{ChunkOptions, TokenCounter, chunk};
+use kiln::server::ModelTokens;
+use kiln_chunk::{ChunkOptions, chunk};
 use kiln_embed::LocalModel;
 use kiln_extract::{Document, Section, SectionKind};
-
-/// The model's tokenizer, giving spans as the server's counter does.
-struct Spans<'a>(&'a LocalModel);
-
-impl TokenCounter for Spans<'_> {
-    fn count(&self, text: &str) -> usize {
-        self.0.count_tokens_only(text)
-    }
-
-    fn spans(&self, text: &str) -> Option<Vec<(usize, usize)>> {
-        self.0.token_spans(text)
-    }
-}
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -37,7 +26,7 @@ fn main() -> anyhow::Result<()> {
     let overlap_tokens = args.next().map(|a| a.parse()).transpose()?.unwrap_or(400);
     let text = std::fs::read_to_string(&file)?;
     let models = kiln_embed::fetch::shared_models_dir();
-    let model = LocalModel::load(&kiln_embed::fetch::ensure(&models)?)?;
+    let model = Arc::new(LocalModel::load(&kiln_embed::fetch::ensure(&models)?)?);
     let document = Document {
         sections: vec![Section {
             title: None,
@@ -70,7 +59,11 @@ fn main() -> anyhow::Result<()> {
     );
 
     let clock = Instant::now();
-    let spanned = chunk(&document, options, &Spans(&model));
+    let server_counter = ModelTokens {
+        model: model.clone(),
+        keep: false,
+    };
+    let spanned = chunk(&document, options, &server_counter);
     let spans_secs = secs(clock);
     println!(
         "sized from the spans      {} chunks in {spans_secs:.2} s ({:.1}× faster), {}",

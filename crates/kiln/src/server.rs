@@ -150,9 +150,9 @@ pub fn local_model_dir(config: &Config) -> anyhow::Result<PathBuf> {
 /// The local model's tokenizer as the chunker's counter. A count keeps the text's tokens for
 /// the pass that embeds it when `keep` is set ([`kiln_embed::LocalModel::count_tokens`]); a
 /// long section's spans come from one tokenizing.
-struct ModelTokens {
-    model: Arc<kiln_embed::LocalModel>,
-    keep: bool,
+pub struct ModelTokens {
+    pub model: Arc<kiln_embed::LocalModel>,
+    pub keep: bool,
 }
 
 impl kiln_pipeline::TokenCounter for ModelTokens {
@@ -755,6 +755,10 @@ mod tests {
             keep: false,
         };
         let exact = |text: &str| model.count_tokens_only(text);
+        // The counter gives the spans (the chunker sizes from them only if it does).
+        let sample = mixed_text(20);
+        let spans = kiln_pipeline::TokenCounter::spans(&tokens, &sample);
+        assert_eq!(spans.map(|s| s.len()), Some(exact(&sample)));
         for (kind, paragraphs) in [
             (SectionKind::Prose, 240),
             (SectionKind::Prose, 241),
