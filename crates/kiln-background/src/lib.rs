@@ -316,10 +316,15 @@ mod tests {
         assert_eq!(second, first, "the idle thread ran the next job");
         // A job that blocks keeps its thread; the next job gets another and is not held up.
         let (release, blocked) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel::<()>();
         let stuck = runtime.spawn(background_thread(name, move || {
+            let _ = started.send(());
             let _ = blocked.recv();
             tid()
         }));
+        // The blocking job holds its thread before the next one is asked for (else the next
+        // could take the idle thread first, and the blocking job the same one after it).
+        runtime.block_on(running).expect("the blocking job started");
         let other = runtime.block_on(async {
             tokio::time::timeout(
                 std::time::Duration::from_secs(10),
